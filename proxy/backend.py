@@ -1,0 +1,360 @@
+"""Pipelined connections to the replicas, with callbacks instead of tasks.
+
+Each ``ReplicaLink`` owns one TCP connection to one redis-server. A request is bytes
+plus a callback; replies come back in order, so the link keeps a FIFO of callbacks
+and calls each with the reply (or a ``ReplicaFailure``). Per request there is no task,
+no Event and no cancel scope: those dominated a naive proxy's profile. Instead:
+
+* requests are appended to a buffer and the link is marked dirty; whoever finishes a
+  unit of work (a client batch, a read of replica replies) calls ``Flusher.flush`` and
+  every dirty link sends its buffer with one non-blocking ``send``. A writer task only
+  wakes for what the kernel did not take.
+* a watchdog per link times the oldest request from when it was queued; past the
+  replica timeout the link fails every pending request, closes the socket (so no late
+  reply can be mistaken for another request's) and reconnects with backoff. While it is
+  down, requests fail at once, so a dead replica costs one timeout, not one per request.
+* on every (re)connect the link loads the replica function library, so a replica that
+  restarted empty gets it back before it serves.
+
+Every request gets exactly one callback: that guarantee is what lets client batches
+wait without a deadline of their own.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .resp import ReplyError, ReplyParser, encode_command
+
+log = logging.getLogger("redquorum.backend")
+
+Callback = Callable[[Any], None]
+
+
+class ReplicaFailure:
+    """Passed to a callback instead of a reply: the replica did not answer."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"ReplicaFailure({self.reason!r})"
+
+
+DOWN = ReplicaFailure("down")
+TIMEOUT = ReplicaFailure("timeout")
+CLOSED = ReplicaFailure("connection lost")
+
+# Errors that say "this replica cannot serve now", not "your command is wrong".
+REPLICA_ERRORS = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM", "MISCONF", "NOSCRIPT",
+                  "ERR Function not found", "NOAUTH", "WRONGPASS", "CLUSTERDOWN")
+
+
+def is_replica_error(reply: Any) -> bool:
+    return type(reply) is ReplicaFailure or (
+        type(reply) is ReplyError and reply.text.startswith(REPLICA_ERRORS)
+    )
+
+
+class Flusher:
+    """Links with buffered requests; ``flush`` sends each link's buffer in one write."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self) -> None:
+        self.dirty: list[ReplicaLink] = []
+
+    def flush(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            link = dirty.pop()
+            link._flush()
+
+
+class ReplicaLink:
+    def __init__(
+        self,
+        replica_id: str,
+        host: str,
+        port: int,
+        *,
+        flusher: Flusher,
+        timeout: float,
+        library: bytes,
+        password: str | None = None,
+        on_state: Callable[[ReplicaLink, bool], None] | None = None,
+        on_latency: Callable[[ReplicaLink, float], None] | None = None,
+    ) -> None:
+        self.id = replica_id
+        self.host = host
+        self.port = port
+        self.up = False
+        self.timeout = timeout
+        self.last_error = "not connected yet"
+        self.connected_since = 0.0
+        self._flusher = flusher
+        self._library = library
+        self._password = password
+        self._on_state = on_state
+        self._on_latency = on_latency
+        self._sock: socket.socket | None = None
+        self._out: list[bytes] = []
+        self._backlog = b""
+        self._pending: deque[tuple[Callback, float]] = deque()
+        self._parser = ReplyParser()
+        self._scope: trio.CancelScope | None = None
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._ready = trio.Event()
+        self._dirty = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # -- the hot path ------------------------------------------------------
+
+    def request(self, payload: bytes, callback: Callback) -> None:
+        """Queue ``payload``; ``callback`` gets its reply. Sent at the next flush."""
+        if not self.up:
+            callback(DOWN)
+            return
+        self._out.append(payload)
+        self._pending.append((callback, time.monotonic()))
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.dirty.append(self)
+
+    def _flush(self) -> None:
+        self._dirty = False
+        out = self._out
+        if not out or self._sock is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self._backlog:
+            self._backlog += data
+            return
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(CLOSED, f"send failed: {exc}")
+            return
+        if sent < len(data):
+            self._backlog = data[sent:]
+            self._writer_lot.unpark()
+
+    def _deliver(self, data: bytes) -> None:
+        parser = self._parser
+        parser.feed(data)
+        pending = self._pending
+        on_latency = self._on_latency
+        while True:
+            reply = parser.gets()
+            if reply is False:
+                break
+            callback, queued = pending.popleft()
+            if on_latency is not None:
+                on_latency(self, time.monotonic() - queued)
+            try:
+                callback(reply)
+            except Exception:  # a bug in one operation must not kill the link
+                log.exception("callback for replica %s failed", self.id)
+
+    # -- lifetime ----------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, serve, and reconnect with backoff forever (until cancelled)."""
+        started = False
+        backoff = 0.05
+        while True:
+            try:
+                sock = await self._connect()
+            except (OSError, trio.TooSlowError, ReplyError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                if not started:
+                    task_status.started()
+                    started = True
+                    log.warning("replica %s (%s) is not reachable: %s", self.id, self.address,
+                                self.last_error)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            self._sock = sock
+            self._parser = ReplyParser()
+            self._set_up(True)
+            if not started:
+                task_status.started()
+                started = True
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
+                    nursery.start_soon(self._reader, sock)
+                    nursery.start_soon(self._writer, sock)
+                    nursery.start_soon(self._watchdog)
+            finally:
+                self._scope = None
+                if self.up:  # cancelled from outside: fail what is pending
+                    self._fail(CLOSED, "proxy shutting down")
+            await trio.sleep(backoff)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def _set_up(self, up: bool) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        if up:
+            self.connected_since = time.time()
+            self._ready.set()
+            log.info("replica %s (%s) is up", self.id, self.address)
+        else:
+            self._ready = trio.Event()
+            log.warning("replica %s (%s) is down: %s", self.id, self.address, self.last_error)
+        if self._on_state is not None:
+            self._on_state(self, up)
+
+    def _fail(self, failure: ReplicaFailure, why: str) -> None:
+        """Close the connection and fail every pending request; ``run`` reconnects."""
+        self.last_error = why
+        self._set_up(False)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._out.clear()
+        self._backlog = b""
+        pending, self._pending = self._pending, deque()
+        if self._scope is not None:
+            self._scope.cancel()
+        for callback, _ in pending:
+            try:
+                callback(failure)
+            except Exception:
+                log.exception("callback for replica %s failed", self.id)
+        self._flusher.flush()
+
+    def fail(self, why: str) -> None:
+        """Declare the link broken (e.g. the replica lost its function library)."""
+        if self.up:
+            self._fail(CLOSED, why)
+
+    async def _reader(self, sock: socket.socket) -> None:
+        flush = self._flusher.flush
+        while True:
+            try:
+                data = sock.recv(262144)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                self._fail(CLOSED, f"receive failed: {exc}")
+                return
+            if not data:
+                self._fail(CLOSED, "replica closed the connection")
+                return
+            self._deliver(data)
+            flush()
+
+    async def _writer(self, sock: socket.socket) -> None:
+        while True:
+            if not self._backlog:
+                await self._writer_lot.park()
+                continue
+            await trio.lowlevel.wait_writable(sock)
+            try:
+                sent = sock.send(self._backlog)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._fail(CLOSED, f"send failed: {exc}")
+                return
+            self._backlog = self._backlog[sent:]
+
+    async def _watchdog(self) -> None:
+        tick = min(0.05, self.timeout / 4)
+        while True:
+            await trio.sleep(tick)
+            pending = self._pending
+            if not pending or time.monotonic() - pending[0][1] <= self.timeout:
+                continue
+            # Replies may be sitting unread because the proxy was busy: read first.
+            self._drain()
+            if self._pending and time.monotonic() - self._pending[0][1] > self.timeout:
+                self._fail(TIMEOUT, f"no reply within {self.timeout:g}s")
+                return
+
+    def _drain(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                data = sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return
+            if not data:
+                return
+            self._deliver(data)
+        self._flusher.flush()
+
+    # -- connecting --------------------------------------------------------
+
+    async def _connect(self) -> socket.socket:
+        infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with trio.fail_after(max(self.timeout, 1.0)):
+                code = sock.connect_ex(address)
+                if code not in (0, errno.EINPROGRESS):
+                    raise OSError(code, f"connect to {self.address}: {errno.errorcode.get(code)}")
+                await trio.lowlevel.wait_writable(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, f"connect to {self.address}: {errno.errorcode.get(code)}")
+                await self._handshake(sock)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        commands = []
+        if self._password:
+            commands.append(encode_command("AUTH", self._password))
+        commands.append(encode_command("CLIENT", "SETNAME", "redquorum"))
+        commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
+        data = b"".join(commands)
+        while data:
+            await trio.lowlevel.wait_writable(sock)
+            data = data[sock.send(data):]
+        parser = ReplyParser()
+        got = 0
+        while got < len(commands):
+            await trio.lowlevel.wait_readable(sock)
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError(errno.ECONNRESET, "replica closed the connection during handshake")
+            parser.feed(chunk)
+            while (reply := parser.gets()) is not False:
+                got += 1
+                if isinstance(reply, ReplyError):
+                    raise ReplyError(f"handshake: {reply.text}")

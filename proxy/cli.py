@@ -1,0 +1,199 @@
+"""The ``redquorum`` command: ``up`` (embedded replicas + proxy) and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+from .config import Config, ConfigError, load, parse_address
+
+log = logging.getLogger("redquorum")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="where clients connect (default 127.0.0.1:6379; env REDQUORUM_LISTEN)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", dest="metrics_listen",
+                   help="serve Prometheus /metrics here (env REDQUORUM_METRICS_LISTEN)")
+    p.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
+    p.add_argument("-w", type=int, help="write quorum: acks before a write succeeds (env REDQUORUM_W)")
+    p.add_argument("-r", type=int, help="read quorum: answers before a read succeeds (env REDQUORUM_R)")
+    p.add_argument("--mode", choices=["causal", "lww"],
+                   help="causal (siblings, default) or lww (last write wins) (env REDQUORUM_MODE)")
+    p.add_argument("--replica-timeout", type=float, dest="replica_timeout", metavar="SECONDS",
+                   help="how long a replica has to answer (default 0.5; env REDQUORUM_REPLICA_TIMEOUT)")
+    p.add_argument("--tombstone-grace", type=float, dest="tombstone_grace", metavar="SECONDS",
+                   help="how long tombstones are kept (default 3600; env REDQUORUM_TOMBSTONE_GRACE)")
+    p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
+    p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="redquorum",
+        description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
+                    "quorum-replicated store.")
+    p.add_argument("--version", action="version", version=f"redquorum {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve}")
+
+    up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
+                        description="Start N local redis-server replicas on free loopback ports "
+                                    "and the proxy in front of them. Ctrl-C stops everything.")
+    up.add_argument("--replicas", type=int, default=3, metavar="N",
+                    help="how many redis-server replicas to start (default 3)")
+    up.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                    help="where replicas keep their data (default: a temporary directory, "
+                         "removed on exit)")
+    _common(up)
+
+    serve = sub.add_parser("serve", help="run the proxy over existing redis-server replicas",
+                           description="Run the proxy over existing redis-server replicas.")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
+    serve.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
+                       help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="processes sharing the listening port (default 1; env REDQUORUM_WORKERS)")
+    _common(serve)
+    return p
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "up":
+            return run_up(args)
+        return run_serve(args)
+    except ConfigError as exc:
+        print(f"redquorum: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = load(_flags(args))
+    if config.workers > 1:
+        from .workers import run_workers
+
+        return run_workers(config)
+    return serve(config)
+
+
+def serve(config: Config, listener: Any = None, banner: str = "") -> int:
+    from .server import AddressInUse, bind_listener
+
+    try:
+        lsock = listener or bind_listener(config.listen, reuse_port=config.workers > 1)
+    except AddressInUse as exc:
+        print(f"redquorum: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        trio.run(_serve_until_signalled, config, lsock, banner)
+    except OSError as exc:
+        print(f"redquorum: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> None:
+    from .metrics import Metrics
+    from .server import Proxy
+
+    metrics = Metrics(config)
+    app = Proxy(config, events=metrics)
+    metrics.attach(app)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            if config.metrics_listen:
+                await nursery.start(metrics.serve, config.metrics_listen)
+            address = await nursery.start(app.run, lsock)
+            print(f"redquorum {__version__} listening on {address[0]}:{address[1]} "
+                  f"({config.describe()})", flush=True)
+            if config.metrics_listen:
+                h, p = config.metrics_listen
+                print(f"metrics on http://{h}:{p}/metrics", flush=True)
+            for replica in config.replicas:
+                print(f"replica {replica.id} at {replica.address}", flush=True)
+            if banner:
+                print(banner, flush=True)
+            async for signum in signals:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from replicas.launcher import LaunchError, launch, stop_all
+
+    from .config import Replica, build
+    from .server import AddressInUse, bind_listener
+
+    count = args.replicas
+    if count < 1:
+        raise ConfigError("--replicas must be at least 1")
+    flags = _flags(args)
+    raw: dict[str, Any] = {}
+    from .config import SETTINGS
+
+    for name in SETTINGS:
+        env = os.environ.get("REDQUORUM_" + name.upper())
+        if env:
+            raw[name] = env
+        if flags.get(name) is not None:
+            raw[name] = flags[name]
+    raw.setdefault("n", min(3, count))
+    if "metrics_listen" not in raw:
+        raw["metrics_listen"] = "127.0.0.1:9379"
+    # Validate before starting anything: the same checks as with real replicas.
+    placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
+    config = build(raw, placeholder)
+    for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
+        if address is not None:
+            parse_address(f"{address[0]}:{address[1]}", what)
+    try:
+        lsock = bind_listener(config.listen)
+    except AddressInUse as exc:
+        print(f"redquorum: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    temp = None
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    else:
+        temp = tempfile.TemporaryDirectory(prefix="redquorum-")
+        data_dir = Path(temp.name)
+    replicas = []
+    try:
+        try:
+            replicas = launch(count, data_dir)
+        except LaunchError as exc:
+            print(f"redquorum: {exc}", file=sys.stderr)
+            return 1
+        config = build(raw, [Replica(r.id, r.host, r.port) for r in replicas])
+        banner = (f"embedded replicas: {', '.join(f'{r.id}={r.address} (pid {r.pid})' for r in replicas)}"
+                  f"; data in {data_dir}; Ctrl-C stops all")
+        return serve(config, lsock, banner)
+    finally:
+        stop_all(replicas)
+        if temp is not None:
+            temp.cleanup()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Quorum reads and writes over the replicas of a key, driven by reply callbacks.
+
+Theory of operation
+-------------------
+1. The preference list of a key (proxy/ring.py) names its ``n`` home replicas.
+2. Write (causal mode): the first *up* home replica coordinates. One atomic function
+   call there (``rq_put``) reads the stored object, applies the operation to the current
+   winner, drops the siblings the context covers, adds the new sibling with a fresh dot,
+   stores and returns the new object's bytes. Those bytes go unchanged to the other
+   homes, which merge them (``rq_merge``). The client is acknowledged after ``w`` acks,
+   the coordinator's included. If the coordinator does not answer, the next up home
+   coordinates; if it answered with an error about the command, the client gets it.
+3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
+   where it landed: a later read may or may not see it (README, "Failed writes").
+4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
+   the client is answered. When the first ``r`` replies are the same bytes, there is
+   nothing to merge and one decode does.
+5. Read repair: once every home has answered or failed (the link watchdog bounds how
+   long that takes), a replica whose object differs from the merge of all replies gets
+   the others' objects through ``rq_merge``, never a blind SET, so a write that landed
+   in between is kept.
+
+The operations are small objects with callbacks, not tasks: see proxy/backend.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import clock
+from .backend import ReplicaFailure, ReplicaLink, is_replica_error
+from .clock import CorruptObject, Versioned
+from .resp import ReplyError
+from .ring import PARTITIONS, Ring
+
+log = logging.getLogger("redquorum.coordinator")
+
+Done = Callable[[Any], None]
+
+
+def bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def command(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+def clean_error(reply: ReplyError) -> ReplyError:
+    """Drop the ``script: rq_put, on @user_function:NN.`` tail Redis adds to function errors."""
+    text = reply.text
+    cut = text.find(" script: ")
+    return ReplyError(text[:cut]) if cut >= 0 else reply
+
+
+class Events:
+    """What the coordinator reports; proxy/metrics.py implements it for Prometheus."""
+
+    def read_done(self, merged: Versioned, stale: int) -> None: ...
+    def read_repair(self, replica: str, reason: str, merged: Versioned, had: Versioned) -> None: ...
+    def quorum_failure(self, op: str) -> None: ...
+    def siblings_over_soft_limit(self, key: bytes, count: int) -> None: ...
+
+
+class Coordinator:
+    def __init__(
+        self,
+        ring: Ring,
+        links: dict[str, ReplicaLink],
+        *,
+        r: int,
+        w: int,
+        mode: str = "causal",
+        tombstone_grace: float = 3600.0,
+        sibling_soft_limit: int = 25,
+        sibling_hard_limit: int = 100,
+        events: Events | None = None,
+    ) -> None:
+        self.ring = ring
+        self.links = links
+        self.n = ring.n
+        self.r = r
+        self.w = w
+        self.mode = mode
+        self.events = events or Events()
+        self.grace_ms = b"%d" % int(tombstone_grace * 1000)
+        self.hard_limit = b"%d" % sibling_hard_limit
+        self.soft_limit = sibling_soft_limit
+        # per partition, the home links in preference order (resolved once)
+        self._homes = [
+            tuple(links[i] for i in ring_list[: ring.n])
+            for ring_list in (ring._lists[p] for p in range(PARTITIONS))
+        ]
+
+    def homes(self, key: bytes) -> tuple[ReplicaLink, ...]:
+        return self._homes[Ring.partition(key)]
+
+    # -- reads ---------------------------------------------------------------
+
+    def read(self, key: bytes, r: int, done: Done) -> None:
+        """``done`` gets the merged ``Versioned`` or a ``ReplyError``."""
+        homes = self.homes(key)
+        op = _Read(self, key, homes, r, done)
+        payload = command(b"GET", key)
+        for i, link in enumerate(homes):
+            link.request(payload, op.callback(i))
+
+    def read_many(self, keys: Sequence[bytes], r: int, done: Done) -> None:
+        """MGET: one request per replica when all keys share their homes, else per key."""
+        results: list[Any] = [None] * len(keys)
+        remaining = [len(keys)]
+        failed: list[ReplyError] = []
+
+        def one(i: int) -> Done:
+            def finish(value: Any) -> None:
+                if isinstance(value, ReplyError):
+                    failed.append(value)
+                results[i] = value
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done(failed[0] if failed else results)
+            return finish
+
+        for i, key in enumerate(keys):
+            self.read(key, r, one(i))
+
+    # -- writes --------------------------------------------------------------
+
+    def write(
+        self,
+        key: bytes,
+        w: int,
+        context: bytes,
+        op: bytes,
+        op_args: Sequence[bytes],
+        done: Done,
+    ) -> None:
+        """Run ``op`` at the coordinator and spread the result.
+
+        ``context``: b"*" for everything the coordinator holds (plain Redis writes),
+        b"" for nothing seen, else a client's clock in the replica's msgpack form.
+        ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
+        """
+        _Write(self, key, self.homes(key), w, context, op, op_args, done).start()
+
+    def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
+        return command(b"FCALL", b"rq_merge", b"1", key, self.grace_ms, *blobs)
+
+    # -- inspection ----------------------------------------------------------
+
+    def inspect(self, key: bytes, done: Done) -> None:
+        """Per home replica: (link, role, reply or failure)."""
+        homes = self.homes(key)
+        entries: list[Any] = [None] * len(homes)
+        remaining = [len(homes)]
+        payload = command(b"FCALL", b"rq_inspect", b"1", key)
+
+        def one(i: int) -> Done:
+            def got(reply: Any) -> None:
+                entries[i] = (homes[i], "home", reply)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done(entries)
+            return got
+
+        for i, link in enumerate(homes):
+            link.request(payload, one(i))
+
+
+def noquorum(op: str, got: int, needed: int, of: int, why: str = "") -> ReplyError:
+    text = f"NOQUORUM {op} needs {needed} of {of} replicas, {got} answered"
+    if why:
+        text += f" ({why})"
+    return ReplyError(text)
+
+
+class _Read:
+    __slots__ = ("co", "key", "homes", "need", "done", "blobs", "failures", "answered",
+                 "finished", "why")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
+                 done: Done) -> None:
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.need = need
+        self.done = done
+        self.blobs: list[tuple[int, bytes | None]] = []
+        self.failures = 0
+        self.answered = 0
+        self.finished = False
+        self.why = ""
+
+    def callback(self, index: int) -> Done:
+        return lambda reply: self.on_reply(index, reply)
+
+    def on_reply(self, index: int, reply: Any) -> None:
+        self.answered += 1
+        t = type(reply)
+        if t is bytes or reply is None:
+            self.blobs.append((index, reply))
+        else:
+            self.failures += 1
+            self.why = _why(self.homes[index], reply)
+        if not self.finished:
+            if len(self.blobs) >= self.need:
+                self.finished = True
+                self._answer()
+            elif self.failures > len(self.homes) - self.need:
+                self.finished = True
+                self.co.events.quorum_failure("read")
+                self.done(noquorum("read", len(self.blobs), self.need, len(self.homes), self.why))
+        if self.answered == len(self.homes):
+            self._repair()
+
+    def _answer(self) -> None:
+        blobs = self.blobs
+        first = blobs[0][1]
+        try:
+            if all(b == first for _, b in blobs):
+                merged = clock.decode(first)
+            else:
+                merged = clock.sync_all(clock.decode(b) for _, b in blobs)
+        except CorruptObject as exc:
+            self.done(ReplyError(f"ERR redquorum: {exc}"))
+            return
+        self.co.events.read_done(merged, 0)
+        self.done(merged)
+
+    def _repair(self) -> None:
+        blobs = self.blobs
+        if len(blobs) < 2:
+            return
+        first = blobs[0][1]
+        if all(b == first for _, b in blobs):
+            return
+        try:
+            decoded = {i: clock.decode(b) for i, b in blobs}
+        except CorruptObject:
+            return
+        merged = clock.sync_all(decoded.values())
+        distinct = {b for _, b in blobs if b}
+        co = self.co
+        for i, obj in decoded.items():
+            if obj == merged:
+                continue
+            own = dict(blobs)[i]
+            others = [b for b in distinct if b != own]
+            if not others:
+                continue
+            link = self.homes[i]
+            co.events.read_repair(link.id, "missing" if own is None else "outdated", merged, obj)
+            link.request(co.merge_payload(self.key, *sorted(others)), _ignore)
+
+
+def _ignore(reply: Any) -> None:
+    pass
+
+
+def _why(link: ReplicaLink, reply: Any) -> str:
+    if type(reply) is ReplicaFailure:
+        return f"{link.id}: {reply.reason}"
+    if isinstance(reply, ReplyError):
+        return f"{link.id}: {reply.text}"
+    return f"{link.id}: unexpected reply"
+
+
+class _Write:
+    __slots__ = ("co", "key", "homes", "need", "context", "op", "op_args", "done", "acks",
+                 "failures", "finished", "coordinator", "tried", "why", "result")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.need = need
+        self.context = context
+        self.op = op
+        self.op_args = op_args
+        self.done = done
+        self.acks = 0
+        self.failures = 0
+        self.finished = False
+        self.coordinator = -1
+        self.tried = 0
+        self.why = ""
+        self.result: Any = None
+
+    def start(self) -> None:
+        self._coordinate_next()
+
+    def _coordinate_next(self) -> None:
+        homes = self.homes
+        # A replica that failed as coordinator counts as a failure of the write.
+        while self.coordinator + 1 < len(homes):
+            self.coordinator += 1
+            link = homes[self.coordinator]
+            if not link.up:
+                self.failures += 1
+                self.why = f"{link.id}: down"
+                continue
+            if self.failures > len(homes) - self.need:
+                break
+            co = self.co
+            payload = command(
+                b"FCALL", b"rq_put", b"1", self.key, link.id.encode(),
+                b"%d" % (time.time_ns() // 1000), self.context, co.grace_ms, co.hard_limit,
+                self.op, *self.op_args,
+            )
+            link.request(payload, self.on_coordinated)
+            return
+        self._fail()
+
+    def on_coordinated(self, reply: Any) -> None:
+        link = self.homes[self.coordinator]
+        if type(reply) is not list:
+            if is_replica_error(reply) or not isinstance(reply, ReplyError):
+                self.failures += 1
+                self.why = _why(link, reply)
+                if isinstance(reply, ReplyError) and "Function not found" in reply.text:
+                    link.fail("function library missing; reloading")
+                self._coordinate_next()
+                return
+            self.finished = True
+            self.done(clean_error(reply))
+            return
+        blob, op_reply = reply
+        self.result = (blob, op_reply)
+        self.acks = 1
+        if blob is None:  # the operation wrote nothing (e.g. SET NX on an existing key)
+            self.finished = True
+            self.done(self.result)
+            return
+        # Homes before the coordinator already failed; hand-off repairs them later.
+        payload = self.co.merge_payload(self.key, blob)
+        for other in self.homes[self.coordinator + 1:]:
+            other.request(payload, self.on_ack)
+        self._check()
+
+    def on_ack(self, reply: Any) -> None:
+        if type(reply) is int:
+            self.acks += 1
+        else:
+            self.failures += 1
+        self._check()
+
+    def _check(self) -> None:
+        if self.finished:
+            return
+        if self.acks >= self.need:
+            self.finished = True
+            self.done(self.result)
+        elif self.failures > len(self.homes) - self.need:
+            self._fail()
+
+    def _fail(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.co.events.quorum_failure("write")
+        self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))

@@ -1,0 +1,372 @@
+"""Sans-IO RESP codec: bytes in, commands or replies out; values in, bytes out.
+
+No trio here. Two parsers with different trust:
+
+* ``RequestParser`` reads what clients send. Clients are untrusted, so it is a small
+  resumable parser with Redis's own limits and error texts. (hiredis's reader
+  pre-allocates a list for any array header, so ``*2000000000`` from a client would
+  ask for 16 GB before a byte of payload arrived; that is the measured reason for not
+  using it on this side.) It also accepts inline commands (``PING\\r\\n``) as Redis does.
+* ``ReplyParser`` reads what our own redis-server replicas answer: hiredis, fast.
+
+Replies are encoded from plain Python values; see ``encode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hiredis
+
+__all__ = [
+    "ProtocolError",
+    "RequestParser",
+    "ReplyParser",
+    "ReplyError",
+    "Simple",
+    "Verbatim",
+    "Push",
+    "NullArray",
+    "encode",
+    "encode_command",
+    "OK",
+    "PONG",
+    "NIL",
+]
+
+MAX_INLINE = 64 * 1024
+MAX_MULTIBULK = 1024 * 1024
+MAX_BULK = 512 * 1024 * 1024
+MAX_HEADER = 64  # "*<count>\r\n" or "$<len>\r\n" never needs more
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; Redis replies with the text and closes."""
+
+
+class ReplyError(Exception):
+    """An error reply, encoded as ``-<text>``. Also used as a value, not only raised."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class Simple(str):
+    """A simple string reply (``+OK``)."""
+
+
+class Verbatim(str):
+    """A RESP3 verbatim string (``=``), a bulk string in RESP2 (INFO, CLIENT INFO...)."""
+
+
+class Push(list):  # pragma: no cover - reserved for pub/sub-like replies
+    """A RESP3 push frame."""
+
+
+class _NullArray:
+    __slots__ = ()
+
+
+NullArray = _NullArray()
+
+
+# ---------------------------------------------------------------------------
+# requests
+
+
+class RequestParser:
+    """Feed bytes, take complete commands (lists of bytes) one at a time.
+
+    Resumable: a command split over many reads is parsed once, not from its start on
+    every read.
+    """
+
+    __slots__ = ("_buf", "_pos", "_args", "_missing")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._args: list[bytes] | None = None  # a multibulk in progress
+        self._missing = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos and self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_command(self) -> list[bytes] | None:
+        """The next complete command, ``None`` when more bytes are needed.
+
+        An empty inline line yields ``[]``, which callers skip (as Redis does).
+        """
+        if self._args is None:
+            buf = self._buf
+            pos = self._pos
+            if pos >= len(buf):
+                return None
+            if buf[pos] != 42:  # not '*': an inline command
+                return self._inline()
+            nl = buf.find(b"\r\n", pos, pos + MAX_HEADER)
+            if nl < 0:
+                if len(buf) - pos > MAX_HEADER:
+                    raise ProtocolError("Protocol error: invalid multibulk length")
+                return None
+            count = _header_int(buf, pos + 1, nl, "Protocol error: invalid multibulk length")
+            if count > MAX_MULTIBULK:
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            self._pos = nl + 2
+            if count <= 0:
+                return []
+            self._args = []
+            self._missing = count
+        return self._bulks()
+
+    def _bulks(self) -> list[bytes] | None:
+        buf = self._buf
+        args = self._args
+        assert args is not None
+        p = self._pos
+        size = len(buf)
+        missing = self._missing
+        while missing:
+            if p >= size:
+                break
+            if buf[p] != 36:  # '$'
+                raise ProtocolError("Protocol error: expected '$', got '%s'" % chr(buf[p]))
+            nl = buf.find(b"\r\n", p, p + MAX_HEADER)
+            if nl < 0:
+                if size - p > MAX_HEADER:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                break
+            length = _header_int(buf, p + 1, nl, "Protocol error: invalid bulk length")
+            if length < 0 or length > MAX_BULK:
+                raise ProtocolError("Protocol error: invalid bulk length")
+            start = nl + 2
+            end = start + length
+            if end + 2 > size:
+                break
+            args.append(bytes(buf[start:end]))
+            p = end + 2
+            missing -= 1
+        self._pos = p
+        self._missing = missing
+        if missing:
+            return None
+        self._args = None
+        return args
+
+    def _inline(self) -> list[bytes] | None:
+        buf = self._buf
+        pos = self._pos
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            if len(buf) - pos > MAX_INLINE:
+                raise ProtocolError("Protocol error: too big inline request")
+            return None
+        line = bytes(buf[pos:nl])
+        self._pos = nl + 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return split_inline(line)
+
+
+def _header_int(buf: bytearray, start: int, end: int, error: str) -> int:
+    try:
+        return int(buf[start:end])
+    except ValueError:
+        raise ProtocolError(error) from None
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command like Redis's ``sdssplitargs`` (quotes and escapes)."""
+    args: list[bytes] = []
+    i = 0
+    n = len(line)
+    while True:
+        while i < n and line[i] in b" \t\n\r\v\f":
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        quote = 0
+        while True:
+            if quote == 34:  # inside "..."
+                if i >= n:
+                    raise ProtocolError("Protocol error: unbalanced quotes in request")
+                c = line[i]
+                if c == 92 and i + 3 < n and line[i + 1] == 120 and _is_hex(line[i + 2 : i + 4]):
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    current.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            elif quote == 39:  # inside '...'
+                if i >= n:
+                    raise ProtocolError("Protocol error: unbalanced quotes in request")
+                c = line[i]
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    current.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \t\n\r\v\f":
+                    break
+                if c == 34 or c == 39:
+                    quote = c
+                else:
+                    current.append(c)
+            i += 1
+        args.append(bytes(current))
+
+
+def _is_hex(two: bytes) -> bool:
+    return len(two) == 2 and all(c in b"0123456789abcdefABCDEF" for c in two)
+
+
+# ---------------------------------------------------------------------------
+# replies from replicas
+
+
+class ReplyParser:
+    """hiredis-backed parser for replica replies; error replies come back as values."""
+
+    __slots__ = ("_reader", "feed", "gets")
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=False)
+        self.feed = self._reader.feed
+        self.gets = self._reader.gets
+
+
+def encode_command(*args: bytes | str | int) -> bytes:
+    """Encode a command for a replica (a RESP array of bulk strings)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------------------
+# replies to clients
+
+OK = Simple("OK")
+PONG = Simple("PONG")
+NIL = None
+
+
+def encode(value: Any, proto: int = 2) -> bytes:
+    """Encode one reply value for a client speaking RESP ``proto`` (2 or 3).
+
+    bytes → bulk; str → bulk (utf-8); Simple → ``+``; int → ``:``; None → null;
+    list/tuple → array; dict → map (flat array in RESP2); float → double (bulk in RESP2);
+    bool → boolean (integer in RESP2); set → set (array in RESP2); ReplyError → ``-``.
+    """
+    t = type(value)
+    if t is bytes:
+        return b"$%d\r\n%b\r\n" % (len(value), value)
+    if value is None:
+        return b"_\r\n" if proto == 3 else b"$-1\r\n"
+    if t is Simple:
+        return b"+%b\r\n" % value.encode()
+    if t is int:
+        return b":%d\r\n" % value
+    out: list[bytes] = []
+    _encode_into(out, value, proto)
+    return b"".join(out)
+
+
+def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
+    t = type(value)
+    if t is bytes:
+        out.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    elif value is None:
+        out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
+    elif t is Simple:
+        out.append(b"+%b\r\n" % value.encode())
+    elif t is bool:
+        if proto == 3:
+            out.append(b"#t\r\n" if value else b"#f\r\n")
+        else:
+            out.append(b":1\r\n" if value else b":0\r\n")
+    elif t is int:
+        out.append(b":%d\r\n" % value)
+    elif t is list or t is tuple:
+        out.append(b"*%d\r\n" % len(value))
+        for item in value:
+            _encode_into(out, item, proto)
+    elif t is dict:
+        if proto == 3:
+            out.append(b"%%%d\r\n" % len(value))
+        else:
+            out.append(b"*%d\r\n" % (2 * len(value)))
+        for k, v in value.items():
+            _encode_into(out, k, proto)
+            _encode_into(out, v, proto)
+    elif t is str:
+        data = value.encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    elif t is Verbatim:
+        data = value.encode()
+        if proto == 3:
+            out.append(b"=%d\r\ntxt:%b\r\n" % (len(data) + 4, data))
+        else:
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    elif t is float:
+        text = _format_double(value)
+        if proto == 3:
+            out.append(b",%b\r\n" % text)
+        else:
+            out.append(b"$%d\r\n%b\r\n" % (len(text), text))
+    elif isinstance(value, ReplyError):
+        text = value.text.replace("\r", " ").replace("\n", " ")
+        out.append(b"-%b\r\n" % text.encode())
+    elif value is NullArray:
+        out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
+    elif t is set or t is frozenset:
+        out.append((b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value))
+        for item in sorted(value):
+            _encode_into(out, item, proto)
+    elif isinstance(value, Push):  # pragma: no cover
+        out.append((b">%d\r\n" if proto == 3 else b"*%d\r\n") % len(value))
+        for item in value:
+            _encode_into(out, item, proto)
+    else:
+        raise TypeError(f"cannot encode {t.__name__} as RESP")
+
+
+def _format_double(value: float) -> bytes:
+    if value != value:
+        return b"nan"
+    if value == float("inf"):
+        return b"inf"
+    if value == float("-inf"):
+        return b"-inf"
+    return repr(value).encode() if value != int(value) or abs(value) >= 1e17 else b"%d" % int(value)

@@ -1,0 +1,316 @@
+"""The trio side: the listener, one task per client connection, batches, shutdown.
+
+A client's read is parsed into commands; the commands of one read form a batch. Every
+command of the batch is dispatched before anything is sent to the replicas, then each
+replica gets the batch's requests in one write (proxy/backend.py), the batch waits for
+its deferred replies, and all replies go back in one write, in order.
+
+Within a batch, a command touching a key that an earlier pending write of the same
+batch touches starts a new batch, so a client always reads its own pipelined writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import socket
+import time
+from typing import Any
+
+import trio
+
+from . import __version__
+from .backend import Flusher, ReplicaLink
+from .commands import (
+    DEFERRED,
+    TABLE,
+    UNSUPPORTED,
+    Batch,
+    arity_ok,
+    check_reserved,
+    err_arity,
+    unknown_command,
+    unsupported,
+)
+from .config import Config
+from .coordinator import Coordinator, Events
+from .resp import ProtocolError, ReplyError, RequestParser, encode
+
+log = logging.getLogger("redquorum.server")
+
+MAX_BATCH = 512
+RECV_SIZE = 65536
+NOAUTH = ReplyError("NOAUTH Authentication required.")
+
+
+def library_code() -> bytes:
+    from importlib import resources
+
+    return resources.files("replicas").joinpath("redquorum.lua").read_bytes()
+
+
+class Session:
+    """One client connection's state."""
+
+    __slots__ = ("id", "addr", "proto", "name", "lib_name", "lib_ver", "r", "w",
+                 "authenticated", "closing", "created", "last_command")
+
+    def __init__(self, ident: int, addr: str, app: Proxy) -> None:
+        self.id = ident
+        self.addr = addr
+        self.created = time.time()
+        self.last_command = b""
+        self.closing = False
+        self.reset(app)
+
+    def reset(self, app: Proxy) -> None:
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.r = app.config.r
+        self.w = app.config.w
+        self.authenticated = not app.config.password
+
+
+class Proxy:
+    """Everything one proxy process holds: config, replica links, coordinator, clients."""
+
+    def __init__(self, config: Config, events: Events | None = None) -> None:
+        from .ring import Ring
+
+        self.config = config
+        self.started = time.time()
+        self.flusher = Flusher()
+        self.events = events or Events()
+        library = library_code()
+        self.links: dict[str, ReplicaLink] = {
+            r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
+                              timeout=config.replica_timeout, library=library,
+                              password=r.password,
+                              on_state=getattr(self.events, "replica_state", None),
+                              on_latency=getattr(self.events, "replica_latency", None))
+            for r in config.replicas
+        }
+        self.ring = Ring(tuple(self.links), config.n)
+        self.coordinator = Coordinator(
+            self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
+            tombstone_grace=config.tombstone_grace,
+            sibling_soft_limit=config.sibling_soft_limit,
+            sibling_hard_limit=config.sibling_hard_limit, events=self.events)
+        self.sessions: dict[int, Session] = {}
+        self._ids = itertools.count(1)
+        self.total_connections = 0
+        self.total_commands = 0
+        self.listen_address: tuple[str, int] | None = None
+
+    # -- lifetime ------------------------------------------------------------
+
+    async def run(self, listener: socket.socket | None = None, *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect to the replicas and serve clients until cancelled."""
+        lsock = listener or bind_listener(self.config.listen)
+        self.listen_address = lsock.getsockname()[:2]
+        try:
+            async with trio.open_nursery() as nursery:
+                for link in self.links.values():
+                    await nursery.start(link.run)
+                nursery.start_soon(self._accept_loop, lsock, nursery)
+                task_status.started(self.listen_address)
+        finally:
+            lsock.close()
+
+    async def _accept_loop(self, lsock: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                conn, addr = lsock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(lsock)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept a client: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(self._serve_client, conn, addr)
+
+    # -- one client -----------------------------------------------------------
+
+    async def _serve_client(self, conn: socket.socket, addr: Any) -> None:
+        ident = next(self._ids)
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        session = Session(ident, peer, self)
+        self.sessions[ident] = session
+        self.total_connections += 1
+        count_connection = getattr(self.events, "client_connected", None)
+        if count_connection:
+            count_connection(1)
+        try:
+            await self._client_loop(conn, session)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            del self.sessions[ident]
+            if count_connection:
+                count_connection(-1)
+            conn.close()
+
+    async def _client_loop(self, conn: socket.socket, session: Session) -> None:
+        parser = RequestParser()
+        carry: list[bytes] | None = None
+        while not session.closing:
+            if carry is None:
+                try:
+                    data = conn.recv(RECV_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(conn)
+                    continue
+                if not data:
+                    return
+                parser.feed(data)
+            # Process everything complete in what has arrived, batch by batch.
+            while True:
+                batch = Batch()
+                error: ProtocolError | None = None
+                count = 0
+                cmd = carry
+                carry = None
+                while count < MAX_BATCH and not session.closing:
+                    if cmd is None:
+                        try:
+                            cmd = parser.next_command()
+                        except ProtocolError as exc:
+                            error = exc
+                            break
+                        if cmd is None:
+                            break
+                    if not cmd:
+                        cmd = None
+                        continue
+                    if batch.written and self._conflicts(cmd, batch):
+                        carry = cmd
+                        break
+                    self.dispatch(session, cmd, batch)
+                    cmd = None
+                    count += 1
+                self.flusher.flush()
+                if batch.pending:
+                    await batch.wait()
+                if batch.results:
+                    proto = session.proto
+                    await send_all(conn, b"".join([encode(r, proto) for r in batch.results]))
+                if error is not None:
+                    await send_all(conn, encode(ReplyError(str(error))))
+                    return
+                if session.closing:
+                    return
+                if carry is None and count < MAX_BATCH:
+                    break
+
+    def _conflicts(self, cmd: list[bytes], batch: Batch) -> bool:
+        spec = TABLE.get(cmd[0].lower())
+        if spec is None or not spec.first_key:
+            return False
+        return any(key in batch.written for key in spec.keys(cmd))
+
+    def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> None:
+        self.total_commands += 1
+        name = args[0].lower()
+        spec = TABLE.get(name)
+        if spec is None:
+            text = name.decode(errors="replace")
+            batch.results.append(unsupported(text) if text in UNSUPPORTED else unknown_command(args))
+            return
+        if not session.authenticated and "noauth" not in spec.flags:
+            batch.results.append(NOAUTH)
+            return
+        if not arity_ok(spec, len(args)):
+            batch.results.append(err_arity(spec.name))
+            return
+        if spec.first_key:
+            keys = spec.keys(args)
+            bad = check_reserved(keys)
+            if bad is not None:
+                batch.results.append(bad)
+                return
+            if "write" in spec.flags:
+                batch.written.update(keys)
+        try:
+            result = spec.handler(self, session, args, batch)
+        except Exception:
+            log.exception("command %r failed", name)
+            result = ReplyError(f"ERR redquorum: internal error in '{spec.name}' (see the proxy log)")
+        if result is not DEFERRED:
+            batch.results.append(result)
+
+    # -- helpers for commands ---------------------------------------------------
+
+    def authenticate(self, session: Session, password: bytes, user: bytes | None) -> Any:
+        from .resp import OK
+
+        expected = self.config.password
+        if not expected:
+            if user is None:
+                return ReplyError("ERR AUTH <password> called without any password configured "
+                                  "for the default user. Are you sure your configuration is correct?")
+            return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+        if (user is None or user == b"default") and password == expected.encode():
+            session.authenticated = True
+            return OK
+        return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+
+    def client_line(self, s: Session) -> str:
+        age = int(time.time() - s.created)
+        return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
+                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
+                f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
+                f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
+                f"lib-ver={s.lib_ver.decode(errors='replace')}")
+
+    def version(self) -> str:
+        return __version__
+
+
+def _fmt(addr: tuple[str, int] | None) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else ""
+
+
+async def send_all(conn: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            sent = conn.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(conn)
+            continue
+        view = view[sent:]
+
+
+class AddressInUse(OSError):
+    pass
+
+
+def bind_listener(address: tuple[str, int], *, reuse_port: bool = False) -> socket.socket:
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(exc.errno, f"{host}:{port} is already in use (another redquorum "
+                               f"or redis-server?); choose another with --listen") from None
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
