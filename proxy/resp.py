@@ -137,7 +137,7 @@ class RequestParser:
             if p >= size:
                 break
             if buf[p] != 36:  # '$'
-                raise ProtocolError("Protocol error: expected '$', got '%s'" % chr(buf[p]))
+                raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[p])}'")
             nl = buf.find(b"\r\n", p, p + MAX_HEADER)
             if nl < 0:
                 if size - p > MAX_HEADER:

@@ -78,7 +78,10 @@ class Proxy:
     """Everything one proxy process holds: config, replica links, coordinator, clients."""
 
     def __init__(self, config: Config, events: Events | None = None) -> None:
+        from .commands import load_all
         from .ring import Ring
+
+        load_all()
 
         self.config = config
         self.started = time.time()
