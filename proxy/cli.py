@@ -33,6 +33,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="how long a replica has to answer (default 0.5; env REDQUORUM_REPLICA_TIMEOUT)")
     p.add_argument("--tombstone-grace", type=float, dest="tombstone_grace", metavar="SECONDS",
                    help="how long tombstones are kept (default 3600; env REDQUORUM_TOMBSTONE_GRACE)")
+    p.add_argument("--sibling-soft-limit", type=int, dest="sibling_soft_limit", metavar="N",
+                   help="warn (log, metric) above N siblings (default 25; env REDQUORUM_SIBLING_SOFT_LIMIT)")
+    p.add_argument("--sibling-hard-limit", type=int, dest="sibling_hard_limit", metavar="N",
+                   help="refuse writes to a key with N siblings until resolved (default 100; "
+                        "env REDQUORUM_SIBLING_HARD_LIMIT)")
+    p.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval", metavar="SECONDS",
+                   help="freshness canary period (default 1; env REDQUORUM_HEARTBEAT_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])

@@ -141,6 +141,14 @@ def sync_all(objects: Iterable[Versioned]) -> Versioned:
     return merged
 
 
+def newest_only(obj: Versioned) -> Versioned:
+    """Last-write-wins: keep the sibling with the highest (timestamp, actor)."""
+    if len(obj.siblings) < 2:
+        return obj
+    best = max(obj.siblings, key=lambda s: (s.timestamp, s.actor))
+    return Versioned(obj.clock, (best,))
+
+
 def update(
     obj: Versioned,
     context: Mapping[bytes, int] | None,

@@ -29,10 +29,11 @@ MAX_INT64 = 2**63 - 1
 class Batch:
     """The replies of one client read, in order; deferred ones are filled by callbacks."""
 
-    __slots__ = ("results", "pending", "event", "written")
+    __slots__ = ("results", "names", "pending", "event", "written")
 
     def __init__(self) -> None:
         self.results: list[Any] = []
+        self.names: list[bytes] = []  # the command name of each result, for metrics
         self.pending = 0
         self.event: trio.Event | None = None
         self.written: set[bytes] = set()

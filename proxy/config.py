@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 MODES = ("causal", "lww")
@@ -49,7 +49,6 @@ class Config:
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
     workers: int = 1
-    proxy_id: str = field(default="")
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -237,7 +236,3 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         password=str(password) if password else None,
         workers=workers,
     )
-
-
-def with_proxy_id(config: Config, proxy_id: str) -> Config:
-    return replace(config, proxy_id=proxy_id)

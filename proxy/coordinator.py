@@ -61,6 +61,7 @@ class Events:
 
     def read_done(self, merged: Versioned, stale: int) -> None: ...
     def read_repair(self, replica: str, reason: str, merged: Versioned, had: Versioned) -> None: ...
+    def stale_read(self) -> None: ...
     def quorum_failure(self, op: str) -> None: ...
     def siblings_over_soft_limit(self, key: bytes, count: int) -> None: ...
 
@@ -78,6 +79,7 @@ class Coordinator:
         sibling_soft_limit: int = 25,
         sibling_hard_limit: int = 100,
         events: Events | None = None,
+        actor: str = "proxy",
     ) -> None:
         self.ring = ring
         self.links = links
@@ -89,6 +91,8 @@ class Coordinator:
         self.grace_ms = b"%d" % int(tombstone_grace * 1000)
         self.hard_limit = b"%d" % sibling_hard_limit
         self.soft_limit = sibling_soft_limit
+        self.actor = actor.encode()
+        self._merge_function = b"rq_merge_lww" if mode == "lww" else b"rq_merge"
         # per partition, the home links in preference order (resolved once)
         self._homes = [
             tuple(links[i] for i in ring_list[: ring.n])
@@ -144,10 +148,15 @@ class Coordinator:
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
+        if self.mode == "lww":
+            sibling = _lww_sibling(op, op_args)
+            if sibling is not None:
+                _LwwWrite(self, key, self.homes(key), w, sibling, done).start()
+                return
         _Write(self, key, self.homes(key), w, context, op, op_args, done).start()
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
-        return command(b"FCALL", b"rq_merge", b"1", key, self.grace_ms, *blobs)
+        return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
 
     # -- inspection ----------------------------------------------------------
 
@@ -219,15 +228,22 @@ class _Read:
     def _answer(self) -> None:
         blobs = self.blobs
         first = blobs[0][1]
+        co = self.co
         try:
             if all(b == first for _, b in blobs):
                 merged = clock.decode(first)
             else:
                 merged = clock.sync_all(clock.decode(b) for _, b in blobs)
+                if co.mode == "lww":
+                    merged = clock.newest_only(merged)
         except CorruptObject as exc:
             self.done(ReplyError(f"ERR redquorum: {exc}"))
             return
-        self.co.events.read_done(merged, 0)
+        if len(merged.siblings) > 1:
+            live = len(merged.live(time.time_ns() // 1_000_000))
+            if live > co.soft_limit:
+                co.events.siblings_over_soft_limit(self.key, live)
+        co.events.read_done(merged, 0)
         self.done(merged)
 
     def _repair(self) -> None:
@@ -241,9 +257,12 @@ class _Read:
             decoded = {i: clock.decode(b) for i, b in blobs}
         except CorruptObject:
             return
-        merged = clock.sync_all(decoded.values())
-        distinct = {b for _, b in blobs if b}
         co = self.co
+        merged = clock.sync_all(decoded.values())
+        if co.mode == "lww":
+            merged = clock.newest_only(merged)
+        distinct = {b for _, b in blobs if b}
+        stale = False
         for i, obj in decoded.items():
             if obj == merged:
                 continue
@@ -252,8 +271,11 @@ class _Read:
             if not others:
                 continue
             link = self.homes[i]
+            stale = True
             co.events.read_repair(link.id, "missing" if own is None else "outdated", merged, obj)
             link.request(co.merge_payload(self.key, *sorted(others)), _ignore)
+        if stale:
+            co.events.stale_read()
 
 
 def _ignore(reply: Any) -> None:
@@ -363,3 +385,63 @@ class _Write:
         self.finished = True
         self.co.events.quorum_failure("write")
         self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
+
+
+def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:
+    """(tombstone, expire_at, value) when ``op`` is a blind write LWW sends in one round
+    trip; None for read-modify-write operations, which go through a coordinator."""
+    if op == b"del":
+        return (b"1", b"0", b"")
+    if op == b"set":
+        value, mode, at, cond, get = op_args
+        if cond or get != b"0" or mode == b"keep":
+            return None
+        return (b"0", at if mode == b"at" else b"0", value)
+    if op == b"rqset":
+        return (b"0", op_args[1], op_args[0])
+    return None
+
+
+class _LwwWrite:
+    """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip."""
+
+    __slots__ = ("co", "homes", "need", "done", "acks", "failures", "finished", "existed",
+                 "why", "payload")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
+                 sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
+        tombstone, expire_at, value = sibling
+        self.co = co
+        self.homes = homes
+        self.need = need
+        self.done = done
+        self.acks = 0
+        self.failures = 0
+        self.finished = False
+        self.existed = 0
+        self.why = ""
+        self.payload = command(b"FCALL", b"rq_lww", b"1", key, co.actor,
+                               b"%d" % (time.time_ns() // 1000), co.grace_ms, tombstone,
+                               expire_at, value)
+
+    def start(self) -> None:
+        for i, link in enumerate(self.homes):
+            link.request(self.payload, lambda reply, i=i: self.on_ack(i, reply))
+
+    def on_ack(self, index: int, reply: Any) -> None:
+        if type(reply) is int:
+            self.acks += 1
+            self.existed = max(self.existed, reply)
+        else:
+            self.failures += 1
+            self.why = _why(self.homes[index], reply)
+        if self.finished:
+            return
+        if self.acks >= self.need:
+            self.finished = True
+            # No object bytes come back in one round trip: b"" stands for "written".
+            self.done((b"", self.existed))
+        elif self.failures > len(self.homes) - self.need:
+            self.finished = True
+            self.co.events.quorum_failure("write")
+            self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))

@@ -83,6 +83,8 @@ def _redquorum(app: Proxy) -> list[str]:
         state = "up" if link.up else "down"
         lines.append(f"replica{i}:id={link.id},address={link.address},state={state},"
                      f"in_flight={link.in_flight()}")
+    for replica, lag in app.canary.lags().items():
+        lines.append(f"replica_lag_seconds_{replica}:{lag:.3f}")
     extra = getattr(app.events, "info_lines", None)
     if extra is not None:
         lines += extra()

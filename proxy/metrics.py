@@ -18,8 +18,10 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import __version__
 from .clock import Versioned
+from .commands import TABLE
 from .config import Config
 from .coordinator import Events
+from .resp import ReplyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import ReplicaLink
@@ -76,9 +78,9 @@ class Metrics(Events):
         self.build_info.labels(__version__, str(config.n), str(config.w), str(config.r),
                                config.mode).set(1)
         self._latency_children: dict[str, Any] = {}
+        self._command_children: dict[tuple[bytes, str], Any] = {}
         for replica in config.replicas:
             self.replica_up.labels(replica.id).set(0)
-        self.canary_seen: dict[str, float] = {}  # replica → newest heartbeat time it holds
         reg.register(_LagCollector(self))
 
     def attach(self, app: Proxy) -> None:
@@ -121,17 +123,36 @@ class Metrics(Events):
         if newest:
             self.staleness_seconds.labels(replica).observe(max(0.0, time.time() - newest / 1e6))
 
-    def command_done(self, command: str, result: str, seconds: float) -> None:
-        self.requests.labels(command, result).inc()
-        self.request_duration.labels(command).observe(seconds)
+    def siblings_over_soft_limit(self, key: bytes, count: int) -> None:
+        self.siblings_over_soft.inc()
+        log.warning("key %r has %d live siblings, above the soft limit of %d: resolve them "
+                    "with RQ.GET and RQ.SET", key[:100], count, self.config.sibling_soft_limit)
+
+    def commands_done(self, names: list[bytes], results: list[Any], seconds: float) -> None:
+        """One batch's commands: counts by result and the batch's latency for each."""
+        children = self._command_children
+        for name, result in zip(names, results, strict=False):
+            outcome = "ok"
+            if isinstance(result, ReplyError):
+                outcome = "noquorum" if result.text.startswith("NOQUORUM") else "error"
+            pair = children.get((name, outcome))
+            if pair is None:
+                label = name.decode(errors="replace") if name in TABLE else "other"
+                pair = children[(name, outcome)] = (self.requests.labels(label, outcome),
+                                                    self.request_duration.labels(label))
+            pair[0].inc()
+            pair[1].observe(seconds)
 
     def info_lines(self) -> list[str]:
-        now = time.time()
-        lines = []
+        lines = [f"stale_reads:{int(self.stale_reads._value.get())}"]
+        repairs: dict[str, float] = {}
+        for metric in self.read_repairs.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    replica = sample.labels["replica"]
+                    repairs[replica] = repairs.get(replica, 0) + sample.value
         for replica in self.config.replicas:
-            seen = self.canary_seen.get(replica.id)
-            lag = "unknown" if seen is None else f"{max(0.0, now - seen):.3f}"
-            lines.append(f"replica_lag_seconds_{replica.id}:{lag}")
+            lines.append(f"read_repairs_{replica.id}:{int(repairs.get(replica.id, 0))}")
         return lines
 
     # -- serving --------------------------------------------------------------
@@ -159,7 +180,9 @@ class _LagCollector:
             "redquorum_replica_lag_seconds",
             "Age of the newest freshness-canary heartbeat the replica holds",
             labels=["replica"])
-        now = time.time()
-        for replica, seen in list(self.metrics.canary_seen.items()):
-            family.add_metric([replica], max(0.0, now - seen))
+        app = self.metrics.app
+        canary = getattr(app, "canary", None)
+        if canary is not None:
+            for replica, lag in canary.lags().items():
+                family.add_metric([replica], lag)
         yield family

@@ -43,8 +43,12 @@ def cmd_rq_set(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
         if number <= 0:
             return ReplyError("ERR invalid expire time in 'rq.set' command")
         expire_at = now_ms() + number * (1000 if args[4].upper() == b"EX" else 1)
+    convert = _object_reply
+    if app.config.mode == "lww":  # one round trip, no object comes back: the value won
+        value = args[3]
+        convert = lambda blob, _: [b"", [value]]  # noqa: E731
     return write(app, s, batch, args[1], b"rqset", [args[3], b"%d" % expire_at],
-                 _object_reply, context=clock.context_payload(ctx) if ctx else b"")
+                 convert, context=clock.context_payload(ctx) if ctx else b"")
 
 
 def _object_reply(blob: bytes | None, _: Any) -> Any:

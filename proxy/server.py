@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
+import secrets
 import socket
 import time
 from typing import Any
@@ -35,6 +37,7 @@ from .commands import (
 )
 from .config import Config
 from .coordinator import Coordinator, Events
+from .health import Canary
 from .resp import ProtocolError, ReplyError, RequestParser, encode
 
 log = logging.getLogger("redquorum.server")
@@ -86,6 +89,7 @@ class Proxy:
         self.config = config
         self.started = time.time()
         self.flusher = Flusher()
+        self.proxy_id = default_proxy_id()
         self.events = events or Events()
         library = library_code()
         self.links: dict[str, ReplicaLink] = {
@@ -101,12 +105,15 @@ class Proxy:
             self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
             tombstone_grace=config.tombstone_grace,
             sibling_soft_limit=config.sibling_soft_limit,
-            sibling_hard_limit=config.sibling_hard_limit, events=self.events)
+            sibling_hard_limit=config.sibling_hard_limit, events=self.events,
+            actor=self.proxy_id)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
         self.total_connections = 0
         self.total_commands = 0
         self.listen_address: tuple[str, int] | None = None
+        self.canary = Canary(self)
+        self._commands_done = getattr(self.events, "commands_done", None)
 
     # -- lifetime ------------------------------------------------------------
 
@@ -120,6 +127,7 @@ class Proxy:
                 for link in self.links.values():
                     await nursery.start(link.run)
                 nursery.start_soon(self._accept_loop, lsock, nursery)
+                nursery.start_soon(self.canary.run)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
@@ -179,6 +187,7 @@ class Proxy:
             # Process everything complete in what has arrived, batch by batch.
             while True:
                 batch = Batch()
+                started = time.monotonic()
                 error: ProtocolError | None = None
                 count = 0
                 cmd = carry
@@ -204,6 +213,8 @@ class Proxy:
                 self.flusher.flush()
                 if batch.pending:
                     await batch.wait()
+                if self._commands_done is not None and batch.names:
+                    self._commands_done(batch.names, batch.results, time.monotonic() - started)
                 if batch.results:
                     proto = session.proto
                     await send_all(conn, b"".join([encode(r, proto) for r in batch.results]))
@@ -224,6 +235,7 @@ class Proxy:
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> None:
         self.total_commands += 1
         name = args[0].lower()
+        batch.names.append(name)
         spec = TABLE.get(name)
         if spec is None:
             text = name.decode(errors="replace")
@@ -278,6 +290,11 @@ class Proxy:
 
     def version(self) -> str:
         return __version__
+
+
+def default_proxy_id() -> str:
+    """Unique per process: heartbeats and LWW actors of several proxies never collide."""
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:

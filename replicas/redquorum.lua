@@ -292,6 +292,53 @@ local function merge(keys, args)
   return 1
 end
 
+-- Last-write-wins mode keeps one sibling: the highest (timestamp, actor).
+local function newest(sibs)
+  local best
+  for _, s in ipairs(sibs) do
+    if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
+      best = s
+    end
+  end
+  return best
+end
+
+-- rq_lww key | actor ts_us grace_ms tombstone expire_at_ms value
+-- One round trip per replica: keep the incoming sibling if it is newer than what is
+-- here. Its dot is (actor, ts_us). Returns 1 when a live value was here before, else 0.
+local function lww(keys, args)
+  local key = keys[1]
+  local actor, ts, grace = args[1], tonumber(args[2]), tonumber(args[3])
+  local tomb, exp, value = tonumber(args[4]), tonumber(args[5]), args[6]
+  local old = redis.call('GET', key)
+  local clock, sibs = decode(old)
+  local existed = 0
+  if winner(sibs, math.floor(ts / 1000)) then existed = 1 end
+  local best = newest(sibs)
+  if best and (best[3] > ts or (best[3] == ts and not bytes_less(best[1], actor))) then
+    return existed
+  end
+  if (clock[actor] or 0) < ts then clock[actor] = ts end
+  store(key, clock, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  return existed
+end
+
+-- rq_merge_lww key | grace_ms object... : like rq_merge, then keep only the newest sibling.
+local function merge_lww(keys, args)
+  local key = keys[1]
+  local grace = tonumber(args[1])
+  local old = redis.call('GET', key)
+  local clock, sibs = decode(old)
+  for i = 2, #args do
+    local c2, s2 = decode(args[i])
+    clock, sibs = sync(clock, sibs, c2, s2)
+  end
+  local best = newest(sibs)
+  if best then sibs = {best} end
+  if store(key, clock, sibs, grace, old) == old then return 0 end
+  return 1
+end
+
 -- rq_inspect key : {stored bytes or false, PTTL}
 local function inspect(keys, args)
   return {redis.call('GET', keys[1]), redis.call('PTTL', keys[1])}
@@ -313,5 +360,7 @@ end
 
 redis.register_function('rq_put', put)
 redis.register_function('rq_merge', merge)
+redis.register_function('rq_lww', lww)
+redis.register_function('rq_merge_lww', merge_lww)
 redis.register_function{function_name = 'rq_inspect', callback = inspect, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_live_count', callback = live_count, flags = {'no-writes'}}

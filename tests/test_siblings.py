@@ -1,0 +1,237 @@
+"""Concurrent writes: siblings, causal contexts, LWW, tombstones and expiry (issue 3)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from tests.harness import wait_for
+from tests.relay import Relay
+
+
+def rq_set(client, key, context, value, *extra):
+    context, values = client.execute_command("RQ.SET", key, context, value, *extra)
+    return context, {v.decode() for v in values}
+
+
+def rq_get(client, key):
+    context, values = client.execute_command("RQ.GET", key)
+    return context, {v.decode() for v in values}
+
+
+def inspect(client, key):
+    return [{k.decode(): v for k, v in zip(e[::2], e[1::2], strict=True)}
+            for e in client.execute_command("RQ.INSPECT", key)]
+
+
+def test_shopping_cart_walkthrough(proxy):
+    """DDIA figure 5-13: two clients, each keeping the context of its own last reply."""
+    c1, c2 = proxy.client(), proxy.client()
+    ctx1, cart = rq_set(c1, "cart", "", "milk")
+    assert cart == {"milk"}
+    ctx2, cart = rq_set(c2, "cart", "", "eggs")
+    assert cart == {"milk", "eggs"}
+    ctx1, cart = rq_set(c1, "cart", ctx1, "milk,flour")
+    assert cart == {"eggs", "milk,flour"}
+    ctx2, cart = rq_set(c2, "cart", ctx2, "eggs,milk,ham")
+    assert cart == {"milk,flour", "eggs,milk,ham"}
+    ctx1, cart = rq_set(c1, "cart", ctx1, "milk,flour,eggs,bacon")
+    assert cart == {"eggs,milk,ham", "milk,flour,eggs,bacon"}
+    # A reader that saw both merges them; its write supersedes both.
+    seen, cart = rq_get(c1, "cart")
+    assert cart == {"eggs,milk,ham", "milk,flour,eggs,bacon"}
+    _, cart = rq_set(c1, "cart", seen, "milk,flour,eggs,bacon,ham")
+    assert cart == {"milk,flour,eggs,bacon,ham"}
+    assert rq_get(c2, "cart")[1] == {"milk,flour,eggs,bacon,ham"}
+    # every replica holds exactly that one sibling
+    assert all(e["siblings"] == 1 for e in inspect(c1, "cart"))
+
+
+def test_plain_get_over_siblings_is_deterministic(proxy, make_proxy, replicas):
+    c = proxy.client()
+    rq_set(c, "k", "", "a")
+    rq_set(c, "k", "", "b")
+    assert rq_get(c, "k")[1] == {"a", "b"}
+    other = make_proxy(replicas).client()
+    # the later write (higher timestamp) wins a plain GET, from any proxy
+    assert c.get("k") == b"b" and other.get("k") == b"b"
+    assert c.mget("k") == [b"b"]
+
+
+def test_plain_sets_through_one_coordinator_never_make_siblings(proxy):
+    c = proxy.client()
+    for i in range(20):
+        c.set("k", str(i))
+        c.delete("other")
+    assert rq_get(c, "k")[1] == {"19"}
+    assert all(e["siblings"] == 1 for e in inspect(c, "k"))
+
+
+def test_bad_context_is_refused(client):
+    for garbage in (b"junk", b"\x01\xff\xff", b"\x01\x92\xa2r1\x00", b"\x02\x90"):
+        with pytest.raises(redis.ResponseError, match="invalid context"):
+            client.execute_command("RQ.SET", "k", garbage, "v")
+    assert client.ping()
+
+
+def test_rq_del_tombstone_and_context(client):
+    ctx, _ = rq_set(client, "k", "", "v")
+    assert client.execute_command("RQ.DEL", "k", ctx) == 1
+    assert client.get("k") is None
+    assert client.exists("k") == 0
+    assert rq_get(client, "k")[1] == set()
+    assert all(e["tombstone"] == 1 for e in inspect(client, "k"))
+
+
+def test_rq_set_with_expiry(client):
+    _, values = rq_set(client, "k", "", "v", "PX", "200")
+    assert values == {"v"}
+    assert 0 < client.pttl("k") <= 200
+    wait_for(lambda: client.get("k") is None, timeout=5, what="expiry")
+
+
+def test_consistency_per_connection(proxy):
+    c = proxy.client()
+    assert c.execute_command("RQ.CONSISTENCY") == [2, 2]
+    assert c.execute_command("RQ.CONSISTENCY", 1, 3) == b"OK"
+    assert c.execute_command("RQ.CONSISTENCY") == [1, 3]
+    with pytest.raises(redis.ResponseError, match="within 1..3"):
+        c.execute_command("RQ.CONSISTENCY", 0, 4)
+    assert proxy.client().execute_command("RQ.CONSISTENCY") == [2, 2]  # a new connection
+    c.execute_command("RESET")
+    assert c.execute_command("RQ.CONSISTENCY") == [2, 2]
+
+
+def test_sibling_hard_limit_refuses_writes_until_resolved(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--sibling-soft-limit", "2", "--sibling-hard-limit", "3"])
+    c = proxy.client()
+    for v in "abc":
+        rq_set(c, "k", "", v)
+    with pytest.raises(redis.ResponseError, match="siblings"):
+        rq_set(c, "k", "", "d")
+    seen, values = rq_get(c, "k")
+    assert values == {"a", "b", "c"}
+    assert rq_set(c, "k", seen, "resolved")[1] == {"resolved"}
+
+
+def test_tombstone_is_not_undone_by_a_stale_replica(client, replicas):
+    client.set("k", "v")
+    dumps = {r.id: replicas.raw(r.id).dump("k") for r in replicas}
+    assert client.delete("k") == 1
+    # every replica gets the old value back, as if it had missed the delete
+    stale = inspect(client, "k")[0]["id"].decode()
+    replicas.raw(stale).restore("k", 0, dumps[stale], replace=True)
+    for _ in range(3):
+        assert client.get("k") is None
+    # read repair brings the tombstone back to the stale replica
+    wait_for(lambda: inspect(client, "k")[0]["tombstone"] == 1, what="the tombstone repair")
+
+
+def test_tombstones_expire_after_the_grace_period(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--tombstone-grace", "1"])
+    c = proxy.client()
+    c.set("k", "v")
+    c.delete("k")
+    assert all(e["tombstone"] == 1 and 0 < e["pttl"] <= 1000 for e in inspect(c, "k"))
+    wait_for(lambda: all(e["pttl"] == -2 for e in inspect(c, "k")), timeout=5,
+             what="tombstones to be collected")
+
+
+def test_expiry_is_the_same_absolute_time_on_every_replica(client, replicas):
+    client.set("k", "v", ex=100)
+    times = {replicas.raw(r.id).pexpiretime("k") for r in replicas}
+    assert len(times) == 1
+    assert 0 < client.ttl("k") <= 100
+    # an EXPIRE is a write like any other: carried to every replica
+    client.expire("k", 50)
+    times = {replicas.raw(r.id).pexpiretime("k") for r in replicas}
+    assert len(times) == 1
+    assert 0 < client.ttl("k") <= 50
+    client.persist("k")
+    assert client.ttl("k") == -1
+    assert {replicas.raw(r.id).pexpiretime("k") for r in replicas} == {-1}
+
+
+def partitioned_proxies(replicas, make_proxy, mode="causal"):
+    """Proxy A reaches only r1; proxy B reaches only r2 and r3; relays make the cut."""
+    relays = {r.id: (Relay(r.port), Relay(r.port)) for r in replicas}
+    a = make_proxy(replicas, mode=mode, addresses={i: ra.address for i, (ra, _) in relays.items()})
+    b = make_proxy(replicas, mode=mode, addresses={i: rb.address for i, (_, rb) in relays.items()})
+    for ident, (ra, rb) in relays.items():
+        (rb if ident == "r1" else ra).cut()
+    ca, cb = a.client(), b.client()
+    wait_for(lambda: ca.info("redquorum")["replicas_up"] == 1, what="proxy A to see only r1")
+    wait_for(lambda: cb.info("redquorum")["replicas_up"] == 2, what="proxy B to see r2, r3")
+
+    def heal() -> None:
+        for ra, rb in relays.values():
+            ra.heal()
+            rb.heal()
+        wait_for(lambda: ca.info("redquorum")["replicas_up"] == 3, what="A to reconnect")
+        wait_for(lambda: cb.info("redquorum")["replicas_up"] == 3, what="B to reconnect")
+
+    return ca, cb, heal, relays
+
+
+def test_partition_makes_siblings_that_survive_the_heal(replicas, make_proxy):
+    ca, cb, heal, relays = partitioned_proxies(replicas, make_proxy)
+    try:
+        ca.execute_command("RQ.CONSISTENCY", 1, 1)  # A's side has one replica
+        assert ca.set("cart", "from-a") is True
+        assert cb.set("cart", "from-b") is True
+        heal()
+        # reading through either proxy merges both sides and repairs every replica
+        assert rq_get(cb, "cart")[1] == {"from-a", "from-b"}
+        wait_for(lambda: all(e["siblings"] == 2 for e in inspect(ca, "cart")),
+                 what="every replica to hold both siblings")
+        assert rq_get(ca, "cart")[1] == {"from-a", "from-b"}
+        # a plain GET answers the same sibling from both proxies
+        assert ca.get("cart") == cb.get("cart")
+    finally:
+        for ra, rb in relays.values():
+            ra.close()
+            rb.close()
+
+
+def lost_acknowledged_writes(replicas, make_proxy, mode: str) -> int:
+    """Concurrent blind writes from two partitioned proxies and from many clients that
+    saw nothing; returns how many acknowledged values are not readable afterwards."""
+    ca, cb, heal, relays = partitioned_proxies(replicas, make_proxy, mode)
+    try:
+        ca.execute_command("RQ.CONSISTENCY", 1, 1)
+        acknowledged = set()
+        for i in range(5):
+            for name, c in (("a", ca), ("b", cb)):
+                value = f"{name}{i}"
+                c.execute_command("RQ.SET", "key", "", value)
+                acknowledged.add(value)
+        heal()
+        cb.execute_command("RQ.CONSISTENCY", 3, 3)
+        survivors = rq_get(cb, "key")[1]
+        return len(acknowledged - survivors)
+    finally:
+        for ra, rb in relays.values():
+            ra.close()
+            rb.close()
+
+
+def test_lww_loses_concurrent_writes_causal_does_not(replicas, make_proxy):
+    assert lost_acknowledged_writes(replicas, make_proxy, "causal") == 0
+    for r in replicas:
+        replicas.raw(r.id).flushall()
+    lost = lost_acknowledged_writes(replicas, make_proxy, "lww")
+    assert lost == 9  # ten acknowledged writes, one survivor
+
+
+def test_lww_mode_keeps_one_value(replicas, make_proxy):
+    c = make_proxy(replicas, mode="lww").client()
+    c.set("k", "1")
+    c.set("k", "2")
+    c.execute_command("RQ.SET", "k", "", "3")
+    assert c.get("k") == b"3"
+    assert all(e["siblings"] == 1 for e in inspect(c, "k"))
+    assert c.incr("n") == 1 and c.incr("n") == 2
+    assert c.delete("k") == 1 and c.get("k") is None
+    time.sleep(0)
