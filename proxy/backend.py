@@ -5,10 +5,9 @@ plus a callback; replies come back in order, so the link keeps a FIFO of callbac
 and calls each with the reply (or a ``ReplicaFailure``). Per request there is no task,
 no Event and no cancel scope: those dominated a naive proxy's profile. Instead:
 
-* requests are appended to a buffer and the link is marked dirty; whoever finishes a
-  unit of work (a client batch, a read of replica replies) calls ``Flusher.flush`` and
-  every dirty link sends its buffer with one non-blocking ``send``. A writer task only
-  wakes for what the kernel did not take.
+* requests are appended to a buffer and the link is marked dirty; once per scheduling
+  round the ``Flusher`` sends each dirty link's buffer with one non-blocking ``send``.
+  A writer task only wakes for what the kernel did not take.
 * a watchdog per link times the oldest request from when it was queued; past the
   replica timeout the link fails every pending request, closes the socket (so no late
   reply can be mistaken for another request's) and reconnects with backoff. While it is
@@ -67,18 +66,38 @@ def is_replica_error(reply: Any) -> bool:
 
 
 class Flusher:
-    """Links with buffered requests; ``flush`` sends each link's buffer in one write."""
+    """Sends every link's queued requests once per scheduling round.
 
-    __slots__ = ("dirty",)
+    Whoever queues the first request of a round wakes the flusher task; trio runs it
+    after the tasks already runnable in this round, so the requests of all the clients
+    served in one round leave in one write per replica. (Flushing after each client's
+    batch instead cost three send() calls per operation: half the proxy's CPU.)
+    """
+
+    __slots__ = ("dirty", "_lot")
 
     def __init__(self) -> None:
         self.dirty: list[ReplicaLink] = []
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def mark(self, link: ReplicaLink) -> None:
+        if not self.dirty:
+            self._lot.unpark()
+        self.dirty.append(link)
 
     def flush(self) -> None:
         dirty = self.dirty
         while dirty:
             link = dirty.pop()
             link._flush()
+
+    async def run(self) -> None:
+        while True:
+            if self.dirty:
+                await trio.lowlevel.checkpoint()
+            else:
+                await self._lot.park()
+            self.flush()
 
 
 class ReplicaLink:
@@ -135,7 +154,7 @@ class ReplicaLink:
         self._pending.append((callback, time.monotonic()))
         if not self._dirty:
             self._dirty = True
-            self._flusher.dirty.append(self)
+            self._flusher.mark(self)
 
     def _flush(self) -> None:
         self._dirty = False
@@ -247,7 +266,6 @@ class ReplicaLink:
                 callback(failure)
             except Exception:
                 log.exception("callback for replica %s failed", self.id)
-        self._flusher.flush()
 
     def fail(self, why: str) -> None:
         """Declare the link broken (e.g. the replica lost its function library)."""
@@ -255,7 +273,6 @@ class ReplicaLink:
             self._fail(CLOSED, why)
 
     async def _reader(self, sock: socket.socket) -> None:
-        flush = self._flusher.flush
         while True:
             try:
                 data = sock.recv(262144)
@@ -269,7 +286,6 @@ class ReplicaLink:
                 self._fail(CLOSED, "replica closed the connection")
                 return
             self._deliver(data)
-            flush()
 
     async def _writer(self, sock: socket.socket) -> None:
         while True:
@@ -311,7 +327,6 @@ class ReplicaLink:
             if not data:
                 return
             self._deliver(data)
-        self._flusher.flush()
 
     # -- connecting --------------------------------------------------------
 

@@ -215,15 +215,18 @@ class _Read:
             self.failures += 1
             self.why = _why(self.homes[index], reply)
         if not self.finished:
-            if len(self.blobs) >= self.need:
-                self.finished = True
-                self._answer()
-            elif self.failures > len(self.homes) - self.need:
-                self.finished = True
-                self.co.events.quorum_failure("read")
-                self.done(noquorum("read", len(self.blobs), self.need, len(self.homes), self.why))
+            self._decide()
         if self.answered == len(self.homes):
             self._repair()
+
+    def _decide(self) -> None:
+        if len(self.blobs) >= self.need:
+            self.finished = True
+            self._answer()
+        elif self.failures > len(self.homes) - self.need:
+            self.finished = True
+            self.co.events.quorum_failure("read")
+            self.done(noquorum("read", len(self.blobs), self.need, len(self.homes), self.why))
 
     def _answer(self) -> None:
         blobs = self.blobs
@@ -236,8 +239,8 @@ class _Read:
                 merged = clock.sync_all(clock.decode(b) for _, b in blobs)
                 if co.mode == "lww":
                     merged = clock.newest_only(merged)
-        except CorruptObject as exc:
-            self.done(ReplyError(f"ERR redquorum: {exc}"))
+        except CorruptObject:
+            self._drop_undecodable()
             return
         if len(merged.siblings) > 1:
             live = len(merged.live(time.time_ns() // 1_000_000))
@@ -245,6 +248,23 @@ class _Read:
                 co.events.siblings_over_soft_limit(self.key, live)
         co.events.read_done(merged, 0)
         self.done(merged)
+
+    def _drop_undecodable(self) -> None:
+        """A replica holding bytes redquorum did not write counts as a failed replica."""
+        good = []
+        for i, blob in self.blobs:
+            try:
+                clock.decode(blob)
+            except CorruptObject as exc:
+                self.failures += 1
+                self.why = f"{self.homes[i].id}: {exc}"
+                log.warning("replica %s holds an undecodable object under %r", self.homes[i].id,
+                            self.key[:100])
+            else:
+                good.append((i, blob))
+        self.blobs = good
+        self.finished = False
+        self._decide()
 
     def _repair(self) -> None:
         blobs = self.blobs

@@ -59,7 +59,6 @@ class Canary:
         app.coordinator.write(self.key, app.config.w, b"*", b"set",
                               [b"%d" % now_us, b"at", b"%d" % expire_at, b"", b"0"],
                               self._written)
-        app.flusher.flush()
 
     def _written(self, result: Any) -> None:
         self.beats += 1

@@ -27,6 +27,7 @@ __all__ = [
     "Verbatim",
     "Push",
     "NullArray",
+    "SetReply",
     "encode",
     "encode_command",
     "OK",
@@ -62,6 +63,10 @@ class Verbatim(str):
 
 class Push(list):  # pragma: no cover - reserved for pub/sub-like replies
     """A RESP3 push frame."""
+
+
+class SetReply(list):
+    """A RESP3 set (``~``) that keeps its order (an array in RESP2): COMMAND's flags."""
 
 
 class _NullArray:
@@ -350,6 +355,10 @@ def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
         out.append(b"-%b\r\n" % text.encode())
     elif value is NullArray:
         out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
+    elif t is SetReply:
+        out.append((b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value))
+        for item in value:
+            _encode_into(out, item, proto)
     elif t is set or t is frozenset:
         out.append((b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value))
         for item in sorted(value):

@@ -124,6 +124,7 @@ class Proxy:
         self.listen_address = lsock.getsockname()[:2]
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.flusher.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
                 nursery.start_soon(self._accept_loop, lsock, nursery)
@@ -210,7 +211,6 @@ class Proxy:
                     self.dispatch(session, cmd, batch)
                     cmd = None
                     count += 1
-                self.flusher.flush()
                 if batch.pending:
                     await batch.wait()
                 if self._commands_done is not None and batch.names:
