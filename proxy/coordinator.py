@@ -46,7 +46,10 @@ def bulk(data: bytes) -> bytes:
 
 
 def command(*parts: bytes) -> bytes:
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+    return b"*%d\r\n%b" % (len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts]))
+
+
+_GET = b"*2\r\n$3\r\nGET\r\n"
 
 
 def clean_error(reply: ReplyError) -> ReplyError:
@@ -108,7 +111,7 @@ class Coordinator:
         """``done`` gets the merged ``Versioned`` or a ``ReplyError``."""
         homes = self.homes(key)
         op = _Read(self, key, homes, r, done)
-        payload = command(b"GET", key)
+        payload = b"%b$%d\r\n%b\r\n" % (_GET, len(key), key)
         for i, link in enumerate(homes):
             link.request(payload, op.callback(i))
 

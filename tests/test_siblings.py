@@ -182,7 +182,8 @@ def test_partition_makes_siblings_that_survive_the_heal(replicas, make_proxy):
         assert ca.set("cart", "from-a") is True
         assert cb.set("cart", "from-b") is True
         heal()
-        # reading through either proxy merges both sides and repairs every replica
+        # a read that hears every replica merges both sides and repairs them all
+        cb.execute_command("RQ.CONSISTENCY", 3, 2)
         assert rq_get(cb, "cart")[1] == {"from-a", "from-b"}
         wait_for(lambda: all(e["siblings"] == 2 for e in inspect(ca, "cart")),
                  what="every replica to hold both siblings")
