@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 
+from .counters import LocalHistogram
 from .resp import ReplyError, ReplyParser, encode_command
 
 log = logging.getLogger("redquorum.backend")
@@ -112,7 +113,6 @@ class ReplicaLink:
         library: bytes,
         password: str | None = None,
         on_state: Callable[[ReplicaLink, bool], None] | None = None,
-        on_latency: Callable[[ReplicaLink, float], None] | None = None,
     ) -> None:
         self.id = replica_id
         self.host = host
@@ -125,7 +125,7 @@ class ReplicaLink:
         self._library = library
         self._password = password
         self._on_state = on_state
-        self._on_latency = on_latency
+        self.latency = LocalHistogram()  # queueing to reply, every request
         self._sock: socket.socket | None = None
         self._out: list[bytes] = []
         self._backlog = b""
@@ -181,14 +181,14 @@ class ReplicaLink:
         parser = self._parser
         parser.feed(data)
         pending = self._pending
-        on_latency = self._on_latency
+        observe = self.latency.observe
+        now = time.monotonic()
         while True:
             reply = parser.gets()
             if reply is False:
                 break
             callback, queued = pending.popleft()
-            if on_latency is not None:
-                on_latency(self, time.monotonic() - queued)
+            observe(now - queued)
             try:
                 callback(reply)
             except Exception:  # a bug in one operation must not kill the link

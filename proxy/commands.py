@@ -27,15 +27,19 @@ MAX_INT64 = 2**63 - 1
 
 
 class Batch:
-    """The replies of one client read, in order; deferred ones are filled by callbacks."""
+    """The replies of one client read, in order; deferred ones are filled by callbacks.
 
-    __slots__ = ("results", "names", "pending", "event", "written")
+    The client task sleeps until the last deferred reply arrives and is woken directly
+    (no Event per batch: trio's per-wait costs showed in profiles).
+    """
+
+    __slots__ = ("results", "names", "pending", "task", "written")
 
     def __init__(self) -> None:
         self.results: list[Any] = []
         self.names: list[bytes] = []  # the command name of each result, for metrics
         self.pending = 0
-        self.event: trio.Event | None = None
+        self.task: trio.lowlevel.Task | None = None
         self.written: set[bytes] = set()
 
     def defer(self) -> Callable[[Any], None]:
@@ -47,14 +51,18 @@ class Batch:
     def _complete(self, index: int, value: Any) -> None:
         self.results[index] = value
         self.pending -= 1
-        if self.pending == 0 and self.event is not None:
-            self.event.set()
+        if self.pending == 0 and self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task)
 
     async def wait(self) -> None:
         if self.pending:
-            self.event = trio.Event()
-            await self.event.wait()
-            self.event = None
+            self.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,3 +236,17 @@ def unwrap(done: Callable[[Any], None]) -> Callable[[Any], None]:
 def load_all() -> None:
     """Import the command modules; each registers its commands in TABLE."""
     from . import connection, keyspace, rqcommands, strings  # noqa: F401
+
+
+# ---------------------------------------------------------------------------
+# helpers added for the drop-in compatibility commands (issue 5)
+
+
+def parse_int32(data: bytes) -> int | ReplyError:
+    """Redis's getIntFromObjectOrReply: an int64 text within the C ``int`` range."""
+    value = parse_int(data)
+    if value is None:
+        return NOT_INT
+    if not -(2**31) <= value <= 2**31 - 1:
+        return ReplyError("ERR value is out of range, value must between -2147483648 and 2147483647")
+    return value

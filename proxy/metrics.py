@@ -14,14 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from . import __version__
 from .clock import Versioned
-from .commands import TABLE
 from .config import Config
 from .coordinator import Events
-from .resp import ReplyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import ReplicaLink
@@ -29,8 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("redquorum.metrics")
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5)
 VERSION_BUCKETS = (1, 2, 3, 5, 10, 25, 100, 1000)
 AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 86400)
 SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 100)
@@ -61,14 +57,6 @@ class Metrics(Events):
             registry=reg)
         self.replica_up = Gauge("redquorum_replica_up", "1 when the proxy's link to the replica is up",
                                 ["replica"], registry=reg)
-        self.requests = Counter("redquorum_requests", "Client commands by result",
-                                ["command", "result"], registry=reg)
-        self.request_duration = Histogram("redquorum_request_duration_seconds",
-                                          "Client command latency in the proxy", ["command"],
-                                          buckets=LATENCY_BUCKETS, registry=reg)
-        self.replica_duration = Histogram("redquorum_replica_request_duration_seconds",
-                                          "Replica request latency, from queueing to reply",
-                                          ["replica"], buckets=LATENCY_BUCKETS, registry=reg)
         self.quorum_failures = Counter("redquorum_quorum_failures", "Operations that missed their quorum",
                                        ["op"], registry=reg)
         self.client_connections = Gauge("redquorum_client_connections", "Open client connections",
@@ -77,11 +65,10 @@ class Metrics(Events):
                                 ["version", "n", "w", "r", "mode"], registry=reg)
         self.build_info.labels(__version__, str(config.n), str(config.w), str(config.r),
                                config.mode).set(1)
-        self._latency_children: dict[str, Any] = {}
-        self._command_children: dict[tuple[bytes, str], Any] = {}
         for replica in config.replicas:
             self.replica_up.labels(replica.id).set(0)
         reg.register(_LagCollector(self))
+        reg.register(_HotPathCollector(self))
 
     def attach(self, app: Proxy) -> None:
         self.app = app
@@ -90,12 +77,6 @@ class Metrics(Events):
 
     def replica_state(self, link: ReplicaLink, up: bool) -> None:
         self.replica_up.labels(link.id).set(1 if up else 0)
-
-    def replica_latency(self, link: ReplicaLink, seconds: float) -> None:
-        child = self._latency_children.get(link.id)
-        if child is None:
-            child = self._latency_children[link.id] = self.replica_duration.labels(link.id)
-        child.observe(seconds)
 
     def client_connected(self, delta: int) -> None:
         self.client_connections.inc(delta)
@@ -127,21 +108,6 @@ class Metrics(Events):
         self.siblings_over_soft.inc()
         log.warning("key %r has %d live siblings, above the soft limit of %d: resolve them "
                     "with RQ.GET and RQ.SET", key[:100], count, self.config.sibling_soft_limit)
-
-    def commands_done(self, names: list[bytes], results: list[Any], seconds: float) -> None:
-        """One batch's commands: counts by result and the batch's latency for each."""
-        children = self._command_children
-        for name, result in zip(names, results, strict=False):
-            outcome = "ok"
-            if isinstance(result, ReplyError):
-                outcome = "noquorum" if result.text.startswith("NOQUORUM") else "error"
-            pair = children.get((name, outcome))
-            if pair is None:
-                label = name.decode(errors="replace") if name in TABLE else "other"
-                pair = children[(name, outcome)] = (self.requests.labels(label, outcome),
-                                                    self.request_duration.labels(label))
-            pair[0].inc()
-            pair[1].observe(seconds)
 
     def info_lines(self) -> list[str]:
         lines = [f"stale_reads:{int(self.stale_reads._value.get())}"]
@@ -186,3 +152,32 @@ class _LagCollector:
             for replica, lag in canary.lags().items():
                 family.add_metric([replica], lag)
         yield family
+
+
+class _HotPathCollector:
+    """Request counts and latencies kept in plain Python by the server and the links
+    (proxy/counters.py), turned into Prometheus families when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        requests = CounterMetricFamily("redquorum_requests", "Client commands by result",
+                                       labels=["command", "result"])
+        duration = HistogramMetricFamily("redquorum_request_duration_seconds",
+                                         "Client command latency in the proxy", labels=["command"])
+        replica = HistogramMetricFamily("redquorum_replica_request_duration_seconds",
+                                        "Replica request latency, from queueing to reply",
+                                        labels=["replica"])
+        app = self.metrics.app
+        if app is not None:
+            stats = app.command_stats
+            for (command, result), count in list(stats.outcomes.items()):
+                requests.add_metric([command, result], count)
+            for command, histogram in list(stats.latency.items()):
+                duration.add_metric([command], histogram.cumulative(), histogram.total)
+            for link in app.links.values():
+                replica.add_metric([link.id], link.latency.cumulative(), link.latency.total)
+        yield requests
+        yield duration
+        yield replica

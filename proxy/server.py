@@ -37,6 +37,7 @@ from .commands import (
 )
 from .config import Config
 from .coordinator import Coordinator, Events
+from .counters import CommandStats
 from .health import Canary
 from .resp import ProtocolError, ReplyError, RequestParser, encode
 
@@ -96,8 +97,7 @@ class Proxy:
             r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
                               timeout=config.replica_timeout, library=library,
                               password=r.password,
-                              on_state=getattr(self.events, "replica_state", None),
-                              on_latency=getattr(self.events, "replica_latency", None))
+                              on_state=getattr(self.events, "replica_state", None))
             for r in config.replicas
         }
         self.ring = Ring(tuple(self.links), config.n)
@@ -113,7 +113,8 @@ class Proxy:
         self.total_commands = 0
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self)
-        self._commands_done = getattr(self.events, "commands_done", None)
+        self.command_stats = CommandStats()
+        self._labels: dict[bytes, str] = {}
 
     # -- lifetime ------------------------------------------------------------
 
@@ -213,8 +214,7 @@ class Proxy:
                     count += 1
                 if batch.pending:
                     await batch.wait()
-                if self._commands_done is not None and batch.names:
-                    self._commands_done(batch.names, batch.results, time.monotonic() - started)
+                self._record(batch, time.monotonic() - started)
                 if batch.results:
                     proto = session.proto
                     await send_all(conn, b"".join([encode(r, proto) for r in batch.results]))
@@ -225,6 +225,21 @@ class Proxy:
                     return
                 if carry is None and count < MAX_BATCH:
                     break
+
+    def _record(self, batch: Batch, seconds: float) -> None:
+        """Count each command of a batch by outcome, with the batch's latency."""
+        labels = self._labels
+        record = self.command_stats.record
+        for name, result in zip(batch.names, batch.results, strict=False):
+            label = labels.get(name)
+            if label is None:
+                label = "other"
+                if name in TABLE:  # bounded: only real command names become labels
+                    label = labels[name] = TABLE[name].name
+            if type(result) is ReplyError:
+                record(label, "noquorum" if result.text.startswith("NOQUORUM") else "error", seconds)
+            else:
+                record(label, "ok", seconds)
 
     def _conflicts(self, cmd: list[bytes], batch: Batch) -> bool:
         spec = TABLE.get(cmd[0].lower())

@@ -60,10 +60,7 @@ end
 -- When every sibling is dead (tombstone or expired), the key itself expires once the
 -- newest death is older than the grace period: until then it stops stale replicas from
 -- bringing the value back through repair.
-local function store(key, clock, sibs, grace_ms, old)
-  if #sibs == 0 then return old end
-  local blob = encode(clock, sibs)
-  if blob == old then return blob end
+local function write_blob(key, blob, sibs, grace_ms)
   local last = 0
   for _, s in ipairs(sibs) do
     local death
@@ -82,6 +79,12 @@ local function store(key, clock, sibs, grace_ms, old)
   else
     redis.call('SET', key, blob)
   end
+end
+
+local function store(key, clock, sibs, grace_ms, old)
+  if #sibs == 0 then return old end
+  local blob = encode(clock, sibs)
+  if blob ~= old then write_blob(key, blob, sibs, grace_ms) end
   return blob
 end
 
@@ -143,13 +146,84 @@ end
 -- either a new sibling (value, expire_at, tombstone) and a reply, or nil and a reply
 -- (nothing to write). Errors are raised with Redis's own texts.
 
-local function parse_int(s)
-  if s == nil or #s == 0 or #s > 20 or not string.match(s, '^%-?%d+$') then return nil end
-  if string.match(s, '^%-?0%d') or s == '-0' then return nil end
-  local n = tonumber(s)
-  if n == nil or n >= 9223372036854775807 or n <= -9223372036854775808 then return nil end
-  if n > 9007199254740992 or n < -9007199254740992 then return nil end
-  return n
+local MAX_STRING = 512 * 1024 * 1024  -- Redis's proto-max-bulk-len default
+local TOO_BIG = 'ERR string exceeds maximum allowed size (proto-max-bulk-len)'
+local INT64_MAX = '9223372036854775807'
+local INT64_MIN_ABS = '9223372036854775808'
+
+-- Integers are handled as decimal text: Lua numbers are doubles, Redis's are int64.
+local function cmp_digits(a, b)
+  if #a ~= #b then
+    if #a < #b then return -1 end
+    return 1
+  end
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  return 0
+end
+
+-- Redis's string2ll: no spaces, no '+', no leading zeros, within int64.
+-- Returns sign (1/-1) and the digits, or nil.
+local function int_parts(s)
+  if s == nil or #s == 0 or #s > 20 then return nil end
+  if s == '0' then return 1, '0' end
+  local neg, digits = string.match(s, '^(%-?)([1-9]%d*)$')
+  if not digits then return nil end
+  local limit = INT64_MAX
+  if neg == '-' then limit = INT64_MIN_ABS end
+  if cmp_digits(digits, limit) > 0 then return nil end
+  if neg == '-' then return -1, digits end
+  return 1, digits
+end
+
+local function add_digits(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry
+    if i > 0 then d = d + string.byte(a, i) - 48; i = i - 1 end
+    if j > 0 then d = d + string.byte(b, j) - 48; j = j - 1 end
+    if d >= 10 then carry, d = 1, d - 10 else carry = 0 end
+    out[#out + 1] = string.char(48 + d)
+  end
+  return string.reverse(table.concat(out))
+end
+
+local function sub_digits(a, b)  -- a >= b
+  local out, borrow, i, j = {}, 0, #a, #b
+  while i > 0 do
+    local d = string.byte(a, i) - 48 - borrow
+    if j > 0 then d = d - (string.byte(b, j) - 48); j = j - 1 end
+    if d < 0 then d, borrow = d + 10, 1 else borrow = 0 end
+    out[#out + 1] = string.char(48 + d)
+    i = i - 1
+  end
+  local s = string.gsub(string.reverse(table.concat(out)), '^0+', '')
+  if s == '' then return '0' end
+  return s
+end
+
+-- The exact sum of two int64 texts, or nil when it leaves int64.
+local function int_add(x, y)
+  local sx, mx = int_parts(x)
+  local sy, my = int_parts(y)
+  local sign, mag
+  if sx == sy then
+    sign, mag = sx, add_digits(mx, my)
+  else
+    local c = cmp_digits(mx, my)
+    if c == 0 then return '0' end
+    if c > 0 then sign, mag = sx, sub_digits(mx, my) else sign, mag = sy, sub_digits(my, mx) end
+  end
+  local limit = INT64_MAX
+  if sign < 0 then limit = INT64_MIN_ABS end
+  if cmp_digits(mag, limit) > 0 then return nil end
+  if sign < 0 then return '-' .. mag end
+  return mag
 end
 
 local OPS = {}
@@ -178,27 +252,36 @@ OPS.rqset = function(cur, a, now_ms)
   return a[1], tonumber(a[2]), 0, 1
 end
 
+-- incrby by : exact int64 arithmetic; the reply is the new value as decimal text
 OPS.incrby = function(cur, a, now_ms)
-  local n = 0
-  local exp = 0
+  local n, exp = '0', 0
   if cur then
-    n = parse_int(cur[6])
-    exp = cur[5]
-    if n == nil then error({err = 'ERR value is not an integer or out of range'}) end
+    n, exp = cur[6], cur[5]
+    if int_parts(n) == nil then error({err = 'ERR value is not an integer or out of range'}) end
   end
-  local by = tonumber(a[1])
-  local r = n + by
-  if r > 9007199254740992 or r < -9007199254740992 then
-    error({err = 'ERR increment or decrement would overflow'})
-  end
-  local text = string.format('%d', r)
-  return text, exp, 0, r
+  if int_parts(a[1]) == nil then error({err = 'ERR value is not an integer or out of range'}) end
+  local r = int_add(n, a[1])
+  if r == nil then error({err = 'ERR increment or decrement would overflow'}) end
+  return r, exp, 0, r
 end
 
 OPS.append = function(cur, a, now_ms)
   local v, exp = '', 0
   if cur then v, exp = cur[6], cur[5] end
+  if #v + #a[1] > MAX_STRING then error({err = TOO_BIG}) end
   v = v .. a[1]
+  return v, exp, 0, #v
+end
+
+-- setrange offset value : Redis's SETRANGE (zero padding); the reply is the new length
+OPS.setrange = function(cur, a, now_ms)
+  local offset, piece = tonumber(a[1]), a[2]
+  local v, exp = '', 0
+  if cur then v, exp = cur[6], cur[5] end
+  if #piece == 0 then return nil, #v end
+  if offset + #piece > MAX_STRING then error({err = TOO_BIG}) end
+  if #v < offset then v = v .. string.rep('\0', offset - #v) end
+  v = string.sub(v, 1, offset) .. piece .. string.sub(v, offset + #piece + 1)
   return v, exp, 0, #v
 end
 
@@ -208,23 +291,63 @@ OPS.getdel = function(cur, a, now_ms)
   return nil, false
 end
 
+-- getex mode(''|at|persist) at error : the value, with a new expiry. Redis answers nil
+-- for a missing key before it looks at the expiry, so a bad expiry comes as `error`.
+OPS.getex = function(cur, a, now_ms)
+  if not cur then return nil, false end
+  if a[3] ~= '' then error({err = a[3]}) end
+  local mode, at = a[1], tonumber(a[2])
+  if mode == 'persist' then
+    if cur[5] == 0 then return nil, cur[6] end
+    return cur[6], 0, 0, cur[6]
+  end
+  if mode ~= 'at' then return nil, cur[6] end
+  if at <= now_ms then return '', 0, 1, cur[6] end
+  return cur[6], at, 0, cur[6]
+end
+
 -- expire: new absolute expiry (ms; 0 = persist) for the current value, if any.
--- a = {mode('at'|'persist'), at, cond(''|NX|XX|GT|LT)}; reply 1 when changed else 0
+-- a = {mode('at'|'persist'), at, conditions}: conditions holds any of NX XX GT LT (Redis
+-- checks each one given); reply 1 when changed else 0
 OPS.expire = function(cur, a, now_ms)
   if not cur then return nil, 0 end
-  local mode, at, cond = a[1], tonumber(a[2]), a[3]
+  local mode, at, cond = a[1], tonumber(a[2]), a[3] or ''
   local exp = cur[5]
   if mode == 'persist' then
     if exp == 0 then return nil, 0 end
     return cur[6], 0, 0, 1
   end
+  local function has(flag) return string.find(cond, flag, 1, true) ~= nil end
   -- Redis treats "no expiry" as infinite for GT/LT
-  if cond == 'NX' and exp ~= 0 then return nil, 0 end
-  if cond == 'XX' and exp == 0 then return nil, 0 end
-  if cond == 'GT' and (exp == 0 or at <= exp) then return nil, 0 end
-  if cond == 'LT' and exp ~= 0 and at >= exp then return nil, 0 end
+  if has('NX') and exp ~= 0 then return nil, 0 end
+  if has('XX') and exp == 0 then return nil, 0 end
+  if has('GT') and (exp == 0 or at <= exp) then return nil, 0 end
+  if has('LT') and exp ~= 0 and at >= exp then return nil, 0 end
   if at <= now_ms then return '', 0, 1, 1 end
   return cur[6], at, 0, 1
+end
+
+-- cas expect(peek|none|dot) actor counter value : compare-and-set on the current winner,
+-- for updates the proxy computes itself (INCRBYFLOAT's long-double arithmetic). Writes
+-- `value` (keeping the expiry) only when the winner is still the one the proxy saw;
+-- else answers {'retry', value, actor, counter} (or {'retry'} for no value) to try again.
+OPS.cas = function(cur, a, now_ms)
+  local expect = a[1]
+  local same
+  if expect == 'none' then
+    same = cur == nil
+  elseif expect == 'dot' then
+    same = cur ~= nil and cur[1] == a[2] and cur[2] == tonumber(a[3])
+  else
+    same = false
+  end
+  if not same then
+    if cur then return nil, {'retry', cur[6], cur[1], string.format('%d', cur[2])} end
+    return nil, {'retry'}
+  end
+  local exp = 0
+  if cur then exp = cur[5] end
+  return a[4], exp, 0, {'ok', a[4]}
 end
 
 ---------------------------------------------------------------------------
@@ -279,10 +402,43 @@ end
 
 -- rq_merge key | grace_ms object... : sync each object into the stored one.
 -- Returns 1 when the stored object changed, else 0.
+-- True when sync(local, incoming) is exactly the incoming object: its clock covers
+-- the local clock, and none of its siblings is one the local side saw and dropped.
+local function supersedes(c2, s2, c1, s1)
+  for a, c in pairs(c1) do
+    if (c2[a] or 0) < c then return false end
+  end
+  local d1 = {}
+  for _, s in ipairs(s1) do d1[dot_key(s)] = true end
+  for _, s in ipairs(s2) do
+    if not d1[dot_key(s)] and covered(c1, s) then return false end
+  end
+  return true
+end
+
 local function merge(keys, args)
   local key = keys[1]
   local grace = tonumber(args[1])
   local old = redis.call('GET', key)
+  -- The common case, one newer object (a write's fan-out, a repair): its bytes are
+  -- already canonical, so store them as they are instead of re-encoding.
+  if #args == 2 then
+    local blob = args[2]
+    if blob == old then return 0 end
+    local c2, s2 = decode(blob)
+    if not old then
+      write_blob(key, blob, s2, grace)
+      return 1
+    end
+    local c1, s1 = decode(old)
+    if supersedes(c2, s2, c1, s1) then
+      write_blob(key, blob, s2, grace)
+      return 1
+    end
+    local clock, sibs = sync(c1, s1, c2, s2)
+    if store(key, clock, sibs, grace, old) == old then return 0 end
+    return 1
+  end
   local clock, sibs = decode(old)
   for i = 2, #args do
     local c2, s2 = decode(args[i])
@@ -358,9 +514,53 @@ local function live_count(keys, args)
   return n
 end
 
+-- A key a client may see: not the proxy's own bookkeeping, holding a live sibling.
+local function visible(key, now_ms)
+  if string.sub(key, 1, 5) == '__rq:' then return false end
+  local blob = redis.call('GET', key)
+  if not blob then return false end
+  local ok, _, sibs = pcall(decode, blob)
+  return ok and count_live(sibs, now_ms) > 0
+end
+
+-- rq_scan now_ms cursor count pattern : one SCAN step over this replica's keys, answering
+-- {next cursor, visible keys}. Internal keys and dead objects (every sibling a tombstone
+-- or expired) never show. proxy/scan.py walks the replicas with it.
+local function scan(keys, args)
+  local now_ms = tonumber(args[1])
+  local reply = redis.call('SCAN', args[2], 'MATCH', args[4], 'COUNT', args[3], 'TYPE', 'string')
+  local found = {}
+  for _, key in ipairs(reply[2]) do
+    if visible(key, now_ms) then found[#found + 1] = key end
+  end
+  return {reply[1], found}
+end
+
+-- rq_randomkey now_ms : a random visible key of this replica, or false when it has none.
+local function randomkey(keys, args)
+  local now_ms = tonumber(args[1])
+  for _ = 1, 32 do
+    local key = redis.call('RANDOMKEY')
+    if not key then return false end
+    if visible(key, now_ms) then return key end
+  end
+  -- mostly dead or internal keys: the first visible one of a walk
+  local cursor = '0'
+  repeat
+    local reply = redis.call('SCAN', cursor, 'COUNT', 1000, 'TYPE', 'string')
+    cursor = reply[1]
+    for _, key in ipairs(reply[2]) do
+      if visible(key, now_ms) then return key end
+    end
+  until cursor == '0'
+  return false
+end
+
 redis.register_function('rq_put', put)
 redis.register_function('rq_merge', merge)
 redis.register_function('rq_lww', lww)
 redis.register_function('rq_merge_lww', merge_lww)
 redis.register_function{function_name = 'rq_inspect', callback = inspect, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_live_count', callback = live_count, flags = {'no-writes'}}
+redis.register_function{function_name = 'rq_scan', callback = scan, flags = {'no-writes'}}
+redis.register_function{function_name = 'rq_randomkey', callback = randomkey, flags = {'no-writes'}}

@@ -1,0 +1,59 @@
+"""Plain-Python counters for the hot path, exported by proxy/metrics.py at scrape time.
+
+prometheus-client's Counter.inc and Histogram.observe take a lock and cost 0.3 and
+0.7 µs each; with one request count, one latency and three replica latencies per
+operation they were 10-12% of the proxy's CPU. A list index and a bisect cost 0.1 µs.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+
+
+class LocalHistogram:
+    """Bucket counts with Prometheus's ``le`` semantics, observed without a lock."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class CommandStats:
+    """Per command name: how many ended ok / error / noquorum, and their latency."""
+
+    __slots__ = ("outcomes", "latency")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, LocalHistogram] = {}
+
+    def record(self, name: str, outcome: str, seconds: float) -> None:
+        key = (name, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        histogram = self.latency.get(name)
+        if histogram is None:
+            histogram = self.latency[name] = LocalHistogram()
+        histogram.observe(seconds)
