@@ -115,6 +115,7 @@ class ReplicaLink:
         on_state: Callable[[ReplicaLink, bool], None] | None = None,
     ) -> None:
         self.id = replica_id
+        self.actor = replica_id.encode()  # this replica's name in version vectors
         self.host = host
         self.port = port
         self.up = False

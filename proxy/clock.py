@@ -22,7 +22,7 @@ made it. The rules, after Riak's dvvset and Preguiça et al.:
 5. Deletes are tombstone siblings; expired values count as dead like tombstones, so
    a stale replica cannot bring either back while the tombstone grace lasts.
 
-Who encodes: only the replica's Lua script (replicas/scripts.lua) writes stored bytes,
+Who encodes: only the replica's Lua script (replicas/redquorum.lua) writes stored bytes,
 so equal objects are equal bytes on every replica. Python decodes stored objects and
 encodes only client contexts, which it also validates on the way back in.
 
@@ -34,7 +34,7 @@ with actors sorted by bytes and siblings by dot.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 
@@ -46,8 +46,9 @@ MAX_COUNTER = 2**53 - 1  # Lua numbers are doubles
 Clock = tuple[tuple[bytes, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Sibling:
+class Sibling(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: decoding builds one per sibling on every
+    # read, and a frozen dataclass's __init__ cost 2 µs of a 2.6 µs decode.
     actor: bytes
     counter: int
     timestamp: int  # microseconds since the epoch
@@ -63,8 +64,7 @@ class Sibling:
         return self.tombstone or (self.expire_at != 0 and self.expire_at <= now_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class Versioned:
+class Versioned(NamedTuple):
     clock: Clock
     siblings: tuple[Sibling, ...]
 
@@ -78,7 +78,7 @@ class Versioned:
         """The live sibling a plain GET answers: highest (timestamp, actor)."""
         best = None
         for s in self.siblings:
-            if s.dead(now_ms):
+            if s.tombstone or (s.expire_at and s.expire_at <= now_ms):
                 continue
             if best is None or (s.timestamp, s.actor) > (best.timestamp, best.actor):
                 best = s
@@ -190,10 +190,8 @@ def decode(blob: bytes | None) -> Versioned:
         version, flat, sibs = raw
         if version != FORMAT:
             raise CorruptObject(f"unknown object format {version!r}")
-        clock = tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
-        siblings = tuple(
-            Sibling(s[0], s[1], s[2], bool(s[3]), s[4], s[5]) for s in sibs
-        )
+        clock = tuple([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+        siblings = tuple([Sibling(s[0], s[1], s[2], s[3] == 1, s[4], s[5]) for s in sibs])
     except CorruptObject:
         raise
     except Exception as exc:  # msgpack raises several types for bad input

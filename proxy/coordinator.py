@@ -96,6 +96,11 @@ class Coordinator:
         self.soft_limit = sibling_soft_limit
         self.actor = actor.encode()
         self._merge_function = b"rq_merge_lww" if mode == "lww" else b"rq_merge"
+        # constant pieces of the hot payloads, encoded once
+        self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
+        self._grace_bulk = b"$%d\r\n%b\r\n" % (len(self.grace_ms), self.grace_ms)
+        self._limits_bulk = self._grace_bulk + b"$%d\r\n%b\r\n" % (len(self.hard_limit),
+                                                                    self.hard_limit)
         # per partition, the home links in preference order (resolved once)
         self._homes = [
             tuple(links[i] for i in ring_list[: ring.n])
@@ -159,7 +164,21 @@ class Coordinator:
         _Write(self, key, self.homes(key), w, context, op, op_args, done).start()
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
+        if len(blobs) == 1:  # the hot case: a write's fan-out
+            blob = blobs[0]
+            return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+                self._merge_one, len(key), key, self._grace_bulk, len(blob), blob)
         return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
+
+    def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
+                    op_args: Sequence[bytes]) -> bytes:
+        parts = [b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n" % (10 + len(op_args))]
+        for part in (key, actor, b"%d" % (time.time_ns() // 1000), context):
+            parts.append(b"$%d\r\n%b\r\n" % (len(part), part))
+        parts.append(self._limits_bulk)
+        for part in (op, *op_args):
+            parts.append(b"$%d\r\n%b\r\n" % (len(part), part))
+        return b"".join(parts)
 
     # -- inspection ----------------------------------------------------------
 
@@ -350,12 +369,8 @@ class _Write:
                 continue
             if self.failures > len(homes) - self.need:
                 break
-            co = self.co
-            payload = command(
-                b"FCALL", b"rq_put", b"1", self.key, link.id.encode(),
-                b"%d" % (time.time_ns() // 1000), self.context, co.grace_ms, co.hard_limit,
-                self.op, *self.op_args,
-            )
+            payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
+                                          self.op_args)
             link.request(payload, self.on_coordinated)
             return
         self._fail()

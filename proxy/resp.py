@@ -181,10 +181,15 @@ class RequestParser:
 
 
 def _header_int(buf: bytearray, start: int, end: int, error: str) -> int:
+    """Like Redis's string2ll: no sign but '-', no spaces, no leading zeros."""
+    digits = bytes(buf[start:end])
     try:
-        return int(buf[start:end])
+        value = int(digits)
     except ValueError:
         raise ProtocolError(error) from None
+    if b"%d" % value != digits:
+        raise ProtocolError(error)
+    return value
 
 
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
@@ -238,7 +243,7 @@ def split_inline(line: bytes) -> list[bytes]:
                 if i >= n:
                     break
                 c = line[i]
-                if c in b" \t\n\r\v\f":
+                if c in b" \t\n\r\0":  # sdssplitargs ends a bare word only at these
                     break
                 if c == 34 or c == 39:
                     quote = c

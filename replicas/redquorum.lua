@@ -94,7 +94,8 @@ local function covered(clock, s)
 end
 
 local function dot_key(s)
-  return s[1] .. '\0' .. s[2]
+  -- %.0f, not tostring: Lua prints numbers with %.14g, which merges large counters
+  return s[1] .. '\0' .. string.format('%.0f', s[2])
 end
 
 local function sync(c1, s1, c2, s2)
@@ -307,7 +308,7 @@ OPS.getex = function(cur, a, now_ms)
 end
 
 -- expire: new absolute expiry (ms; 0 = persist) for the current value, if any.
--- a = {mode('at'|'persist'), at, conditions}: conditions holds any of NX XX GT LT (Redis
+-- a = {mode('at'|'persist'), at, conditions}: conditions lists any of NX,XX,GT,LT (Redis
 -- checks each one given); reply 1 when changed else 0
 OPS.expire = function(cur, a, now_ms)
   if not cur then return nil, 0 end
@@ -387,6 +388,9 @@ local function put(keys, args)
       '): resolve them with RQ.GET and RQ.SET before writing'})
   end
   local counter = math.max(clock[actor] or 0, ctx[actor] or 0) + 1
+  if counter > 9007199254740991 then  -- a double cannot count past 2^53: dots would repeat
+    error({err = 'ERR redquorum: version counter of ' .. actor .. ' would pass 2^53'})
+  end
   if ctx ~= clock then
     for a, c in pairs(ctx) do
       if (clock[a] or 0) < c then clock[a] = c end
@@ -409,9 +413,14 @@ local function supersedes(c2, s2, c1, s1)
     if (c2[a] or 0) < c then return false end
   end
   local d1 = {}
-  for _, s in ipairs(s1) do d1[dot_key(s)] = true end
+  for _, s in ipairs(s1) do d1[dot_key(s)] = s end
   for _, s in ipairs(s2) do
-    if not d1[dot_key(s)] and covered(c1, s) then return false end
+    local mine = d1[dot_key(s)]
+    if mine == nil then
+      if covered(c1, s) then return false end
+    elseif mine[3] ~= s[3] or mine[4] ~= s[4] or mine[5] ~= s[5] or mine[6] ~= s[6] then
+      return false  -- a reused dot (a replica lost writes): let sync decide, as always
+    end
   end
   return true
 end
