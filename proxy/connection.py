@@ -1,14 +1,31 @@
-"""Connection and server commands: PING, HELLO, AUTH, CLIENT, INFO, COMMAND, TIME..."""
+"""Connection and server commands: PING, HELLO, AUTH, RESET, CLIENT, INFO, COMMAND,
+CONFIG, TIME, ROLE...
+
+COMMAND INFO and COMMAND DOCS answer what redis-server 7.0 answers for the commands
+redquorum serves (proxy/redis_commands.py, generated from a real server), so that
+drivers read correct arity, flags and key specs and interactive ``redis-cli`` builds its
+``help`` from them. The container commands list only the subcommands served here;
+redquorum's own commands (RQ.*) are described from the command table.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import info
-from .commands import NOT_INT, SYNTAX, TABLE, Batch, Command, arity_ok, command, err_arity, parse_int
+from . import info, redis_commands
+from .commands import (
+    SYNTAX,
+    TABLE,
+    Batch,
+    Command,
+    command,
+    err_arity,
+    parse_int,
+    parse_int32,
+)
 from .info import REDIS_VERSION
-from .resp import OK, PONG, ReplyError, Simple, Verbatim
+from .resp import OK, PONG, ReplyError, SetReply, Simple, Verbatim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Proxy, Session
@@ -30,7 +47,7 @@ def cmd_echo(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return args[1]
 
 
-@command("QUIT", -1, "fast", group="connection", summary="Closes the connection.")
+@command("QUIT", -1, "fast noauth", group="connection", summary="Closes the connection.")
 def cmd_quit(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     s.closing = True
     return OK
@@ -38,25 +55,41 @@ def cmd_quit(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
 
 @command("SELECT", 2, "fast", group="connection", summary="Changes the selected database.")
 def cmd_select(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    db = parse_int(args[1])
-    if db is None:
-        return NOT_INT
+    db = parse_int32(args[1])
+    if isinstance(db, ReplyError):
+        return db
     if db != 0:
         return ReplyError("ERR DB index is out of range")
     return OK
+
+
+def _authenticate(app: Proxy, s: Session, user: bytes | None, password: bytes) -> Any:
+    if not app.config.password and user == b"default":
+        # Redis's default user is "nopass" when no password is configured: any password works.
+        s.authenticated = True
+        return OK
+    return app.authenticate(s, password, user)
 
 
 @command("AUTH", -2, "fast noauth", group="connection", summary="Authenticates the connection.")
 def cmd_auth(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     if len(args) > 3:
         return SYNTAX
-    return app.authenticate(s, args[1] if len(args) == 2 else args[2],
-                            None if len(args) == 2 else args[1])
+    if len(args) == 2:
+        return _authenticate(app, s, None, args[1])
+    return _authenticate(app, s, args[1], args[2])
+
+
+NOAUTH_HELLO = ReplyError(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+    "select the RESP protocol version at the same time")
 
 
 @command("HELLO", -1, "fast noauth", group="connection", summary="Handshakes with the server.")
 def cmd_hello(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    proto = s.proto
+    """Redis's helloCommand: version, then every option, then AUTH, then SETNAME."""
+    proto = 0
     if len(args) >= 2:
         ver = parse_int(args[1])
         if ver is None:
@@ -64,35 +97,35 @@ def cmd_hello(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
         if ver not in (2, 3):
             return ReplyError("NOPROTO unsupported protocol version")
         proto = ver
+    user = password = name = None
     i = 2
-    name = None
     while i < len(args):
         opt = args[i].lower()
         more = len(args) - i - 1
         if opt == b"auth" and more >= 2:
-            result = app.authenticate(s, args[i + 2], args[i + 1])
-            if isinstance(result, ReplyError):
-                return result
+            user, password = args[i + 1], args[i + 2]
             i += 3
         elif opt == b"setname" and more >= 1:
             name = args[i + 1]
-            if not valid_client_name(name):
-                return ReplyError("ERR Client names cannot contain spaces, newlines or special characters.")
             i += 2
         else:
             return ReplyError(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
-    if app.config.password and not s.authenticated:
-        return ReplyError("NOAUTH HELLO must be called with the client already authenticated, "
-                          "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
-                          "authenticate the client and select the RESP protocol version at the "
-                          "same time")
+    if user is not None and password is not None:
+        result = _authenticate(app, s, user, password)
+        if isinstance(result, ReplyError):
+            return result
+    if not s.authenticated:
+        return NOAUTH_HELLO
     if name is not None:
+        if not valid_client_name(name):
+            return BAD_NAME
         s.name = name
-    s.proto = proto
+    if proto:
+        s.proto = proto
     return {
         "server": "redis",
         "version": REDIS_VERSION,
-        "proto": proto,
+        "proto": s.proto,
         "id": s.id,
         "mode": "standalone",
         "role": "master",
@@ -100,7 +133,11 @@ def cmd_hello(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     }
 
 
+BAD_NAME = ReplyError("ERR Client names cannot contain spaces, newlines or special characters.")
+
+
 def valid_client_name(name: bytes) -> bool:
+    """Redis's rule (an empty name clears it)."""
     return all(33 <= c <= 126 for c in name)
 
 
@@ -110,42 +147,318 @@ def cmd_reset(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return Simple("RESET")
 
 
+# ---------------------------------------------------------------------------
+# container commands: CLIENT, COMMAND, CONFIG
+
+
+def _subcommand(container: str, args: list[bytes]) -> tuple[str, ReplyError | None]:
+    """The subcommand's name, or the error Redis gives before running it."""
+    sub = args[1].lower().decode(errors="replace")
+    full = f"{container}|{sub}"
+    info_entry = SUBCOMMAND_INFO.get(full)
+    if info_entry is None:
+        if full in REDIS_SUBCOMMANDS:
+            return sub, _refused(container, sub)
+        return sub, ReplyError(f"ERR unknown subcommand '{args[1].decode(errors='replace')[:128]}'. "
+                               f"Try {container.upper()} HELP.")
+    arity = info_entry[1]
+    if (arity > 0 and len(args) != arity) or len(args) < -arity:
+        return sub, err_arity(full)
+    return sub, None
+
+
+def _refused(container: str, sub: str) -> ReplyError:
+    name = f"{container.upper()} {sub.upper()}"
+    if container == "config":
+        return ReplyError(f"ERR redquorum does not support '{name}': the proxy is configured with "
+                          "`redquorum serve` flags, its config file or REDQUORUM_* variables, and "
+                          "each replica with its own redis.conf")
+    return ReplyError(f"ERR redquorum does not support '{name}' (see the README's command list)")
+
+
+def _help(lines: list[str]) -> list[Simple]:
+    return [Simple(line) for line in lines]
+
+
 @command("CLIENT", -2, "", group="connection", summary="A container for client connection commands.")
 def cmd_client(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    sub = args[1].lower()
-    if sub == b"setname" and len(args) == 3:
-        if not valid_client_name(args[2]) and args[2]:
-            return ReplyError("ERR Client names cannot contain spaces, newlines or special characters.")
+    sub, error = _subcommand("client", args)
+    if error is not None:
+        return error
+    if sub == "setname":
+        if not valid_client_name(args[2]):
+            return BAD_NAME
         s.name = args[2]
         return OK
-    if sub == b"getname" and len(args) == 2:
+    if sub == "getname":
         return s.name or None
-    if sub == b"id" and len(args) == 2:
+    if sub == "id":
         return s.id
-    if sub == b"setinfo" and len(args) == 4:
-        attr = args[2].lower()
-        if attr == b"lib-name":
-            s.lib_name = args[3]
-        elif attr == b"lib-ver":
-            s.lib_ver = args[3]
-        else:
+    if sub == "setinfo":
+        attr, value = args[2].lower(), args[3]
+        if attr not in (b"lib-name", b"lib-ver"):
             return ReplyError(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
+        if not valid_client_name(value):
+            return ReplyError(f"ERR {attr.upper().decode()} cannot contain spaces, newlines or "
+                              "special characters.")
+        if attr == b"lib-name":
+            s.lib_name = value
+        else:
+            s.lib_ver = value
         return OK
-    if sub == b"info" and len(args) == 2:
+    if sub == "info":
         return Verbatim(app.client_line(s) + "\n")
-    if sub == b"list":
-        return Verbatim("".join(app.client_line(c) + "\n" for c in app.sessions.values()))
-    if sub in (b"no-evict", b"no-touch", b"reply") and len(args) == 3:
-        if args[2].lower() not in (b"on", b"off", b"skip"):
+    if sub == "list":
+        return _client_list(app, args)
+    if sub in ("no-evict", "no-touch"):
+        if args[2].lower() not in (b"on", b"off"):
             return SYNTAX
         return OK
-    if sub == b"help":
-        return ["CLIENT <subcommand> [<arg> ...]. Subcommands are:",
-                "ID", "GETNAME", "SETNAME <name>", "SETINFO <LIB-NAME|LIB-VER> <value>",
-                "INFO", "LIST", "NO-EVICT (ON|OFF)", "NO-TOUCH (ON|OFF)"]
-    if sub in (b"setname", b"getname", b"id", b"setinfo", b"info", b"no-evict", b"no-touch"):
-        return ReplyError(f"ERR wrong number of arguments for 'client|{sub.decode()}' command")
-    return ReplyError(f"ERR unknown subcommand '{args[1].decode(errors='replace')}'. Try CLIENT HELP.")
+    return _help(CLIENT_HELP)
+
+
+def _client_list(app: Proxy, args: list[bytes]) -> Any:
+    sessions = sorted(app.sessions.values(), key=lambda x: x.id)
+    if len(args) == 4 and args[2].lower() == b"type":
+        kind = args[3].lower()
+        if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            return ReplyError(f"ERR Unknown client type '{args[3].decode(errors='replace')}'")
+        if kind != b"normal":
+            sessions = []
+    elif len(args) > 3 and args[2].lower() == b"id":
+        ids = set()
+        for raw in args[3:]:
+            ident = parse_int(raw)
+            if ident is None or ident < 1:
+                return ReplyError("ERR Invalid client ID")
+            ids.add(ident)
+        sessions = [x for x in sessions if x.id in ids]
+    elif len(args) != 2:
+        return SYNTAX
+    return Verbatim("".join(app.client_line(x) + "\n" for x in sessions))
+
+
+CLIENT_HELP = [
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "    * ID <id> [<id> ...]",
+    "      Return clients with the given ids.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)",
+    "    Will not touch LRU/LFU stats when this mode is on.",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+@command("COMMAND", -1, "", group="server", summary="Returns detailed information about all commands.")
+def cmd_command(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    if len(args) == 1:
+        return [command_info(c) for c in TABLE.values()]
+    sub, error = _subcommand("command", args)
+    if error is not None:
+        return error
+    if sub == "count":
+        return len(TABLE)
+    if sub == "list":
+        return _command_list(args)
+    if sub == "info":
+        if len(args) == 2:
+            return [command_info(c) for c in TABLE.values()]
+        return [_lookup_info(a) for a in args[2:]]
+    if sub == "docs":
+        if len(args) == 2:
+            return {c.name: command_docs(c) for c in TABLE.values()}
+        found = {}
+        for a in args[2:]:
+            name = a.lower().decode(errors="replace")
+            doc = _lookup_docs(name)
+            if doc is not None:
+                found[name] = doc
+        return found
+    if sub in ("getkeys", "getkeysandflags"):
+        return _getkeys(args[2:], sub == "getkeysandflags")
+    return _help(COMMAND_HELP)
+
+
+COMMAND_HELP = [
+    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "(no subcommand)",
+    "    Return details about all Redis commands.",
+    "COUNT",
+    "    Return the total number of commands in this Redis server.",
+    "LIST",
+    "    Return a list of all commands in this Redis server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all",
+    "    commands are returned.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all",
+    "    commands are returned.",
+    "GETKEYS <full-command>",
+    "    Return the keys from a full Redis command.",
+    "GETKEYSANDFLAGS <full-command>",
+    "    Return the keys and the access flags from a full Redis command.",
+    "HELP",
+    "    Prints this help.",
+]
+
+
+def _command_list(args: list[bytes]) -> Any:
+    names: list[str] = []
+    for c in TABLE.values():
+        names.append(c.name)
+        names += [sub[0] for sub in command_info(c)[9]]
+    if len(args) == 2:
+        return names
+    if len(args) != 5 or args[2].lower() != b"filterby":
+        return SYNTAX
+    kind, value = args[3].lower(), args[4]
+    if kind == b"module":
+        return []
+    if kind == b"aclcat":
+        category = "@" + value.decode(errors="replace").lower()
+        return [n for n in names if category in _info_by_name(n)[6]]
+    if kind == b"pattern":
+        return [n for n in names if stringmatch(value, n.encode(), nocase=True)]
+    return SYNTAX
+
+
+def _info_by_name(name: str) -> list[Any]:
+    found = _lookup_info(name.encode())
+    assert found is not None
+    return found
+
+
+def _lookup_info(raw: bytes) -> list[Any] | None:
+    name = raw.lower().decode(errors="replace")
+    if "|" in name:
+        return SUBCOMMAND_INFO.get(name)
+    c = TABLE.get(name.encode())
+    return command_info(c) if c is not None else None
+
+
+def _lookup_docs(name: str) -> dict[str, Any] | None:
+    if "|" in name:
+        container = name.split("|", 1)[0]
+        c = TABLE.get(container.encode())
+        return command_docs(c).get("subcommands", {}).get(name) if c is not None else None
+    c = TABLE.get(name.encode())
+    return command_docs(c) if c is not None else None
+
+
+def _getkeys(argv: list[bytes], with_flags: bool) -> Any:
+    """Redis's getKeysSubcommandImpl, from the key specs."""
+    c = TABLE.get(argv[0].lower())
+    entry = command_info(c) if c is not None else None
+    if entry is not None and entry[9] and len(argv) > 1:
+        entry = SUBCOMMAND_INFO.get(f"{c.name}|{argv[1].lower().decode(errors='replace')}")
+    if entry is None:
+        return ReplyError("ERR Invalid command specified")
+    specs = entry[8]
+    if not specs:
+        return ReplyError("ERR The command has no key arguments")
+    arity = entry[1]
+    if (arity > 0 and arity != len(argv)) or len(argv) < -arity:
+        return ReplyError("ERR Invalid number of arguments specified for command")
+    found: list[Any] = []
+    for spec in specs:
+        positions = _spec_positions(spec, len(argv))
+        for pos in positions:
+            if with_flags:
+                found.append([argv[pos], _key_flags(entry[0], spec, argv)])
+            else:
+                found.append(argv[pos])
+    if not found:
+        return ReplyError("ERR Invalid arguments specified for command")
+    return found
+
+
+def _spec_positions(spec: dict[str, Any], argc: int) -> list[int]:
+    begin, find = spec["begin_search"], spec["find_keys"]
+    if begin["type"] != "index" or find["type"] != "range":
+        return []
+    first = begin["spec"]["index"]
+    if first >= argc:
+        return []
+    lastkey, step = find["spec"]["lastkey"], find["spec"]["keystep"]
+    last = first + lastkey if lastkey >= 0 else argc + lastkey
+    return list(range(first, min(last, argc - 1) + 1, step))
+
+
+def _key_flags(name: str, spec: dict[str, Any], argv: list[bytes]) -> SetReply:
+    if name == "set":  # Redis's setGetKeys: GET turns an overwrite into a read-write
+        get = any(a.lower() == b"get" for a in argv[3:])
+        return SetReply([Simple("RW"), Simple("access"), Simple("update")] if get
+                        else [Simple("OW"), Simple("update")])
+    return SetReply(f for f in spec["flags"] if f != "variable_flags")
+
+
+@command("CONFIG", -2, "", group="server", summary="A container for server configuration commands.")
+def cmd_config(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    sub, error = _subcommand("config", args)
+    if error is not None:
+        return error
+    if sub == "get":
+        values = config_values(app)
+        found: dict[str, str] = {}
+        for pattern in args[2:]:
+            for name, value in values.items():
+                if stringmatch(pattern, name.encode(), nocase=True):
+                    found[name] = value
+        return found
+    return _help(CONFIG_HELP)
+
+
+CONFIG_HELP = [
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "HELP",
+    "    Prints this help.",
+]
+
+def config_values(app: Proxy) -> dict[str, str]:
+    """Read-only values clients and tools ask for, as the proxy (and its replicas) behave."""
+    host, port = app.listen_address or app.config.listen
+    return {
+        "save": "",
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "databases": "1",
+        "maxmemory": "0",
+        "maxmemory-policy": "noeviction",
+        "maxclients": "10000",
+        "timeout": "0",
+        "port": str(port),
+        "bind": host,
+        "cluster-enabled": "no",
+        "notify-keyspace-events": "",
+        "proto-max-bulk-len": "536870912",
+        "lua-time-limit": "5000",
+        "busy-reply-threshold": "5000",
+        "slowlog-log-slower-than": "10000",
+        "requirepass": "",
+        "protected-mode": "no",
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -163,51 +476,167 @@ def cmd_time(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return [b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)]
 
 
-@command("COMMAND", -1, "", group="server", summary="Returns detailed information about all commands.")
-def cmd_command(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    if len(args) == 1:
-        return [command_info(c) for c in TABLE.values()]
-    sub = args[1].lower()
-    if sub == b"count":
-        return len(TABLE)
-    if sub == b"list":
-        return [c.name.encode() for c in TABLE.values()]
-    if sub == b"info":
-        return [command_info(TABLE[a.lower()]) if a.lower() in TABLE else None for a in args[2:]]
-    if sub == b"docs":
-        wanted = [a.lower() for a in args[2:]] or list(TABLE)
-        return {c.decode(): command_docs(TABLE[c]) for c in wanted if c in TABLE}
-    if sub == b"getkeys":
-        if len(args) < 3:
-            return err_arity("command|getkeys")
-        target = TABLE.get(args[2].lower())
-        if target is None:
-            return ReplyError("ERR Invalid command specified")
-        if not arity_ok(target, len(args) - 2):
-            return ReplyError("ERR Invalid number of arguments specified for command")
-        keys = target.keys(args[2:])
-        if not keys:
-            return ReplyError("ERR The command has no key arguments")
-        return keys
-    if sub == b"help":
-        return ["COMMAND <subcommand> [<arg> ...]. Subcommands are:", "(no subcommand)", "COUNT",
-                "DOCS [<command-name> ...]", "GETKEYS <full-command>", "INFO [<command-name> ...]",
-                "LIST"]
-    return ReplyError(f"ERR unknown subcommand '{args[1].decode(errors='replace')}'. Try COMMAND HELP.")
+@command("ROLE", 1, "fast", group="server", summary="Returns the replication role.")
+def cmd_role(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    return [b"master", 0, []]
+
+
+# ---------------------------------------------------------------------------
+# COMMAND INFO / DOCS data
+
+# Subcommands served by redquorum that redis-server 7.0 does not have (7.2 added them).
+EXTRA_SUBCOMMAND_INFO: dict[str, list[Any]] = {
+    "client|setinfo": ["client|setinfo", 4, SetReply([Simple("noscript"), Simple("loading"),
+                                                      Simple("stale")]),
+                       0, 0, 0, SetReply([Simple("@slow"), Simple("@connection")]), SetReply(),
+                       SetReply(), SetReply()],
+    "client|no-touch": ["client|no-touch", 3, SetReply([Simple("noscript"), Simple("loading"),
+                                                        Simple("stale")]),
+                        0, 0, 0, SetReply([Simple("@slow"), Simple("@connection")]), SetReply(),
+                        SetReply(), SetReply()],
+}
+EXTRA_SUBCOMMAND_DOCS: dict[str, dict[str, Any]] = {
+    "client|setinfo": {
+        "summary": "Sets information specific to the client or connection.", "since": "7.2.0",
+        "group": "connection", "complexity": "O(1)",
+        "arguments": [{"name": "attr", "type": "oneof", "arguments": [
+            {"name": "libname", "type": "string", "token": "LIB-NAME"},
+            {"name": "libver", "type": "string", "token": "LIB-VER"}]}]},
+    "client|no-touch": {
+        "summary": "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+        "since": "7.2.0", "group": "connection", "complexity": "O(1)",
+        "arguments": [{"name": "enabled", "type": "oneof", "arguments": [
+            {"name": "on", "type": "pure-token", "token": "ON"},
+            {"name": "off", "type": "pure-token", "token": "OFF"}]}]},
+}
+
+# Every Redis 7.0 subcommand of the containers served here (to tell "unsupported" from "unknown").
+REDIS_SUBCOMMANDS = {
+    f"client|{s}" for s in "caching getname getredir help id info kill list no-evict pause "
+    "reply setname tracking trackinginfo unblock unpause".split()
+} | {
+    f"command|{s}" for s in "count docs getkeys getkeysandflags help info list".split()
+} | {f"config|{s}" for s in "get help resetstat rewrite set".split()}
+
+
+def _build_subcommand_info() -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for entry in redis_commands.INFO.values():
+        for sub in entry[9]:
+            out[sub[0]] = sub
+    out.update(EXTRA_SUBCOMMAND_INFO)
+    return out
+
+
+SUBCOMMAND_INFO = _build_subcommand_info()
+_INFO_CACHE: dict[str, list[Any]] = {}
+_DOCS_CACHE: dict[str, dict[str, Any]] = {}
 
 
 def command_info(c: Command) -> list[Any]:
-    flags = [Simple(f) for f in c.flags if f in ("write", "readonly", "fast", "noauth", "loading",
-                                                  "stale", "denyoom")]
-    specs = []
+    cached = _INFO_CACHE.get(c.name)
+    if cached is not None:
+        return cached
+    entry = redis_commands.INFO.get(c.name)
+    if entry is not None:
+        entry = list(entry)
+        if c.name == "client":
+            entry[9] = list(entry[9]) + list(EXTRA_SUBCOMMAND_INFO.values())
+    else:
+        entry = _generic_info(c)
+    _INFO_CACHE[c.name] = entry
+    return entry
+
+
+def _generic_info(c: Command) -> list[Any]:
+    """COMMAND INFO for commands redis-server does not have (redquorum's own)."""
+    flags = SetReply(Simple(f) for f in c.flags)
+    specs = SetReply()
     if c.first_key:
+        lastkey = c.last_key - c.first_key if c.last_key > 0 else c.last_key
+        write = "write" in c.flags
         specs.append({
+            "flags": SetReply([Simple("RW"), Simple("update")] if write
+                              else [Simple("RO"), Simple("access")]),
             "begin_search": {"type": "index", "spec": {"index": c.first_key}},
-            "find_keys": {"type": "range", "spec": {"lastkey": c.last_key - c.first_key if c.last_key > 0 else c.last_key,
-                                                     "keystep": c.step, "limit": 0}},
+            "find_keys": {"type": "range", "spec": {"lastkey": lastkey, "keystep": c.step,
+                                                    "limit": 0}},
         })
-    return [c.name, c.arity, flags, c.first_key, c.last_key, c.step, [], [], specs, []]
+    categories = SetReply([Simple("@write" if "write" in c.flags else "@read"),
+                           Simple("@fast" if "fast" in c.flags else "@slow")]
+                          if c.first_key else [Simple("@slow")])
+    return [c.name, c.arity, flags, c.first_key, c.last_key, c.step, categories, SetReply(),
+            specs, SetReply()]
 
 
 def command_docs(c: Command) -> dict[str, Any]:
-    return {"summary": c.summary or c.name.upper(), "since": "1.0.0", "group": c.group}
+    cached = _DOCS_CACHE.get(c.name)
+    if cached is not None:
+        return cached
+    doc = redis_commands.DOCS.get(c.name)
+    if doc is not None:
+        if c.name == "client":
+            doc = dict(doc)
+            doc["subcommands"] = {**doc["subcommands"], **EXTRA_SUBCOMMAND_DOCS}
+    else:
+        doc = {"summary": c.summary or c.name.upper(), "since": "0.1.0", "group": c.group,
+               "complexity": "O(1)"}
+    _DOCS_CACHE[c.name] = doc
+    return doc
+
+
+# ---------------------------------------------------------------------------
+# Redis's glob matching (util.c stringmatchlen), for CONFIG GET and COMMAND LIST
+
+
+def stringmatch(pattern: bytes, string: bytes, nocase: bool = False) -> bool:
+    if nocase:
+        pattern, string = pattern.lower(), string.lower()
+    return _match(pattern, 0, string, 0)
+
+
+def _match(p: bytes, pi: int, s: bytes, si: int) -> bool:
+    while pi < len(p) and si < len(s):
+        c = p[pi]
+        if c == 42:  # '*'
+            while pi + 1 < len(p) and p[pi + 1] == 42:
+                pi += 1
+            if pi + 1 == len(p):
+                return True
+            return any(_match(p, pi + 1, s, k) for k in range(si, len(s)))
+        if c == 63:  # '?'
+            si += 1
+        elif c == 91:  # '['
+            pi += 1
+            negate = pi < len(p) and p[pi] == 94
+            if negate:
+                pi += 1
+            matched = False
+            while pi < len(p) and p[pi] != 93:
+                if p[pi] == 92 and pi + 1 < len(p):
+                    pi += 1
+                    matched |= p[pi] == s[si]
+                elif pi + 2 < len(p) and p[pi + 1] == 45:
+                    lo, hi = sorted((p[pi], p[pi + 2]))
+                    matched |= lo <= s[si] <= hi
+                    pi += 2
+                else:
+                    matched |= p[pi] == s[si]
+                pi += 1
+            if negate:
+                matched = not matched
+            if not matched:
+                return False
+            si += 1
+        else:
+            if c == 92 and pi + 1 < len(p):
+                pi += 1
+                c = p[pi]
+            if c != s[si]:
+                return False
+            si += 1
+        pi += 1
+    while pi < len(p) and p[pi] == 42:
+        pi += 1
+    return pi == len(p) and si == len(s)
+

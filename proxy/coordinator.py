@@ -28,13 +28,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
+from zlib import crc32
 
 from . import clock
 from .backend import ReplicaFailure, ReplicaLink, is_replica_error
 from .clock import CorruptObject, Versioned
+from .counters import SIBLING_BUCKETS, LocalHistogram
 from .resp import ReplyError
 from .ring import PARTITIONS, Ring
+
+_PARTITION_MASK = PARTITIONS - 1
 
 log = logging.getLogger("redquorum.coordinator")
 
@@ -62,7 +67,6 @@ def clean_error(reply: ReplyError) -> ReplyError:
 class Events:
     """What the coordinator reports; proxy/metrics.py implements it for Prometheus."""
 
-    def read_done(self, merged: Versioned, stale: int) -> None: ...
     def read_repair(self, replica: str, reason: str, merged: Versioned, had: Versioned) -> None: ...
     def stale_read(self) -> None: ...
     def quorum_failure(self, op: str) -> None: ...
@@ -95,6 +99,7 @@ class Coordinator:
         self.hard_limit = b"%d" % sibling_hard_limit
         self.soft_limit = sibling_soft_limit
         self.actor = actor.encode()
+        self.sibling_counts = LocalHistogram(SIBLING_BUCKETS)  # live siblings per read
         self._merge_function = b"rq_merge_lww" if mode == "lww" else b"rq_merge"
         # constant pieces of the hot payloads, encoded once
         self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
@@ -108,17 +113,18 @@ class Coordinator:
         ]
 
     def homes(self, key: bytes) -> tuple[ReplicaLink, ...]:
-        return self._homes[Ring.partition(key)]
+        return self._homes[crc32(key) & _PARTITION_MASK]
 
     # -- reads ---------------------------------------------------------------
 
     def read(self, key: bytes, r: int, done: Done) -> None:
         """``done`` gets the merged ``Versioned`` or a ``ReplyError``."""
-        homes = self.homes(key)
+        homes = self._homes[crc32(key) & _PARTITION_MASK]
         op = _Read(self, key, homes, r, done)
         payload = b"%b$%d\r\n%b\r\n" % (_GET, len(key), key)
+        on_reply = op.on_reply
         for i, link in enumerate(homes):
-            link.request(payload, op.callback(i))
+            link.request(payload, partial(on_reply, i))
 
     def read_many(self, keys: Sequence[bytes], r: int, done: Done) -> None:
         """MGET: one request per replica when all keys share their homes, else per key."""
@@ -225,9 +231,6 @@ class _Read:
         self.finished = False
         self.why = ""
 
-    def callback(self, index: int) -> Done:
-        return lambda reply: self.on_reply(index, reply)
-
     def on_reply(self, index: int, reply: Any) -> None:
         self.answered += 1
         t = type(reply)
@@ -264,11 +267,12 @@ class _Read:
         except CorruptObject:
             self._drop_undecodable()
             return
-        if len(merged.siblings) > 1:
+        live = 1
+        if len(merged.siblings) != 1:
             live = len(merged.live(time.time_ns() // 1_000_000))
             if live > co.soft_limit:
                 co.events.siblings_over_soft_limit(self.key, live)
-        co.events.read_done(merged, 0)
+        co.sibling_counts.observe(live)
         self.done(merged)
 
     def _drop_undecodable(self) -> None:

@@ -11,6 +11,7 @@ from bisect import bisect_left
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
+SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 100)
 
 
 class LocalHistogram:

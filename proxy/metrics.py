@@ -29,7 +29,6 @@ log = logging.getLogger("redquorum.metrics")
 
 VERSION_BUCKETS = (1, 2, 3, 5, 10, 25, 100, 1000)
 AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 86400)
-SIBLING_BUCKETS = (1, 2, 3, 5, 10, 25, 100)
 
 
 class Metrics(Events):
@@ -50,8 +49,6 @@ class Metrics(Events):
             "redquorum_replica_staleness_seconds",
             "Age of the newest write a stale replica lacked, from that write's timestamp",
             ["replica"], buckets=AGE_BUCKETS, registry=reg)
-        self.siblings = Histogram("redquorum_siblings", "Live siblings per read",
-                                  buckets=SIBLING_BUCKETS, registry=reg)
         self.siblings_over_soft = Counter(
             "redquorum_sibling_soft_limit_exceeded", "Reads that found more siblings than the soft limit",
             registry=reg)
@@ -83,13 +80,6 @@ class Metrics(Events):
 
     def quorum_failure(self, op: str) -> None:
         self.quorum_failures.labels(op).inc()
-
-    def read_done(self, merged: Versioned, stale: int) -> None:
-        live = len(merged.live(int(time.time() * 1000)))
-        if live:
-            self.siblings.observe(live)
-        if live > self.config.sibling_soft_limit:
-            self.siblings_over_soft.inc()
 
     def stale_read(self) -> None:
         self.stale_reads.inc()
@@ -169,8 +159,11 @@ class _HotPathCollector:
         replica = HistogramMetricFamily("redquorum_replica_request_duration_seconds",
                                         "Replica request latency, from queueing to reply",
                                         labels=["replica"])
+        siblings = HistogramMetricFamily("redquorum_siblings", "Live siblings per read")
         app = self.metrics.app
         if app is not None:
+            counts = app.coordinator.sibling_counts
+            siblings.add_metric([], counts.cumulative(), counts.total)
             stats = app.command_stats
             for (command, result), count in list(stats.outcomes.items()):
                 requests.add_metric([command, result], count)
@@ -178,6 +171,7 @@ class _HotPathCollector:
                 duration.add_metric([command], histogram.cumulative(), histogram.total)
             for link in app.links.values():
                 replica.add_metric([link.id], link.latency.cumulative(), link.latency.total)
+        yield siblings
         yield requests
         yield duration
         yield replica

@@ -182,14 +182,12 @@ class RequestParser:
 
 def _header_int(buf: bytearray, start: int, end: int, error: str) -> int:
     """Like Redis's string2ll: no sign but '-', no spaces, no leading zeros."""
-    digits = bytes(buf[start:end])
-    try:
-        value = int(digits)
-    except ValueError:
-        raise ProtocolError(error) from None
-    if b"%d" % value != digits:
-        raise ProtocolError(error)
-    return value
+    digits = buf[start:end]
+    if digits.isdigit() and (digits[0] != 48 or end - start == 1):  # the usual case
+        return int(digits)
+    if digits[:1] == b"-" and digits[1:].isdigit() and digits[1:2] != b"0":
+        return int(digits)
+    raise ProtocolError(error)
 
 
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}

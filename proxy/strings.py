@@ -1,13 +1,30 @@
-"""String commands: GET, SET and its options, MGET/MSET, INCR family, APPEND..."""
+"""String commands: GET, SET and its options, MGET/MSET/MSETNX, the INCR family, APPEND,
+GETRANGE/SETRANGE, GETEX, INCRBYFLOAT...
+
+Read-modify-write commands run at the key's coordinating replica, atomically, on the
+value a plain GET would answer there (replicas/redquorum.lua, ``OPS``). Argument
+parsing and error texts follow redis-server 7.0, including the order in which Redis
+checks things (a syntax error wins over a bad number; GETEX on a missing key answers
+nil before it looks at the expiry).
+
+INCRBYFLOAT is the exception to "the replica computes": Redis adds two x87 ``long
+double`` values (64-bit significand) and prints them with ``%.17Lf``; Lua has only
+doubles. The proxy therefore emulates ``strtold``, the long-double sum and the
+formatting exactly (``LongDouble`` below, with Python integers) and writes the result
+with a compare-and-set at the coordinator, retrying if the value changed meanwhile.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from .commands import (
     DEFERRED,
     MAX_INT64,
+    NOT_FLOAT,
     NOT_INT,
     SYNTAX,
     Batch,
@@ -26,9 +43,16 @@ from .resp import OK, ReplyError
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Proxy, Session
 
+MAX_STRING = 512 * 1024 * 1024  # Redis's proto-max-bulk-len default
+TOO_BIG = ReplyError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+
+
+def err_expire(name: str) -> ReplyError:
+    return ReplyError(f"ERR invalid expire time in '{name}' command")
+
 
 # ---------------------------------------------------------------------------
-# strings
+# GET, MGET
 
 
 @command("GET", 2, "readonly fast", (1, 1, 1), "string", "Returns the string value of a key.")
@@ -47,43 +71,62 @@ def cmd_mget(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return DEFERRED
 
 
-def parse_set_options(args: list[bytes], start: int, allow_get: bool = True
-                      ) -> tuple[str, int, str, bool] | ReplyError:
-    """SET's [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL] → (expire mode, at ms, cond, get)."""
-    cond = ""
-    get = False
-    mode = ""
-    at = 0
+# ---------------------------------------------------------------------------
+# SET and its options (Redis's parseExtendedStringArgumentsOrReply)
+
+_EX, _PX, _EXAT, _PXAT, _KEEPTTL, _PERSIST, _NX, _XX, _GET = (1 << i for i in range(9))
+_EXPIRES = _EX | _PX | _EXAT | _PXAT
+_TOKENS = {b"EX": _EX, b"PX": _PX, b"EXAT": _EXAT, b"PXAT": _PXAT}
+
+
+def parse_string_options(args: list[bytes], start: int, for_set: bool
+                         ) -> tuple[int, bytes | None] | ReplyError:
+    """SET's ``[NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]`` or GETEX's ``[EX…|PERSIST]``.
+
+    Returns (flags, the expire argument or None). Numbers are checked later, as Redis does.
+    """
+    flags = 0
+    expire: bytes | None = None
     i = start
     while i < len(args):
         opt = args[i].upper()
-        nxt = args[i + 1] if i + 1 < len(args) else None
-        if opt == b"NX" and cond != "XX":
-            cond = "NX"
-        elif opt == b"XX" and cond != "NX":
-            cond = "XX"
-        elif opt == b"GET" and allow_get:
-            get = True
-        elif opt == b"KEEPTTL" and not mode:
-            mode = "keep"
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not mode and nxt is not None:
-            number = parse_int(nxt)
-            if number is None:
-                return NOT_INT
-            if number <= 0:
-                return ReplyError("ERR invalid expire time in 'set' command")
-            scale = 1000 if opt in (b"EX", b"EXAT") else 1
-            if number > MAX_INT64 // scale:
-                return ReplyError("ERR invalid expire time in 'set' command")
-            at = number * scale + (now_ms() if opt in (b"EX", b"PX") else 0)
-            if at > MAX_INT64:
-                return ReplyError("ERR invalid expire time in 'set' command")
-            mode = "at"
+        has_next = i + 1 < len(args)
+        if opt == b"NX" and for_set and not flags & _XX:
+            flags |= _NX
+        elif opt == b"XX" and for_set and not flags & _NX:
+            flags |= _XX
+        elif opt == b"GET" and for_set:
+            flags |= _GET
+        elif opt == b"KEEPTTL" and for_set and not flags & (_PERSIST | _EXPIRES):
+            flags |= _KEEPTTL
+        elif opt == b"PERSIST" and not for_set and not flags & (_EXPIRES | _KEEPTTL):
+            flags |= _PERSIST
+        elif opt in _TOKENS and has_next and not flags & (
+                _KEEPTTL | _PERSIST | (_EXPIRES & ~_TOKENS[opt])):
+            flags |= _TOKENS[opt]
+            expire = args[i + 1]
             i += 1
         else:
             return SYNTAX
         i += 1
-    return mode, at, cond, get
+    return flags, expire
+
+
+def expire_ms(flags: int, expire: bytes, name: str) -> int | ReplyError:
+    """Redis's getExpireMillisecondsOrReply: the absolute expiry in milliseconds."""
+    number = parse_int(expire)
+    if number is None:
+        return NOT_INT
+    seconds = bool(flags & (_EX | _EXAT))
+    if number <= 0 or (seconds and number > MAX_INT64 // 1000):
+        return err_expire(name)
+    if seconds:
+        number *= 1000
+    if flags & (_EX | _PX):
+        number += now_ms()
+    if number > MAX_INT64:  # Redis's signed overflow turns negative and fails
+        return err_expire(name)
+    return number
 
 
 def _set_reply(get: bool) -> Callable[[bytes | None, Any], Any]:
@@ -92,20 +135,29 @@ def _set_reply(get: bool) -> Callable[[bytes | None, Any], Any]:
     return lambda blob, old: OK if blob is not None else None
 
 
+_SET_OK = _set_reply(False)
+
+
 @command("SET", -3, "write denyoom", (1, 1, 1), "string", "Sets the string value of a key, ignoring its type.")
 def cmd_set(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     if len(args) == 3:
         return write(app, s, batch, args[1], b"set", [args[2], b"", b"0", b"", b"0"], _SET_OK)
-    parsed = parse_set_options(args, 3)
+    parsed = parse_string_options(args, 3, True)
     if isinstance(parsed, ReplyError):
         return parsed
-    mode, at, cond, get = parsed
+    flags, expire = parsed
+    mode, at = b"", 0
+    if expire is not None:
+        ms = expire_ms(flags, expire, "set")
+        if isinstance(ms, ReplyError):
+            return ms
+        mode, at = b"at", ms
+    elif flags & _KEEPTTL:
+        mode = b"keep"
+    cond = b"NX" if flags & _NX else b"XX" if flags & _XX else b""
+    get = bool(flags & _GET)
     return write(app, s, batch, args[1], b"set",
-                 [args[2], mode.encode(), b"%d" % at, cond.encode(), b"1" if get else b"0"],
-                 _set_reply(get))
-
-
-_SET_OK = _set_reply(False)
+                 [args[2], mode, b"%d" % at, cond, b"1" if get else b"0"], _set_reply(get))
 
 
 @command("SETNX", 3, "write denyoom fast", (1, 1, 1), "string", "Set the string value of a key only when the key doesn't exist.")
@@ -114,29 +166,21 @@ def cmd_setnx(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
                  lambda blob, old: 1 if blob is not None else 0)
 
 
-def _setex(args: list[bytes], scale: int, name: str) -> list[bytes] | ReplyError:
-    number = parse_int(args[2])
-    if number is None:
-        return NOT_INT
-    if number <= 0 or number > MAX_INT64 // scale:
-        return ReplyError(f"ERR invalid expire time in '{name}' command")
-    return [args[3], b"at", b"%d" % (now_ms() + number * scale), b"", b"0"]
+def _setex(app: Proxy, s: Session, args: list[bytes], batch: Batch, flag: int, name: str) -> Any:
+    at = expire_ms(flag, args[2], name)
+    if isinstance(at, ReplyError):
+        return at
+    return write(app, s, batch, args[1], b"set", [args[3], b"at", b"%d" % at, b"", b"0"], _SET_OK)
 
 
 @command("SETEX", 4, "write denyoom", (1, 1, 1), "string", "Sets the string value and expiration time of a key.")
 def cmd_setex(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    op_args = _setex(args, 1000, "setex")
-    if isinstance(op_args, ReplyError):
-        return op_args
-    return write(app, s, batch, args[1], b"set", op_args, _SET_OK)
+    return _setex(app, s, args, batch, _EX, "setex")
 
 
 @command("PSETEX", 4, "write denyoom", (1, 1, 1), "string", "Sets both string value and expiration time in milliseconds of a key.")
 def cmd_psetex(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    op_args = _setex(args, 1, "psetex")
-    if isinstance(op_args, ReplyError):
-        return op_args
-    return write(app, s, batch, args[1], b"set", op_args, _SET_OK)
+    return _setex(app, s, args, batch, _PX, "psetex")
 
 
 @command("GETSET", 3, "write denyoom fast", (1, 1, 1), "string", "Returns the previous string value of a key after setting it to a new value.")
@@ -148,6 +192,30 @@ def cmd_getset(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
 @command("GETDEL", 2, "write fast", (1, 1, 1), "string", "Returns the string value of a key after deleting the key.")
 def cmd_getdel(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return write(app, s, batch, args[1], b"getdel", [], lambda blob, old: old)
+
+
+@command("GETEX", -2, "write fast", (1, 1, 1), "string", "Returns the string value of a key after setting its expiration time.")
+def cmd_getex(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    parsed = parse_string_options(args, 2, False)
+    if isinstance(parsed, ReplyError):
+        return parsed
+    flags, expire = parsed
+    if expire is None and not flags & _PERSIST:
+        return read(app, s, batch, args[1], value_of)
+    mode, at, error = b"persist", 0, b""
+    if expire is not None:
+        ms = expire_ms(flags, expire, "getex")
+        if isinstance(ms, ReplyError):
+            # Redis answers nil for a missing key before it validates the expiry.
+            error = ms.text.encode()
+        else:
+            mode, at = b"at", ms
+    return write(app, s, batch, args[1], b"getex", [mode, b"%d" % at, error],
+                 lambda blob, value: value)
+
+
+# ---------------------------------------------------------------------------
+# MSET, MSETNX
 
 
 @command("MSET", -3, "write denyoom", (1, -1, 2), "string", "Atomically creates or modifies the string values of one or more keys.")
@@ -163,8 +231,45 @@ def cmd_mset(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return DEFERRED
 
 
+@command("MSETNX", -3, "write denyoom", (1, -1, 2), "string", "Atomically modifies the string values of one or more keys only when all keys don't exist.")
+def cmd_msetnx(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    """Not atomic across keys: a quorum read of every key first; if none exists, each key
+    is written with SET NX semantics at its own coordinator. The reply is 1 only when
+    every key was set; a concurrent writer of one of the keys between the check and the
+    write makes it 0, and the keys written by then stay written (README)."""
+    if len(args) % 2 == 0:
+        return err_arity("msetnx")
+    values = {args[i]: args[i + 1] for i in range(1, len(args), 2)}  # the last one wins
+    keys = list(values)
+    done = batch.defer()
+
+    def checked(result: Any) -> None:
+        if isinstance(result, ReplyError):
+            done(result)
+            return
+        if any(value_of(obj) is not None for obj in result):
+            done(0)
+            return
+        part = gather(len(keys), done, lambda written: 1 if all(written) else 0)
+        for i, key in enumerate(keys):
+            app.coordinator.write(key, s.w, b"*", b"set", [values[key], b"", b"0", b"NX", b"0"],
+                                  _written(part(i)))
+
+    app.coordinator.read_many(keys, s.r, checked)
+    return DEFERRED
+
+
+def _written(done: Callable[[Any], None]) -> Callable[[Any], None]:
+    return lambda result: done(result if isinstance(result, ReplyError) else result[0] is not None)
+
+
+# ---------------------------------------------------------------------------
+# INCR family
+
+
 def _incr(app: Proxy, s: Session, batch: Batch, key: bytes, by: int) -> Any:
-    return write(app, s, batch, key, b"incrby", [b"%d" % by], lambda blob, value: value)
+    # The replica answers the new value as decimal text: Lua numbers are doubles.
+    return write(app, s, batch, key, b"incrby", [b"%d" % by], lambda blob, value: int(value))
 
 
 @command("INCR", 2, "write denyoom fast", (1, 1, 1), "string", "Increments the integer value of a key by one.")
@@ -186,9 +291,60 @@ def cmd_incrby(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
 @command("DECRBY", 3, "write denyoom fast", (1, 1, 1), "string", "Decrements a number from the integer value of a key.")
 def cmd_decrby(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     by = parse_int(args[2])
-    if by is None or by == -MAX_INT64 - 1:
-        return NOT_INT if by is None else ReplyError("ERR decrement would overflow")
+    if by is None:
+        return NOT_INT
+    if by == -MAX_INT64 - 1:
+        return ReplyError("ERR decrement would overflow")
     return _incr(app, s, batch, args[1], -by)
+
+
+@command("INCRBYFLOAT", 3, "write denyoom fast", (1, 1, 1), "string", "Increment the floating point value of a key by a number.")
+def cmd_incrbyfloat(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    incr = LongDouble.parse(args[2])
+    if incr is None:
+        return NOT_FLOAT
+    done = batch.defer()
+    key = args[1]
+    attempts = [0]
+
+    def attempt(expect: list[bytes]) -> None:
+        app.coordinator.write(key, s.w, b"*", b"cas", expect, step)
+
+    def step(result: Any) -> None:
+        if isinstance(result, ReplyError):
+            done(result)
+            return
+        _, reply = result
+        if reply[0] == b"ok":
+            done(reply[1])
+            return
+        attempts[0] += 1
+        if attempts[0] > CAS_ATTEMPTS:
+            done(ReplyError("ERR redquorum: INCRBYFLOAT kept racing concurrent writes of the "
+                            "key; try again"))
+            return
+        # reply: [b"retry"] (no value) or [b"retry", value, actor, counter]
+        current = LongDouble.parse(reply[1]) if len(reply) > 1 else LongDouble.ZERO
+        if current is None:
+            done(NOT_FLOAT)
+            return
+        total = current.add(incr)
+        if total is None:
+            done(ReplyError("ERR increment would produce NaN or Infinity"))
+            return
+        text = total.format_human()
+        expect = [b"dot", reply[2], reply[3], text] if len(reply) > 1 else [b"none", b"", b"0", text]
+        attempt(expect)
+
+    attempt([b"peek", b"", b"0", b""])
+    return DEFERRED
+
+
+CAS_ATTEMPTS = 8
+
+
+# ---------------------------------------------------------------------------
+# APPEND, STRLEN, GETRANGE, SETRANGE
 
 
 @command("APPEND", 3, "write denyoom", (1, 1, 1), "string", "Appends a string to the value of a key.")
@@ -199,3 +355,190 @@ def cmd_append(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
 @command("STRLEN", 2, "readonly fast", (1, 1, 1), "string", "Returns the length of a string value.")
 def cmd_strlen(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return read(app, s, batch, args[1], lambda obj: len(value_of(obj) or b""))
+
+
+def getrange(value: bytes, start: int, end: int) -> bytes:
+    """Redis's getrangeCommand index rules."""
+    size = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start += size
+    if end < 0:
+        end += size
+    start = max(start, 0)
+    end = max(end, 0)
+    if end >= size:
+        end = size - 1
+    if start > end or size == 0:
+        return b""
+    return value[start:end + 1]
+
+
+def _getrange(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    start, end = parse_int(args[2]), parse_int(args[3])
+    if start is None or end is None:
+        return NOT_INT
+    return read(app, s, batch, args[1], lambda obj: getrange(value_of(obj) or b"", start, end))
+
+
+@command("GETRANGE", 4, "readonly", (1, 1, 1), "string", "Returns a substring of the string stored at a key.")
+def cmd_getrange(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    return _getrange(app, s, args, batch)
+
+
+@command("SUBSTR", 4, "readonly", (1, 1, 1), "string", "Returns a substring from a string value.")
+def cmd_substr(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    return _getrange(app, s, args, batch)
+
+
+@command("SETRANGE", 4, "write denyoom", (1, 1, 1), "string", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.")
+def cmd_setrange(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    offset = parse_int(args[2])
+    if offset is None:
+        return NOT_INT
+    if offset < 0:
+        return ReplyError("ERR offset is out of range")
+    if args[3] and offset + len(args[3]) > MAX_STRING:
+        return TOO_BIG
+    return write(app, s, batch, args[1], b"setrange", [b"%d" % offset, args[3]],
+                 lambda blob, length: length)
+
+
+# ---------------------------------------------------------------------------
+# long double arithmetic, exactly as redis-server on x86-64 does it
+
+
+class LongDouble:
+    """An x87 80-bit ``long double`` (64-bit significand), held exactly as a Fraction.
+
+    ``parse`` is Redis's ``string2ld`` (``strtold`` plus Redis's checks), ``add`` the
+    rounded sum, ``format_human`` Redis's ``ld2string(..., LD_STR_HUMAN)``: ``%.17Lf``
+    with trailing zeros removed. Infinity is ``None`` (Redis refuses it everywhere here).
+    """
+
+    MANTISSA = 64
+    EMIN = -16382  # smallest normal exponent
+    EMAX = 16383
+    MAX_CHARS = 5 * 1024  # MAX_LONG_DOUBLE_CHARS
+    ZERO: LongDouble
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Fraction) -> None:
+        self.value = value
+
+    @classmethod
+    def round(cls, exact: Fraction) -> LongDouble | None:
+        """Round to nearest, ties to even; None on overflow."""
+        if exact == 0:
+            return cls(Fraction(0))
+        a = abs(exact)
+        num, den = a.numerator, a.denominator
+        e = num.bit_length() - den.bit_length()
+        if (num << -e if e < 0 else num) < (den << e if e > 0 else den):
+            e -= 1  # now 2**e <= a < 2**(e+1)
+        q = max(e, cls.EMIN) - (cls.MANTISSA - 1)  # the quantum's exponent
+        if q >= 0:
+            m, r = divmod(num, den << q)
+            half = den << q
+        else:
+            m, r = divmod(num << -q, den)
+            half = den
+        if 2 * r > half or (2 * r == half and m & 1):
+            m += 1
+        if m.bit_length() + q > cls.EMAX + 1:
+            return None
+        result = Fraction(m << q) if q >= 0 else Fraction(m, 1 << -q)
+        return cls(result if exact > 0 else -result)
+
+    @classmethod
+    def parse(cls, text: bytes) -> LongDouble | None:
+        """Redis's string2ld: None when Redis answers "value is not a valid float".
+
+        Infinity parses (Redis then refuses the sum), so it comes back as INF."""
+        if not text or len(text) >= cls.MAX_CHARS or text[:1].isspace():
+            return None
+        try:
+            s = text.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        sign = 1
+        body = s
+        if body[:1] in "+-" and body:
+            sign = -1 if body[0] == "-" else 1
+            body = body[1:]
+        low = body.lower()
+        if low in ("inf", "infinity"):
+            return INF
+        if low.startswith("nan"):
+            return None
+        exact = _exact(low)
+        if not isinstance(exact, Fraction):
+            return None  # not a number, or ERANGE (overflow, or underflow to zero)
+        if exact == 0:
+            return cls(Fraction(0))
+        rounded = cls.round(exact)
+        if rounded is None or rounded.value == 0:
+            return None
+        return cls(sign * rounded.value)
+
+    def add(self, other: LongDouble) -> LongDouble | None:
+        if self is INF or other is INF:
+            return None
+        return LongDouble.round(self.value + other.value)
+
+    def format_human(self) -> bytes:
+        v = self.value
+        scaled = v * 10**17
+        q, r = divmod(scaled.numerator, scaled.denominator)  # floor, also for negatives
+        twice = 2 * r
+        if twice > scaled.denominator or (twice == scaled.denominator and q & 1):
+            q += 1
+        negative = q < 0 or (q == 0 and v < 0)
+        digits = str(abs(q)).rjust(18, "0")
+        text = digits[:-17] + "." + digits[-17:]
+        text = text.rstrip("0").rstrip(".")
+        if negative and text != "0":
+            text = "-" + text
+        return text.encode()
+
+
+LongDouble.ZERO = LongDouble(Fraction(0))
+INF = LongDouble(Fraction(0))  # a sentinel: any sum with it is refused
+
+
+_DECIMAL = re.compile(r"(\d*)(?:\.(\d*))?(?:e([+-]?\d+))?", re.ASCII)
+_HEX = re.compile(r"0x([0-9a-f]*)(?:\.([0-9a-f]*))?(?:p([+-]?\d+))?", re.ASCII)
+
+
+def _exact(body: str) -> Fraction | str | None:
+    """What strtold reads in all of ``body`` (lower case, no sign): a Fraction, 0,
+    "overflow", "underflow", or None when it would stop before the end."""
+    hexadecimal = body.startswith("0x")
+    match = (_HEX if hexadecimal else _DECIMAL).fullmatch(body)
+    if match is None:
+        return None
+    whole, frac, exponent = match.group(1), match.group(2) or "", match.group(3)
+    if not whole and not frac:
+        return None
+    exp = int(exponent) if exponent else 0
+    if hexadecimal:
+        number = int(whole + frac, 16)
+        exp -= 4 * len(frac)
+        if number == 0:
+            return Fraction(0)
+        magnitude = (number.bit_length() + exp) * 0.30103  # decimal digits, roughly
+        scale = (1 << exp) if exp >= 0 else Fraction(1, 1 << -exp)
+    else:
+        number = int(whole + frac)
+        exp -= len(frac)
+        if number == 0:
+            return Fraction(0)
+        magnitude = len(str(number)) + exp
+        scale = 10**exp if exp >= 0 else Fraction(1, 10**-exp)
+    if magnitude > 4935:
+        return "overflow"
+    if magnitude < -4953:
+        return "underflow"
+    return Fraction(number * scale)
