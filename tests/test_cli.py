@@ -165,3 +165,31 @@ def test_help_documents_the_flags():
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     for flag in ("--replicas", "--listen", "--metrics-listen", "-n", "-w", "-r", "--data-dir"):
         assert flag in out.stdout
+
+
+def test_workers_share_the_port_and_stop_together(replicas):
+    port = free_port()
+    args = ["serve", "--workers", "2", "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+    for r in replicas:
+        args += ["--replica", f"{r.id}={r.address}"]
+    proc = redquorum(*args)
+    try:
+        pids: set[int] = set()
+
+        def both_workers_answer() -> bool:
+            try:
+                c = redis.Redis(port=port, protocol=2, socket_timeout=2)
+                pids.add(c.info("server")["process_id"])
+                assert c.set("k", "v") and c.get("k") == b"v"
+                c.close()
+            except redis.ConnectionError:
+                return False
+            return len(pids) == 2
+        wait_for(both_workers_answer, timeout=20, what="connections to reach both workers")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="workers to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
