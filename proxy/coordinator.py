@@ -178,13 +178,12 @@ class Coordinator:
 
     def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
                     op_args: Sequence[bytes]) -> bytes:
-        parts = [b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n" % (10 + len(op_args))]
-        for part in (key, actor, b"%d" % (time.time_ns() // 1000), context):
-            parts.append(b"$%d\r\n%b\r\n" % (len(part), part))
-        parts.append(self._limits_bulk)
-        for part in (op, *op_args):
-            parts.append(b"$%d\r\n%b\r\n" % (len(part), part))
-        return b"".join(parts)
+        now = b"%d" % (time.time_ns() // 1000)
+        head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n" \
+               b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+                   10 + len(op_args), len(key), key, len(actor), actor, len(now), now,
+                   len(context), context, self._limits_bulk, len(op), op)
+        return head + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in op_args])
 
     # -- inspection ----------------------------------------------------------
 
