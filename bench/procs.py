@@ -10,7 +10,6 @@ then stops them in reverse order, and they die with the harness if it is killed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicas.launcher import LocalReplica, free_port, launch
+from replicas.launcher import LocalReplica, die_with_parent, free_port, launch, stop_process
 
 from .resp import ping
 
@@ -42,25 +41,6 @@ class Target:
     port: int
     front_pid: int  # the process clients talk to (the proxy, or redis itself)
     backend_pids: list[int] = field(default_factory=list)  # the redis-servers behind it
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM this one process, wait, then SIGKILL it."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.terminate()
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def tail(path: Path, lines: int = 5) -> str:
@@ -114,7 +94,7 @@ class Fleet:
         with open(log, "wb") as out:
             proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
         self._register(lambda: stop_process(proc))
         return proc
 

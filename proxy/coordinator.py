@@ -337,7 +337,7 @@ def _why(link: ReplicaLink, reply: Any) -> str:
 
 class _Write:
     __slots__ = ("co", "key", "homes", "need", "context", "op", "op_args", "done", "acks",
-                 "failures", "finished", "coordinator", "tried", "why", "result")
+                 "failures", "finished", "coordinator", "why", "result")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
                  context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
@@ -353,7 +353,6 @@ class _Write:
         self.failures = 0
         self.finished = False
         self.coordinator = -1
-        self.tried = 0
         self.why = ""
         self.result: Any = None
 

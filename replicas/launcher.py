@@ -44,7 +44,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -81,7 +81,7 @@ class LocalReplica:
                 "--logfile", str(self.dir / "redis.log")] + (extra or [])
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
 
     def ready(self) -> bool:
         try:
@@ -101,24 +101,29 @@ class LocalReplica:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, wait, then SIGKILL: only this replica's own process."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.kill(proc.pid, signal.SIGCONT)  # a paused server cannot exit
-            proc.terminate()
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
     def kill(self) -> None:
         proc = self.process
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM this one process (resumed first: a paused one cannot exit), wait, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 def wait_ready_blocking(replicas: list[LocalReplica], timeout: float = 10.0) -> None:

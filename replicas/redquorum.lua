@@ -425,6 +425,16 @@ local function supersedes(c2, s2, c1, s1)
   return true
 end
 
+-- The stored object synced with every object in args[2..].
+local function sync_args(old, args)
+  local clock, sibs = decode(old)
+  for i = 2, #args do
+    local c2, s2 = decode(args[i])
+    clock, sibs = sync(clock, sibs, c2, s2)
+  end
+  return clock, sibs
+end
+
 local function merge(keys, args)
   local key = keys[1]
   local grace = tonumber(args[1])
@@ -448,11 +458,7 @@ local function merge(keys, args)
     if store(key, clock, sibs, grace, old) == old then return 0 end
     return 1
   end
-  local clock, sibs = decode(old)
-  for i = 2, #args do
-    local c2, s2 = decode(args[i])
-    clock, sibs = sync(clock, sibs, c2, s2)
-  end
+  local clock, sibs = sync_args(old, args)
   if store(key, clock, sibs, grace, old) == old then return 0 end
   return 1
 end
@@ -493,11 +499,7 @@ local function merge_lww(keys, args)
   local key = keys[1]
   local grace = tonumber(args[1])
   local old = redis.call('GET', key)
-  local clock, sibs = decode(old)
-  for i = 2, #args do
-    local c2, s2 = decode(args[i])
-    clock, sibs = sync(clock, sibs, c2, s2)
-  end
+  local clock, sibs = sync_args(old, args)
   local best = newest(sibs)
   if best then sibs = {best} end
   if store(key, clock, sibs, grace, old) == old then return 0 end
