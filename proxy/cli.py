@@ -175,6 +175,8 @@ def run_up(args: argparse.Namespace) -> int:
             parse_address(f"{address[0]}:{address[1]}", what)
     try:
         lsock = bind_listener(config.listen)
+        if config.metrics_listen is not None:  # fail now, not after starting replicas
+            bind_listener(config.metrics_listen).close()
     except AddressInUse as exc:
         print(f"redquorum: {exc.strerror}", file=sys.stderr)
         return 1

@@ -344,7 +344,7 @@ def bind_listener(address: tuple[str, int], *, reuse_port: bool = False) -> sock
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise AddressInUse(exc.errno, f"{host}:{port} is already in use (another redquorum "
-                               f"or redis-server?); choose another with --listen") from None
+                               f"or redis-server?); choose another address") from None
         raise
     sock.listen(1024)
     sock.setblocking(False)

@@ -104,11 +104,17 @@ def test_consistency_per_connection(proxy):
     assert c.execute_command("RQ.CONSISTENCY") == [2, 2]
 
 
-def test_sibling_hard_limit_refuses_writes_until_resolved(replicas, make_proxy):
-    proxy = make_proxy(replicas, extra=["--sibling-soft-limit", "2", "--sibling-hard-limit", "3"])
+def test_sibling_limits(replicas, make_proxy):
+    """Above the soft limit a read logs a warning and counts it; at the hard limit writes
+    are refused until a client resolves the siblings."""
+    proxy = make_proxy(replicas, metrics=True,
+                       extra=["--sibling-soft-limit", "2", "--sibling-hard-limit", "3"])
     c = proxy.client()
     for v in "abc":
         rq_set(c, "k", "", v)
+    c.get("k")
+    assert scrape_value(proxy, "redquorum_sibling_soft_limit_exceeded_total") >= 1
+    assert "above the soft limit" in proxy.log_path.read_text()
     with pytest.raises(redis.ResponseError, match="siblings"):
         rq_set(c, "k", "", "d")
     seen, values = rq_get(c, "k")
@@ -152,6 +158,16 @@ def test_expiry_is_the_same_absolute_time_on_every_replica(client, replicas):
     client.persist("k")
     assert client.ttl("k") == -1
     assert {replicas.raw(r.id).pexpiretime("k") for r in replicas} == {-1}
+
+
+def scrape_value(proxy, name: str) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics").read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name)
 
 
 def partitioned_proxies(replicas, make_proxy, mode="causal"):
