@@ -176,15 +176,19 @@ class Proxy:
     async def _client_loop(self, conn: socket.socket, session: Session) -> None:
         parser = RequestParser()
         carry: list[bytes] | None = None
+        drained = False  # the last read emptied the socket: wait before reading again
         while not session.closing:
             if carry is None:
+                if drained:
+                    await trio.lowlevel.wait_readable(conn)
                 try:
                     data = conn.recv(RECV_SIZE)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(conn)
+                    drained = True
                     continue
                 if not data:
                     return
+                drained = len(data) < RECV_SIZE
                 parser.feed(data)
             # Process everything complete in what has arrived, batch by batch.
             while True:
@@ -317,7 +321,13 @@ def _fmt(addr: tuple[str, int] | None) -> str:
 
 
 async def send_all(conn: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
+    try:
+        sent = conn.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
     while view:
         try:
             sent = conn.send(view)
