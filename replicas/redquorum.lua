@@ -74,7 +74,9 @@ local function write_blob(key, blob, sibs, grace_ms)
     end
     if death > last then last = death end
   end
-  if last then
+  -- Redis reads a Lua number argument as "%.17g": past 1e17 it is no longer an integer
+  -- (expiries that far ahead, which Redis accepts, keep no Redis TTL: they are alive anyway)
+  if last and last + grace_ms < 1e17 then
     redis.call('SET', key, blob, 'PXAT', last + grace_ms)
   else
     redis.call('SET', key, blob)
