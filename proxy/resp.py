@@ -196,6 +196,7 @@ _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
 def split_inline(line: bytes) -> list[bytes]:
     """Split an inline command like Redis's ``sdssplitargs`` (quotes and escapes)."""
     args: list[bytes] = []
+    line = line.split(b"\0", 1)[0]  # Redis splits a C string: a NUL ends the line
     i = 0
     n = len(line)
     while True:
@@ -241,7 +242,7 @@ def split_inline(line: bytes) -> list[bytes]:
                 if i >= n:
                     break
                 c = line[i]
-                if c in b" \t\n\r\0":  # sdssplitargs ends a bare word only at these
+                if c in b" \t\n\r":  # sdssplitargs ends a bare word only at these
                     break
                 if c == 34 or c == 39:
                     quote = c
