@@ -210,7 +210,7 @@ class Proxy:
                     if not cmd:
                         cmd = None
                         continue
-                    if batch.written and self._conflicts(cmd, batch):
+                    if batch.pending and self._must_wait(cmd, batch):
                         carry = cmd
                         break
                     self.dispatch(session, cmd, batch)
@@ -245,11 +245,17 @@ class Proxy:
             else:
                 record(label, "ok", seconds)
 
-    def _conflicts(self, cmd: list[bytes], batch: Batch) -> bool:
+    def _must_wait(self, cmd: list[bytes], batch: Batch) -> bool:
+        """Whether ``cmd`` must wait for the batch's pending replies: it touches a key an
+        earlier write of the batch touches, it reads or writes the whole keyspace (KEYS,
+        SCAN, FLUSHALL…), or it changes how replies are encoded (HELLO, RESET)."""
         spec = TABLE.get(cmd[0].lower())
-        if spec is None or not spec.first_key:
+        if spec is None:
             return False
-        return any(key in batch.written for key in spec.keys(cmd))
+        if not spec.first_key:
+            return spec.name in ("hello", "reset") or "write" in spec.flags or "readonly" in spec.flags
+        written = batch.written
+        return bool(written) and any(key in written for key in spec.keys(cmd))
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> None:
         self.total_commands += 1

@@ -56,7 +56,7 @@ def test_values_are_versioned_on_every_replica(client, replicas, proxy):
     client.set("key", "value")
     inspected = client.execute_command("RQ.INSPECT", "key")
     assert len(inspected) == 3
-    entries = [dict(zip(e[::2], e[1::2])) for e in inspected]
+    entries = [dict(zip(e[::2], e[1::2], strict=True)) for e in inspected]
     assert {e[b"id"] for e in entries} == {b"r1", b"r2", b"r3"}
     assert all(e[b"reachable"] == 1 and e[b"siblings"] == 1 and e[b"tombstone"] == 0 for e in entries)
     assert len({e[b"clock"] for e in entries}) == 1
@@ -163,3 +163,24 @@ def test_noquorum_write_is_not_rolled_back(client, replicas):
         client.set("partial", "x")
     client.execute_command("RQ.CONSISTENCY", 1, 1)
     assert client.execute_command("RQ.CONSISTENCY") == [1, 1]
+
+
+def test_pipeline_orders_keyspace_commands_and_protocol_switches(proxy):
+    import socket
+
+    c = proxy.client()
+    pipe = c.pipeline(transaction=False)
+    pipe.set("a", "1")
+    pipe.keys("*")
+    pipe.flushdb()
+    pipe.get("a")
+    assert pipe.execute() == [True, [b"a"], True, None]
+    # a null before HELLO 3 in the same pipeline is still a RESP2 null
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"GET missing\r\nHELLO 3\r\nGET missing\r\n")
+        data = b""
+        while not data.endswith(b"_\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+    assert data.startswith(b"$-1\r\n%")
