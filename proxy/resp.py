@@ -304,7 +304,7 @@ def encode(value: Any, proto: int = 2) -> bytes:
     if value is None:
         return b"_\r\n" if proto == 3 else b"$-1\r\n"
     if t is Simple:
-        return b"+%b\r\n" % value.encode()
+        return b"+%b\r\n" % value.encode(errors="replace")
     if t is int:
         return b":%d\r\n" % value
     out: list[bytes] = []
@@ -319,7 +319,7 @@ def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
     elif value is None:
         out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
     elif t is Simple:
-        out.append(b"+%b\r\n" % value.encode())
+        out.append(b"+%b\r\n" % value.encode(errors="replace"))
     elif t is bool:
         if proto == 3:
             out.append(b"#t\r\n" if value else b"#f\r\n")
@@ -340,10 +340,10 @@ def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
             _encode_into(out, k, proto)
             _encode_into(out, v, proto)
     elif t is str:
-        data = value.encode()
+        data = value.encode(errors="replace")
         out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     elif t is Verbatim:
-        data = value.encode()
+        data = value.encode(errors="replace")
         if proto == 3:
             out.append(b"=%d\r\ntxt:%b\r\n" % (len(data) + 4, data))
         else:
@@ -356,7 +356,7 @@ def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
             out.append(b"$%d\r\n%b\r\n" % (len(text), text))
     elif isinstance(value, ReplyError):
         text = value.text.replace("\r", " ").replace("\n", " ")
-        out.append(b"-%b\r\n" % text.encode())
+        out.append(b"-%b\r\n" % text.encode(errors="replace"))
     elif value is NullArray:
         out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
     elif t is SetReply:
