@@ -496,7 +496,7 @@ scalars = st.one_of(
     st.just(NullArray),
     st.booleans(),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(st.characters(blacklist_characters="\r\n"), min_size=1, max_size=20)
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), min_size=1, max_size=20)
     .map(lambda t: ReplyError("ERR " + t)),
 )
 values = st.recursive(
@@ -524,3 +524,8 @@ def test_encode_round_trips_through_hiredis(value, proto):
     reader.feed(data[-1:])
     assert readable(reader.gets()) == expected_reading(value, proto)
     assert reader.gets() is False
+
+
+def test_text_that_is_not_utf8_is_replaced_not_fatal():
+    assert encode(ReplyError("ERR \ud800"), 2) == b"-ERR ?\r\n"
+    assert encode("\ud800", 3) == b"$1\r\n?\r\n"
