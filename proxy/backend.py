@@ -7,7 +7,8 @@ no Event and no cancel scope: those dominated a naive proxy's profile. Instead:
 
 * requests are appended to a buffer and the link is marked dirty; once per scheduling
   round the ``Flusher`` sends each dirty link's buffer with one non-blocking ``send``.
-  A writer task only wakes for what the kernel did not take.
+  A writer task only wakes for what the kernel did not take. Consecutive GETs, from any
+  clients, leave as one MGET.
 * a watchdog per link times the oldest request from when it was queued; past the
   replica timeout the link fails every pending request, closes the socket (so no late
   reply can be mistaken for another request's) and reconnects with backoff. While it is
@@ -101,6 +102,37 @@ class Flusher:
             self.flush()
 
 
+class _GetGroup:
+    """Consecutive GETs queued on one link, sent as one GET or MGET."""
+
+    __slots__ = ("keys", "callbacks", "tags")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.callbacks: list[Callable[[Any, Any], None]] = []
+        self.tags: list[Any] = []
+
+    def encode(self) -> bytes:
+        keys = self.keys
+        if len(keys) == 1:
+            return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(keys[0]), keys[0])
+        return b"*%d\r\n$4\r\nMGET\r\n%b" % (
+            len(keys) + 1, b"".join([b"$%d\r\n%b\r\n" % (len(k), k) for k in keys]))
+
+    def deliver(self, reply: Any) -> None:
+        callbacks = self.callbacks
+        if len(callbacks) == 1:
+            callbacks[0](self.tags[0], reply)
+            return
+        if type(reply) is not list or len(reply) != len(callbacks):
+            reply = [reply] * len(callbacks)  # an error or a failure: every key gets it
+        for callback, tag, value in zip(callbacks, self.tags, reply, strict=True):
+            try:
+                callback(tag, value)
+            except Exception:  # one operation's bug must not starve the others
+                log.exception("callback failed")
+
+
 class ReplicaLink:
     def __init__(
         self,
@@ -128,7 +160,8 @@ class ReplicaLink:
         self._on_state = on_state
         self.latency = LocalHistogram()  # queueing to reply, every request
         self._sock: socket.socket | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes | _GetGroup] = []
+        self._gets: _GetGroup | None = None  # the GET group still open for more keys
         self._backlog = b""
         self._pending: deque[tuple[Callback, float]] = deque()
         self._parser = ReplyParser()
@@ -151,18 +184,40 @@ class ReplicaLink:
         if not self.up:
             callback(DOWN)
             return
+        self._gets = None  # a later GET must not jump ahead of this request
         self._out.append(payload)
         self._pending.append((callback, time.monotonic()))
         if not self._dirty:
             self._dirty = True
             self._flusher.mark(self)
 
+    def get(self, key: bytes, callback: Callable[[Any, Any], None], tag: Any) -> None:
+        """Queue a GET of ``key``; ``callback(tag, reply)`` gets its reply. Consecutive
+        GETs (from any client) leave as one MGET, whose reply is handed out key by key:
+        one request, one reply to parse and one callback from the link instead of one
+        per key. (The tag saves a closure per call.)"""
+        if not self.up:
+            callback(tag, DOWN)
+            return
+        group = self._gets
+        if group is None:
+            group = self._gets = _GetGroup()
+            self._out.append(group)
+            self._pending.append((group.deliver, time.monotonic()))
+            if not self._dirty:
+                self._dirty = True
+                self._flusher.mark(self)
+        group.keys.append(key)
+        group.callbacks.append(callback)
+        group.tags.append(tag)
+
     def _flush(self) -> None:
         self._dirty = False
+        self._gets = None
         out = self._out
         if not out or self._sock is None:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"".join([part if type(part) is bytes else part.encode() for part in out])
         out.clear()
         if self._backlog:
             self._backlog += data
@@ -258,6 +313,7 @@ class ReplicaLink:
         if sock is not None:
             sock.close()
         self._out.clear()
+        self._gets = None
         self._backlog = b""
         pending, self._pending = self._pending, deque()
         if self._scope is not None:

@@ -1,11 +1,12 @@
 """Connection and server commands: PING, HELLO, AUTH, RESET, CLIENT, INFO, COMMAND,
 CONFIG, TIME, ROLE...
 
-COMMAND INFO and COMMAND DOCS answer what redis-server 7.0 answers for the commands
-redquorum serves (proxy/redis_commands.py, generated from a real server), so that
-drivers read correct arity, flags and key specs and interactive ``redis-cli`` builds its
-``help`` from them. The container commands list only the subcommands served here;
-redquorum's own commands (RQ.*) are described from the command table.
+COMMAND INFO and COMMAND DOCS answer what the replicas (redis-server 7) answer for the
+commands redquorum serves (read at startup, proxy/commanddata.py), so that drivers read
+correct arity, flags and key specs and interactive ``redis-cli`` builds its ``help`` from
+them. Until a replica has answered, and for redquorum's own commands (RQ.*), commands are
+described from the command table. The container commands list only the subcommands
+served here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import info, redis_commands
+from . import info
+from .commanddata import SUBCOMMANDS, CommandData
 from .commands import (
     SYNTAX,
     TABLE,
@@ -155,13 +157,12 @@ def _subcommand(container: str, args: list[bytes]) -> tuple[str, ReplyError | No
     """The subcommand's name, or the error Redis gives before running it."""
     sub = args[1].lower().decode(errors="replace")
     full = f"{container}|{sub}"
-    info_entry = SUBCOMMAND_INFO.get(full)
-    if info_entry is None:
+    arity = SUBCOMMANDS[container].get(sub)
+    if arity is None:
         if full in REDIS_SUBCOMMANDS:
             return sub, _refused(container, sub)
         return sub, ReplyError(f"ERR unknown subcommand '{args[1].decode(errors='replace')[:128]}'. "
                                f"Try {container.upper()} HELP.")
-    arity = info_entry[1]
     if (arity > 0 and len(args) != arity) or len(args) < -arity:
         return sub, err_arity(full)
     return sub, None
@@ -269,31 +270,32 @@ CLIENT_HELP = [
 
 @command("COMMAND", -1, "", group="server", summary="Returns detailed information about all commands.")
 def cmd_command(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    views = _views(app.commanddata)
     if len(args) == 1:
-        return [command_info(c) for c in TABLE.values()]
+        return list(views.info.values())
     sub, error = _subcommand("command", args)
     if error is not None:
         return error
     if sub == "count":
         return len(TABLE)
     if sub == "list":
-        return _command_list(args)
+        return _command_list(views, args)
     if sub == "info":
         if len(args) == 2:
-            return [command_info(c) for c in TABLE.values()]
-        return [_lookup_info(a) for a in args[2:]]
+            return list(views.info.values())
+        return [views.lookup_info(a) for a in args[2:]]
     if sub == "docs":
         if len(args) == 2:
-            return {c.name: command_docs(c) for c in TABLE.values()}
+            return views.docs
         found = {}
         for a in args[2:]:
             name = a.lower().decode(errors="replace")
-            doc = _lookup_docs(name)
+            doc = views.lookup_docs(name)
             if doc is not None:
                 found[name] = doc
         return found
     if sub in ("getkeys", "getkeysandflags"):
-        return _getkeys(args[2:], sub == "getkeysandflags")
+        return _getkeys(views, args[2:], sub == "getkeysandflags")
     return _help(COMMAND_HELP)
 
 
@@ -322,11 +324,11 @@ COMMAND_HELP = [
 ]
 
 
-def _command_list(args: list[bytes]) -> Any:
+def _command_list(views: _Views, args: list[bytes]) -> Any:
     names: list[str] = []
-    for c in TABLE.values():
-        names.append(c.name)
-        names += [sub[0] for sub in command_info(c)[9]]
+    for entry in views.info.values():
+        names.append(entry[0])
+        names += [sub[0] for sub in entry[9]]
     if len(args) == 2:
         return names
     if len(args) != 5 or args[2].lower() != b"filterby":
@@ -336,41 +338,18 @@ def _command_list(args: list[bytes]) -> Any:
         return []
     if kind == b"aclcat":
         category = "@" + value.decode(errors="replace").lower()
-        return [n for n in names if category in _info_by_name(n)[6]]
+        return [n for n in names if category in views.info_by_name(n)[6]]
     if kind == b"pattern":
         return [n for n in names if stringmatch(value, n.encode(), nocase=True)]
     return SYNTAX
 
 
-def _info_by_name(name: str) -> list[Any]:
-    found = _lookup_info(name.encode())
-    assert found is not None
-    return found
-
-
-def _lookup_info(raw: bytes) -> list[Any] | None:
-    name = raw.lower().decode(errors="replace")
-    if "|" in name:
-        return SUBCOMMAND_INFO.get(name)
-    c = TABLE.get(name.encode())
-    return command_info(c) if c is not None else None
-
-
-def _lookup_docs(name: str) -> dict[str, Any] | None:
-    if "|" in name:
-        container = name.split("|", 1)[0]
-        c = TABLE.get(container.encode())
-        return command_docs(c).get("subcommands", {}).get(name) if c is not None else None
-    c = TABLE.get(name.encode())
-    return command_docs(c) if c is not None else None
-
-
-def _getkeys(argv: list[bytes], with_flags: bool) -> Any:
+def _getkeys(views: _Views, argv: list[bytes], with_flags: bool) -> Any:
     """Redis's getKeysSubcommandImpl, from the key specs."""
     c = TABLE.get(argv[0].lower())
-    entry = command_info(c) if c is not None else None
-    if entry is not None and entry[9] and len(argv) > 1:
-        entry = SUBCOMMAND_INFO.get(f"{c.name}|{argv[1].lower().decode(errors='replace')}")
+    entry = views.info.get(c.name) if c is not None else None
+    if c is not None and entry is not None and entry[9] and len(argv) > 1:
+        entry = views.sub_info.get(f"{c.name}|{argv[1].lower().decode(errors='replace')}")
     if entry is None:
         return ReplyError("ERR Invalid command specified")
     specs = entry[8]
@@ -497,13 +476,13 @@ EXTRA_SUBCOMMAND_INFO: dict[str, list[Any]] = {
 }
 EXTRA_SUBCOMMAND_DOCS: dict[str, dict[str, Any]] = {
     "client|setinfo": {
-        "summary": "Sets information specific to the client or connection.", "since": "7.2.0",
+        "summary": "Records the name or version of the client library.", "since": "7.2.0",
         "group": "connection", "complexity": "O(1)",
         "arguments": [{"name": "attr", "type": "oneof", "arguments": [
             {"name": "libname", "type": "string", "token": "LIB-NAME"},
             {"name": "libver", "type": "string", "token": "LIB-VER"}]}]},
     "client|no-touch": {
-        "summary": "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+        "summary": "Accepted for compatibility: redquorum keeps no access statistics per key.",
         "since": "7.2.0", "group": "connection", "complexity": "O(1)",
         "arguments": [{"name": "enabled", "type": "oneof", "arguments": [
             {"name": "on", "type": "pure-token", "token": "ON"},
@@ -519,37 +498,63 @@ REDIS_SUBCOMMANDS = {
 } | {f"config|{s}" for s in "get help resetstat rewrite set".split()}
 
 
-def _build_subcommand_info() -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for entry in redis_commands.INFO.values():
-        for sub in entry[9]:
-            out[sub[0]] = sub
-    out.update(EXTRA_SUBCOMMAND_INFO)
-    return out
+class _Views:
+    """COMMAND's answers for the data loaded so far, built once per load of the
+    ``CommandData`` (kept in its ``derived``): what the replica answered where it did,
+    else what the command table knows."""
+
+    __slots__ = ("info", "docs", "sub_info")
+
+    def __init__(self, data: CommandData) -> None:
+        self.info: dict[str, list[Any]] = {}
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.sub_info: dict[str, list[Any]] = {}
+        for c in TABLE.values():
+            self.info[c.name] = entry = _info_entry(c, data.info.get(c.name))
+            self.docs[c.name] = _docs_entry(c, data.docs.get(c.name))
+            for sub in entry[9]:
+                self.sub_info[sub[0]] = sub
+
+    def lookup_info(self, raw: bytes) -> list[Any] | None:
+        name = raw.lower().decode(errors="replace")
+        return self.sub_info.get(name) if "|" in name else self.info.get(name)
+
+    def info_by_name(self, name: str) -> list[Any]:
+        found = self.lookup_info(name.encode())
+        assert found is not None
+        return found
+
+    def lookup_docs(self, name: str) -> dict[str, Any] | None:
+        if "|" in name:
+            doc = self.docs.get(name.split("|", 1)[0])
+            return doc.get("subcommands", {}).get(name) if doc is not None else None
+        return self.docs.get(name)
 
 
-SUBCOMMAND_INFO = _build_subcommand_info()
-_INFO_CACHE: dict[str, list[Any]] = {}
-_DOCS_CACHE: dict[str, dict[str, Any]] = {}
+def _views(data: CommandData) -> _Views:
+    views = data.derived
+    if views is None:
+        views = data.derived = _Views(data)
+    return views
 
 
-def command_info(c: Command) -> list[Any]:
-    cached = _INFO_CACHE.get(c.name)
-    if cached is not None:
-        return cached
-    entry = redis_commands.INFO.get(c.name)
-    if entry is not None:
-        entry = list(entry)
-        if c.name == "client":
-            entry[9] = list(entry[9]) + list(EXTRA_SUBCOMMAND_INFO.values())
-    else:
-        entry = _generic_info(c)
-    _INFO_CACHE[c.name] = entry
+def _info_entry(c: Command, fetched: list[Any] | None) -> list[Any]:
+    entry = list(fetched) if fetched is not None else _generic_info(c)
+    served = SUBCOMMANDS.get(c.name)
+    if served:
+        subs = list(entry[9]) if fetched is not None else []
+        known = {sub[0] for sub in subs}
+        for sub, arity in served.items():
+            full = f"{c.name}|{sub}"
+            if full not in known:
+                subs.append(EXTRA_SUBCOMMAND_INFO.get(full) or _generic_sub_info(full, arity))
+        entry[9] = subs
     return entry
 
 
 def _generic_info(c: Command) -> list[Any]:
-    """COMMAND INFO for commands redis-server does not have (redquorum's own)."""
+    """COMMAND INFO from the command table (redquorum's own commands, and Redis's until
+    a replica has answered)."""
     flags = SetReply(Simple(f) for f in c.flags)
     specs = SetReply()
     if c.first_key:
@@ -569,21 +574,30 @@ def _generic_info(c: Command) -> list[Any]:
             specs, SetReply()]
 
 
-def command_docs(c: Command) -> dict[str, Any]:
-    cached = _DOCS_CACHE.get(c.name)
-    if cached is not None:
-        return cached
-    doc = redis_commands.DOCS.get(c.name)
-    if doc is not None:
-        if c.name == "client":
-            doc = dict(doc)
-            doc["subcommands"] = {**doc["subcommands"], **EXTRA_SUBCOMMAND_DOCS}
+def _generic_sub_info(full: str, arity: int) -> list[Any]:
+    return [full, arity, SetReply(), 0, 0, 0, SetReply([Simple("@slow")]), SetReply(),
+            SetReply(), SetReply()]
+
+
+def _docs_entry(c: Command, fetched: dict[str, Any] | None) -> dict[str, Any]:
+    if fetched is not None:
+        doc = dict(fetched)
     else:
-        doc = {"summary": c.summary or c.name.upper(), "since": "0.1.0", "group": c.group,
-               "complexity": "O(1)"}
-    _DOCS_CACHE[c.name] = doc
+        doc = _generic_docs(c.summary or c.name.upper(), c.group)
+    served = SUBCOMMANDS.get(c.name)
+    if served:
+        subs = dict(doc.get("subcommands", {}))
+        for sub in served:
+            full = f"{c.name}|{sub}"
+            if full not in subs:
+                subs[full] = (EXTRA_SUBCOMMAND_DOCS.get(full)
+                              or _generic_docs(f"{c.name.upper()} {sub.upper()}", c.group))
+        doc["subcommands"] = subs
     return doc
 
+
+def _generic_docs(summary: str, group: str) -> dict[str, Any]:
+    return {"summary": summary, "since": "0.1.0", "group": group, "complexity": "O(1)"}
 
 # ---------------------------------------------------------------------------
 # Redis's glob matching (util.c stringmatchlen), for CONFIG GET and COMMAND LIST

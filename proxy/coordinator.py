@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 from zlib import crc32
 
@@ -52,9 +51,6 @@ def bulk(data: bytes) -> bytes:
 
 def command(*parts: bytes) -> bytes:
     return b"*%d\r\n%b" % (len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts]))
-
-
-_GET = b"*2\r\n$3\r\nGET\r\n"
 
 
 def clean_error(reply: ReplyError) -> ReplyError:
@@ -120,11 +116,9 @@ class Coordinator:
     def read(self, key: bytes, r: int, done: Done) -> None:
         """``done`` gets the merged ``Versioned`` or a ``ReplyError``."""
         homes = self._homes[crc32(key) & _PARTITION_MASK]
-        op = _Read(self, key, homes, r, done)
-        payload = b"%b$%d\r\n%b\r\n" % (_GET, len(key), key)
-        on_reply = op.on_reply
+        on_reply = _Read(self, key, homes, r, done).on_reply
         for i, link in enumerate(homes):
-            link.request(payload, partial(on_reply, i))
+            link.get(key, on_reply, i)
 
     def read_many(self, keys: Sequence[bytes], r: int, done: Done) -> None:
         """MGET: one request per replica when all keys share their homes, else per key."""
@@ -214,8 +208,8 @@ def noquorum(op: str, got: int, needed: int, of: int, why: str = "") -> ReplyErr
 
 
 class _Read:
-    __slots__ = ("co", "key", "homes", "need", "done", "blobs", "failures", "answered",
-                 "finished", "why")
+    __slots__ = ("co", "key", "homes", "need", "done", "blobs", "same", "failures",
+                 "answered", "finished", "why")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
                  done: Done) -> None:
@@ -225,6 +219,7 @@ class _Read:
         self.need = need
         self.done = done
         self.blobs: list[tuple[int, bytes | None]] = []
+        self.same = True  # every reply so far is the same bytes
         self.failures = 0
         self.answered = 0
         self.finished = False
@@ -234,7 +229,10 @@ class _Read:
         self.answered += 1
         t = type(reply)
         if t is bytes or reply is None:
-            self.blobs.append((index, reply))
+            blobs = self.blobs
+            if blobs and reply != blobs[0][1]:
+                self.same = False
+            blobs.append((index, reply))
         else:
             self.failures += 1
             self.why = _why(self.homes[index], reply)
@@ -254,11 +252,10 @@ class _Read:
 
     def _answer(self) -> None:
         blobs = self.blobs
-        first = blobs[0][1]
         co = self.co
         try:
-            if all(b == first for _, b in blobs):
-                merged = clock.decode(first)
+            if self.same:
+                merged = clock.decode(blobs[0][1])
             else:
                 merged = clock.sync_all(clock.decode(b) for _, b in blobs)
                 if co.mode == "lww":
@@ -288,15 +285,13 @@ class _Read:
             else:
                 good.append((i, blob))
         self.blobs = good
+        self.same = all(blob == good[0][1] for _, blob in good)
         self.finished = False
         self._decide()
 
     def _repair(self) -> None:
         blobs = self.blobs
-        if len(blobs) < 2:
-            return
-        first = blobs[0][1]
-        if all(b == first for _, b in blobs):
+        if len(blobs) < 2 or self.same:
             return
         try:
             decoded = {i: clock.decode(b) for i, b in blobs}

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import clock
-from .coordinator import command
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Proxy
@@ -65,9 +64,8 @@ class Canary:
         if not isinstance(result, tuple):
             self.failed_beats += 1
         # Read each replica's own copy once the write has had its chance to land.
-        payload = command(b"GET", self.key)
         for link in self.app.links.values():
-            link.request(payload, lambda reply, ident=link.id: self._observed(ident, reply))
+            link.get(self.key, self._observed, link.id)
 
     def _observed(self, replica: str, reply: Any) -> None:
         if type(reply) is not bytes:

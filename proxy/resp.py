@@ -8,6 +8,10 @@ No trio here. Two parsers with different trust:
   ask for 16 GB before a byte of payload arrived; that is the measured reason for not
   using it on this side.) It also accepts inline commands (``PING\\r\\n``) as Redis does.
 * ``ReplyParser`` reads what our own redis-server replicas answer: hiredis, fast.
+* ``parse_typed`` reads one reply keeping every RESP3 type apart (simple vs bulk strings,
+  sets, maps, verbatim...), which hiredis folds together. It is slow and not resumable;
+  it serves the rare replies that are passed on as they are (COMMAND INFO / DOCS,
+  proxy/commanddata.py) and the tests' exact client.
 
 Replies are encoded from plain Python values; see ``encode``.
 """
@@ -22,6 +26,8 @@ __all__ = [
     "ProtocolError",
     "RequestParser",
     "ReplyParser",
+    "Incomplete",
+    "parse_typed",
     "ReplyError",
     "Simple",
     "Verbatim",
@@ -90,16 +96,33 @@ class RequestParser:
     __slots__ = ("_buf", "_pos", "_args", "_missing")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        # bytes while requests are small (slicing bytes gives the arguments without a
+        # second copy); a bytearray while a large request arrives in pieces, so that
+        # appending stays linear.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._args: list[bytes] | None = None  # a multibulk in progress
         self._missing = 0
 
     def feed(self, data: bytes) -> None:
-        if self._pos and self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            self._buf = data
+        elif type(buf) is bytearray:
+            if pos > 65536 and pos * 2 > len(buf):
+                del buf[:pos]
+            else:
+                buf += data
+                return
+            buf += data
+        elif len(buf) - pos > 1 << 20:
+            grown = bytearray(buf[pos:])
+            grown += data
+            self._buf = grown
+        else:
+            self._buf = buf[pos:] + data
+        self._pos = 0
 
     def buffered(self) -> int:
         return len(self._buf) - self._pos
@@ -269,6 +292,69 @@ class ReplyParser:
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=False)
         self.feed = self._reader.feed
         self.gets = self._reader.gets
+
+
+class Incomplete(Exception):
+    """``parse_typed`` needs more bytes than the buffer holds."""
+
+
+def parse_typed(buf: bytes, pos: int = 0, *, null_bulk: Any = None,
+                null_array: Any = None) -> tuple[Any, int]:
+    """Parse the reply starting at ``buf[pos]``: ``(value, position after it)``.
+
+    Raises ``Incomplete`` when the reply is not all in ``buf`` (parse again from the same
+    position once more bytes arrived), ``ValueError`` on bytes that are not RESP.
+    Every type stays apart: ``+`` → ``Simple``, ``$`` → ``bytes``, ``:`` → ``int``,
+    ``*``/``>`` → ``list``, ``%`` → ``dict`` (an array key becomes a tuple), ``~`` →
+    ``SetReply`` (order kept), ``_`` → ``None``, ``,`` → ``float``, ``#`` → ``bool``,
+    ``=`` → ``Verbatim``, ``-`` → ``ReplyError`` (returned, not raised). RESP2's nulls
+    ``$-1`` and ``*-1`` become ``null_bulk`` and ``null_array`` (``None`` unless given).
+    """
+    nl = buf.find(b"\r\n", pos)
+    if nl < 0:
+        raise Incomplete
+    kind, line = buf[pos:pos + 1], buf[pos + 1:nl]
+    pos = nl + 2
+    if kind == b"+":
+        return Simple(line.decode()), pos
+    if kind == b"-":
+        return ReplyError(line.decode(errors="replace")), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"_":
+        return None, pos
+    if kind == b"#":
+        return line == b"t", pos
+    if kind == b",":
+        return float(line), pos
+    if kind in (b"$", b"="):
+        size = int(line)
+        if size < 0:
+            return null_bulk, pos
+        if len(buf) < pos + size + 2:
+            raise Incomplete
+        data = bytes(buf[pos:pos + size])
+        pos += size + 2
+        if kind == b"=":
+            return Verbatim(data[4:].decode(errors="replace")), pos
+        return data, pos
+    if kind in (b"*", b"~", b">"):
+        count = int(line)
+        if count < 0:
+            return null_array, pos
+        items = []
+        for _ in range(count):
+            item, pos = parse_typed(buf, pos, null_bulk=null_bulk, null_array=null_array)
+            items.append(item)
+        return (SetReply(items) if kind == b"~" else items), pos
+    if kind == b"%":
+        out = {}
+        for _ in range(int(line)):
+            k, pos = parse_typed(buf, pos, null_bulk=null_bulk, null_array=null_array)
+            v, pos = parse_typed(buf, pos, null_bulk=null_bulk, null_array=null_array)
+            out[tuple(k) if isinstance(k, list) else k] = v
+        return out, pos
+    raise ValueError(f"unknown RESP type {bytes(kind)!r}")
 
 
 def encode_command(*args: bytes | str | int) -> bytes:

@@ -24,6 +24,7 @@ import trio
 
 from . import __version__
 from .backend import Flusher, ReplicaLink
+from .commanddata import CommandData
 from .commands import (
     DEFERRED,
     TABLE,
@@ -115,6 +116,7 @@ class Proxy:
         self.canary = Canary(self)
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
+        self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
 
     # -- lifetime ------------------------------------------------------------
 
@@ -128,6 +130,9 @@ class Proxy:
                 nursery.start_soon(self.flusher.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
+                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
+                with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
+                    await self.commanddata.wait_tried()
                 nursery.start_soon(self._accept_loop, lsock, nursery)
                 nursery.start_soon(self.canary.run)
                 task_status.started(self.listen_address)

@@ -1,12 +1,10 @@
 """A tiny blocking RESP2/RESP3 client for tests that must see *exact* replies.
 
 redis-py and hiredis fold simple strings into bulk strings and sets into lists; the
-differential tests and the COMMAND data generator need to tell them apart, so this
-parser keeps every RESP type:
-
-``+`` → ``Simple``, ``$`` → ``bytes``, ``:`` → ``int``, ``*`` → ``list``, ``%`` → ``dict``,
-``~`` → ``SetReply`` (order kept), ``_`` → ``None``, ``$-1``/``*-1`` → ``NIL_BULK``/``NIL_ARRAY``, ``,`` → ``float``,
-``#`` → ``bool``, ``=`` → ``Verbatim``, ``-`` → ``ReplyError`` (returned, not raised).
+differential tests need to tell them apart, so replies are read with the proxy's
+type-keeping parser (``proxy.resp.parse_typed``: ``+`` → ``Simple``, ``~`` → ``SetReply``,
+``=`` → ``Verbatim``, ``-`` → ``ReplyError`` returned, not raised...), with RESP2's two nulls
+``$-1``/``*-1`` kept apart from RESP3's ``_`` (``None``) as ``NIL_BULK``/``NIL_ARRAY``.
 """
 
 from __future__ import annotations
@@ -14,11 +12,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from proxy.resp import ReplyError, SetReply, Simple, Verbatim
+from proxy.resp import Incomplete, parse_typed
 
-
-class Incomplete(Exception):
-    pass
+__all__ = ["NIL_ARRAY", "NIL_BULK", "Incomplete", "RawClient", "encode_command"]
 
 
 class _Nil:
@@ -38,51 +34,7 @@ NIL_ARRAY = _Nil("NIL_ARRAY")  # *-1
 
 
 def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    nl = buf.find(b"\r\n", pos)
-    if nl < 0:
-        raise Incomplete
-    kind, line = buf[pos:pos + 1], buf[pos + 1:nl]
-    pos = nl + 2
-    if kind == b"+":
-        return Simple(line.decode()), pos
-    if kind == b"-":
-        return ReplyError(line.decode(errors="replace")), pos
-    if kind == b":":
-        return int(line), pos
-    if kind == b"_":
-        return None, pos
-    if kind == b"#":
-        return line == b"t", pos
-    if kind == b",":
-        return float(line), pos
-    if kind in (b"$", b"="):
-        size = int(line)
-        if size < 0:
-            return NIL_BULK, pos
-        if len(buf) < pos + size + 2:
-            raise Incomplete
-        data = buf[pos:pos + size]
-        pos += size + 2
-        if kind == b"=":
-            return Verbatim(data[4:].decode(errors="replace")), pos
-        return data, pos
-    if kind in (b"*", b"~", b">"):
-        count = int(line)
-        if count < 0:
-            return NIL_ARRAY, pos
-        items = []
-        for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
-        return (SetReply(items) if kind == b"~" else items), pos
-    if kind == b"%":
-        out = {}
-        for _ in range(int(line)):
-            k, pos = _parse(buf, pos)
-            v, pos = _parse(buf, pos)
-            out[k if not isinstance(k, list) else tuple(k)] = v
-        return out, pos
-    raise ValueError(f"unknown RESP type {kind!r}")
+    return parse_typed(buf, pos, null_bulk=NIL_BULK, null_array=NIL_ARRAY)
 
 
 def encode_command(args: list[bytes | str | int]) -> bytes:

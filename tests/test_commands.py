@@ -1,5 +1,5 @@
-"""The command table and the server/connection commands: COMMAND data against a real
-redis-server, handshakes (HELLO, AUTH, RESET), CLIENT, CONFIG, INFO, unsupported
+"""The command table and the server/connection commands: COMMAND data (read from a
+replica at startup) against a real redis-server, handshakes (HELLO, AUTH, RESET), CLIENT, CONFIG, INFO, unsupported
 commands; keyspace-wide commands with internal keys, dead objects and down replicas;
 the long-double emulation behind INCRBYFLOAT."""
 
@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import random
 import socket
+from types import SimpleNamespace
 
 import pytest
 import redis
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import redis_commands
-from proxy.commands import TABLE, load_all
+from proxy.commanddata import SUBCOMMANDS, CommandData, fetch, served_names
+from proxy.commands import TABLE, Batch, load_all
 from proxy.commands import UNSUPPORTED as UNSUPPORTED_NAMES
-from proxy.connection import stringmatch
+from proxy.config import Replica
+from proxy.connection import cmd_command, stringmatch
 from proxy.resp import ReplyError, SetReply, Simple, Verbatim
 from proxy.strings import LongDouble
-from replicas.launcher import launch, stop_all
-from tests import gen_command_data
+from replicas.launcher import free_port, launch, stop_all
 from tests.harness import ProxyProcess, start_replicas, wait_for
 from tests.resp_client import RawClient
 from tests.test_differential import Pair
@@ -50,6 +52,7 @@ def cluster(tmp_path_factory):
     proxies: list[ProxyProcess] = []
     try:
         proxies.append(ProxyProcess(replicas, log_path=base / "proxy.log"))
+        wait_for(lambda: command_data_loaded(proxies[0].port), what="the proxy's COMMAND data")
         proxies.append(SecuredProxy(replicas, log_path=base / "secured.log",
                                     extra=["--password", "s3cret"]))
         yield reference[0].port, proxies, replicas
@@ -78,21 +81,128 @@ def pair(servers):
 # COMMAND
 
 
-def test_stored_command_data_matches_the_installed_redis(servers):
-    infos, docs, version = gen_command_data.fetch(servers[0])
-    if version != redis_commands.VERSION:
-        pytest.skip(f"installed redis-server is {version}, the data is from {redis_commands.VERSION}")
-    assert gen_command_data.render(infos, docs, version) == gen_command_data.TARGET.read_text()
+def command_data_loaded(port: int) -> bool:
+    """Whether the proxy has read COMMAND INFO/DOCS from a replica (the table alone has
+    no argument docs)."""
+    with RawClient(port) as c:
+        c.call("HELLO", "3")
+        docs = c.call("COMMAND", "DOCS", "get")
+    return bool(docs.get(b"get", {}).get(b"arguments"))
 
 
-def test_table_arity_and_keys_match_redis():
+def _cut(container: bytes, subs, served: set[bytes]):
+    """A reference container's subcommands (INFO entries or DOCS map) cut to ``served``."""
+    if isinstance(subs, dict):
+        return {k: v for k, v in subs.items() if k in served}
+    return [e for e in subs if e[0] in served]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_command_info_and_docs_are_the_replicas(servers, protocol):
+    """Every served Redis command is described exactly as redis-server describes it (the
+    containers with only their served subcommands), RQ.* commands from the table."""
+    names = served_names()
+    with RawClient(servers[0]) as ref, RawClient(servers[1]) as proxy:
+        ref.call("HELLO", str(protocol))
+        proxy.call("HELLO", str(protocol))
+        for name in names:
+            expected_info, got_info = (c.call("COMMAND", "INFO", name)[0] for c in (ref, proxy))
+            expected_docs, got_docs = (c.call("COMMAND", "DOCS", name) for c in (ref, proxy))
+            if protocol == 2:  # flat arrays: compare as maps
+                expected_docs = dict(zip(expected_docs[::2], expected_docs[1::2], strict=True))
+                got_docs = dict(zip(got_docs[::2], got_docs[1::2], strict=True))
+            expected_doc, got_doc = expected_docs[name.encode()], got_docs[name.encode()]
+            if name in SUBCOMMANDS:
+                served = {f"{name}|{s}".encode() for s in SUBCOMMANDS[name]}
+                assert got_info[:9] == expected_info[:9], name
+                cut = _cut(name.encode(), expected_info[9], served)
+                assert [e for e in got_info[9] if e[0] in {x[0] for x in cut}] == sorted(cut), name
+                assert {e[0] for e in got_info[9]} == served, name
+                if protocol == 3:
+                    expected_subs = _cut(name.encode(), expected_doc[b"subcommands"], served)
+                    got_subs = got_doc[b"subcommands"]
+                    assert {k: got_subs[k] for k in expected_subs} == expected_subs, name
+                    assert set(got_subs) == served, name
+                    assert {k: v for k, v in got_doc.items() if k != b"subcommands"} == {
+                        k: v for k, v in expected_doc.items() if k != b"subcommands"}, name
+            else:
+                assert got_info == expected_info, name
+                assert got_doc == expected_doc, name
+        rq = proxy.call("COMMAND", "INFO", "rq.get")[0]
+        assert rq[0] == b"rq.get" and rq[1] == TABLE[b"rq.get"].arity
+
+
+def test_table_arity_and_keys_match_redis(servers):
+    with RawClient(servers[0]) as c:
+        c.call("HELLO", "3")
+        infos = dict(zip(TABLE, c.call("COMMAND", "INFO", *[n.decode() for n in TABLE]),
+                         strict=True))
     for name, c in TABLE.items():
-        info = redis_commands.INFO.get(c.name)
+        info = infos[name]
         if info is None:
             assert name.startswith(b"rq."), f"{name!r} is neither a Redis command nor redquorum's"
             continue
         assert (c.arity, c.first_key, c.last_key, c.step) == tuple(info[1:2] + info[3:6]), name
         assert set(c.flags) >= {str(f) for f in info[2]} & {"write", "readonly", "noauth"}, name
+        for sub, arity in SUBCOMMANDS.get(c.name, {}).items():
+            ref = next((e for e in info[9] if e[0] == f"{c.name}|{sub}".encode()), None)
+            assert ref is None or ref[1] == arity, (c.name, sub)
+
+
+def _answer(data: CommandData, *args: str):
+    app = SimpleNamespace(commanddata=data)
+    return cmd_command(app, None, [a.encode() for a in args], Batch())
+
+
+def test_command_answers_before_any_replica_answered():
+    """From the table alone: well-formed, every command and served subcommand listed."""
+    data = CommandData()
+    infos = _answer(data, "COMMAND")
+    assert len(infos) == len(TABLE) == _answer(data, "COMMAND", "COUNT")
+    for entry in infos:
+        assert len(entry) == 10 and isinstance(entry[0], str) and isinstance(entry[1], int)
+    get = _answer(data, "COMMAND", "INFO", "get")[0]
+    assert get[:6] == ["get", 2, SetReply([Simple("readonly"), Simple("fast")]), 1, 1, 1]
+    assert _answer(data, "COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2") == [b"a", b"b"]
+    assert _answer(data, "COMMAND", "INFO", "client|setname")[0][:2] == ["client|setname", 3]
+    listed = _answer(data, "COMMAND", "LIST")
+    assert "client|setname" in listed and "config|get" in listed and "rq.get" in listed
+    docs = _answer(data, "COMMAND", "DOCS")
+    assert set(docs) == {c.name for c in TABLE.values()}
+    assert all(doc["summary"] and doc["group"] for doc in docs.values())
+    assert "config|get" in docs["config"]["subcommands"]
+    # once loaded, the answers change (the cached views are rebuilt)
+    data.store({"get": ["get", 2, SetReply(), 1, 1, 1, SetReply(), SetReply(), SetReply(),
+                        SetReply()]}, {"get": {"summary": "x"}}, "7.0.0")
+    assert _answer(data, "COMMAND", "DOCS", "get") == {"get": {"summary": "x"}}
+
+
+def test_fetch_and_keep_loading_from_a_real_server(servers):
+    dead = Replica("dead", "127.0.0.1", free_port())
+    live = Replica("live", "127.0.0.1", servers[0])
+    data = CommandData()
+
+    async def main():
+        info, docs, version = await fetch(live.host, live.port)
+        assert set(info) == set(served_names()) == set(docs)
+        assert [e[0] for e in info["config"][9]] == ["config|get", "config|help"]
+        assert version
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(data.keep_loading, [dead, live])
+                await data.wait_loaded()
+        assert data.source == f"127.0.0.1:{servers[0]}" and data.info == info
+        stuck = CommandData()
+        with trio.move_on_after(0.3):
+            await stuck.keep_loading([dead], interval=0.05)
+        assert not stuck.loaded
+        with trio.fail_after(1):
+            await stuck.wait_tried()
+        wrong = Replica("wrong", "127.0.0.1", servers[0], password="nope")
+        with pytest.raises(Exception, match="AUTH"):
+            await fetch(wrong.host, wrong.port, wrong.password)
+
+    trio.run(main)
 
 
 def test_command_lists_only_supported_commands(pair):
