@@ -156,12 +156,14 @@ class Coordinator:
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
-        if self.mode == "lww":
-            sibling = _lww_sibling(op, op_args)
-            if sibling is not None:
-                _LwwWrite(self, key, self.homes(key), w, sibling, done).start()
-                return
-        _Write(self, key, self.homes(key), w, context, op, op_args, done).start()
+        homes = self.homes(key)
+        sibling = _lww_sibling(op, op_args)
+        if sibling is None:  # read-modify-write: first see the latest acknowledged write
+            _ReadForWrite(self, key, homes, w, context, op, op_args, done).start()
+        elif self.mode == "lww":
+            _LwwWrite(self, key, homes, w, sibling, done).start()
+        else:
+            _Write(self, key, homes, w, context, op, op_args, done).start()
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
         if len(blobs) == 1:  # the hot case: a write's fan-out
@@ -171,13 +173,17 @@ class Coordinator:
         return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
 
     def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
-                    op_args: Sequence[bytes]) -> bytes:
+                    op_args: Sequence[bytes], synced: Sequence[bytes] | None = None) -> bytes:
         now = b"%d" % (time.time_ns() // 1000)
-        head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n" \
-               b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
-                   10 + len(op_args), len(key), key, len(actor), actor, len(now), now,
-                   len(context), context, self._limits_bulk, len(op), op)
-        return head + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in op_args])
+        if synced is None:
+            head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
+                10 + len(op_args), len(key), key)
+        else:  # rq_put_synced: the objects a quorum read found come first
+            head = command(b"FCALL", b"rq_put_synced", b"1", key, b"%d" % len(synced), *synced)
+            head = b"*%d\r\n%b" % (10 + len(op_args) + 1 + len(synced), head[head.index(b"\n") + 1:])
+        return head + b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+            len(actor), actor, len(now), now, len(context), context, self._limits_bulk,
+            len(op), op) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in op_args])
 
     # -- inspection ----------------------------------------------------------
 
@@ -330,12 +336,65 @@ def _why(link: ReplicaLink, reply: Any) -> str:
     return f"{link.id}: unexpected reply"
 
 
+class _ReadForWrite:
+    """Read-modify-write operations first gather what n - w + 1 homes hold: that many
+    always include a replica that acknowledged the latest write, so the coordinator
+    (which syncs those objects before applying the operation) never increments, appends
+    to or tests an older value than the latest acknowledged one after a failover."""
+
+    __slots__ = ("co", "key", "homes", "w", "need", "context", "op", "op_args", "done",
+                 "blobs", "answers", "failures", "started", "why")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], w: int,
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.w = w
+        self.need = len(homes) - w + 1
+        self.context = context
+        self.op = op
+        self.op_args = op_args
+        self.done = done
+        self.blobs: list[bytes] = []
+        self.answers = 0
+        self.failures = 0
+        self.started = False
+        self.why = ""
+
+    def start(self) -> None:
+        for i, link in enumerate(self.homes):
+            link.get(self.key, self.on_reply, i)
+
+    def on_reply(self, index: int, reply: Any) -> None:
+        if self.started:
+            return
+        if type(reply) is bytes or reply is None:
+            self.answers += 1
+            if reply is not None and reply not in self.blobs:
+                self.blobs.append(reply)
+        else:
+            self.failures += 1
+            self.why = _why(self.homes[index], reply)
+        if self.answers >= self.need:
+            self.started = True
+            _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.op_args,
+                   self.done, self.blobs).start()
+        elif self.failures > len(self.homes) - self.need:
+            self.started = True
+            self.co.events.quorum_failure("write")
+            self.done(noquorum("write", 0, self.w, len(self.homes),
+                               f"its read of the current value failed: {self.why}"))
+
+
 class _Write:
     __slots__ = ("co", "key", "homes", "need", "context", "op", "op_args", "done", "acks",
-                 "failures", "finished", "coordinator", "why", "result")
+                 "failures", "finished", "coordinator", "why", "result", "synced")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
-                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
+                 synced: Sequence[bytes] | None = None) -> None:
+        self.synced = synced
         self.co = co
         self.key = key
         self.homes = homes
@@ -367,7 +426,7 @@ class _Write:
             if self.failures > len(homes) - self.need:
                 break
             payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
-                                          self.op_args)
+                                          self.op_args, self.synced)
             link.request(payload, self.on_coordinated)
             return
         self._fail()

@@ -359,13 +359,10 @@ end
 -- rq_put key | actor now_us context grace_ms sibling_hard_limit op op-args...
 -- context: '' (saw nothing), '*' (everything held here), or a msgpack clock.
 -- Returns {new object bytes or false when nothing was written, op reply}.
-local function put(keys, args)
-  local key = keys[1]
+local function put_on(key, old, clock, sibs, args)
   local actor, now_us, ctx_arg = args[1], tonumber(args[2]), args[3]
   local grace, hard, op = tonumber(args[4]), tonumber(args[5]), OPS[args[6]]
   if op == nil then error({err = 'ERR redquorum: unknown operation ' .. tostring(args[6])}) end
-  local old = redis.call('GET', key)
-  local clock, sibs = decode(old)
   local now_ms = math.floor(now_us / 1000)
   local op_args = {}
   for i = 7, #args do op_args[#op_args + 1] = args[i] end
@@ -404,6 +401,29 @@ local function put(keys, args)
   if newest >= ts then ts = newest + 1 end
   kept[#kept + 1] = {actor, counter, ts, tomb, exp, value}
   return {store(key, clock, kept, grace, old), reply}
+end
+
+local function put(keys, args)
+  local old = redis.call('GET', keys[1])
+  local clock, sibs = decode(old)
+  return put_on(keys[1], old, clock, sibs, args)
+end
+
+-- rq_put_synced key | count object... actor now_us context ... (as rq_put)
+-- Read-modify-write operations first sync what a quorum read found on the replicas, so
+-- a coordinator that missed the latest acknowledged write never applies an INCR (say)
+-- to an older value.
+local function put_synced(keys, args)
+  local count = tonumber(args[1])
+  local old = redis.call('GET', keys[1])
+  local clock, sibs = decode(old)
+  for i = 2, count + 1 do
+    local c2, s2 = decode(args[i])
+    clock, sibs = sync(clock, sibs, c2, s2)
+  end
+  local rest = {}
+  for i = count + 2, #args do rest[#rest + 1] = args[i] end
+  return put_on(keys[1], old, clock, sibs, rest)
 end
 
 -- rq_merge key | grace_ms object... : sync each object into the stored one.
@@ -570,6 +590,7 @@ local function randomkey(keys, args)
 end
 
 redis.register_function('rq_put', put)
+redis.register_function('rq_put_synced', put_synced)
 redis.register_function('rq_merge', merge)
 redis.register_function('rq_lww', lww)
 redis.register_function('rq_merge_lww', merge_lww)
