@@ -52,6 +52,7 @@ class ReplicaFailure:
         return f"ReplicaFailure({self.reason!r})"
 
 
+SHUTTING_DOWN = "proxy shutting down"
 DOWN = ReplicaFailure("down")
 TIMEOUT = ReplicaFailure("timeout")
 CLOSED = ReplicaFailure("connection lost")
@@ -285,7 +286,7 @@ class ReplicaLink:
             finally:
                 self._scope = None
                 if self.up:  # cancelled from outside: fail what is pending
-                    self._fail(CLOSED, "proxy shutting down")
+                    self._fail(CLOSED, SHUTTING_DOWN)
             await trio.sleep(backoff)
 
     async def wait_ready(self) -> None:
@@ -301,7 +302,8 @@ class ReplicaLink:
             log.info("replica %s (%s) is up", self.id, self.address)
         else:
             self._ready = trio.Event()
-            log.warning("replica %s (%s) is down: %s", self.id, self.address, self.last_error)
+            level = logging.INFO if self.last_error == SHUTTING_DOWN else logging.WARNING
+            log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error)
         if self._on_state is not None:
             self._on_state(self, up)
 

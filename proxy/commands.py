@@ -186,23 +186,6 @@ def value_of(obj: Versioned) -> bytes | None:
     return None if best is None else best.value
 
 
-def gather(count: int, done: Callable[[Any], None], combine: Callable[[list[Any]], Any]
-           ) -> Callable[[int], Callable[[Any], None]]:
-    """Join ``count`` callbacks into one: the first error wins, else ``combine(results)``."""
-    results: list[Any] = [None] * count
-    remaining = [count]
-
-    def part(i: int) -> Callable[[Any], None]:
-        def got(value: Any) -> None:
-            results[i] = value
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                errors = [r for r in results if isinstance(r, ReplyError)]
-                done(errors[0] if errors else combine(results))
-        return got
-    return part
-
-
 def write(app: Proxy, s: Session, batch: Batch, key: bytes, op: bytes, op_args: list[bytes],
           convert: Callable[[bytes | None, Any], Any], context: bytes = b"*") -> object:
     done = batch.defer()

@@ -60,6 +60,24 @@ def clean_error(reply: ReplyError) -> ReplyError:
     return ReplyError(text[:cut]) if cut >= 0 else reply
 
 
+def gather(count: int, done: Callable[[Any], None], combine: Callable[[list[Any]], Any]
+           ) -> Callable[[int], Callable[[Any], None]]:
+    """Join ``count`` callbacks into one: the first error wins, else ``combine(results)``."""
+    results: list[Any] = [None] * count
+    remaining = [count]
+
+    def part(i: int) -> Callable[[Any], None]:
+        def got(value: Any) -> None:
+            results[i] = value
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                errors = [r for r in results if isinstance(r, ReplyError)]
+                done(errors[0] if errors else combine(results))
+        return got
+    return part
+
+
+
 class Events:
     """What the coordinator reports; proxy/metrics.py implements it for Prometheus."""
 
@@ -121,23 +139,11 @@ class Coordinator:
             link.get(key, on_reply, i)
 
     def read_many(self, keys: Sequence[bytes], r: int, done: Done) -> None:
-        """MGET: one request per replica when all keys share their homes, else per key."""
-        results: list[Any] = [None] * len(keys)
-        remaining = [len(keys)]
-        failed: list[ReplyError] = []
-
-        def one(i: int) -> Done:
-            def finish(value: Any) -> None:
-                if isinstance(value, ReplyError):
-                    failed.append(value)
-                results[i] = value
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done(failed[0] if failed else results)
-            return finish
-
+        """MGET: a quorum read per key (their GETs leave as one MGET per replica);
+        ``done`` gets the list of merged objects, or the first error."""
+        part = gather(len(keys), done, list)
         for i, key in enumerate(keys):
-            self.read(key, r, one(i))
+            self.read(key, r, part(i))
 
     # -- writes --------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from .commands import (
     SYNTAX,
     Batch,
     command,
-    gather,
     now_ms,
     parse_int,
     parse_int32,
@@ -33,6 +32,7 @@ from .commands import (
     value_of,
     write,
 )
+from .coordinator import gather
 from .resp import OK, ReplyError, Simple
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -30,7 +30,6 @@ from .commands import (
     Batch,
     command,
     err_arity,
-    gather,
     now_ms,
     parse_int,
     read,
@@ -38,6 +37,7 @@ from .commands import (
     value_of,
     write,
 )
+from .coordinator import gather
 from .resp import OK, ReplyError
 
 if TYPE_CHECKING:  # pragma: no cover
