@@ -84,13 +84,15 @@ class ProxyProcess:
             self.stop()
             raise
 
+    ready_reply = b"+PONG"  # what PING answers once the proxy serves
+
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"proxy exited with {self.process.returncode}: {self.args}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                return sock.recv(64).startswith(self.ready_reply)
         except OSError:
             return False
 

@@ -35,6 +35,13 @@ def alive(pid: int) -> bool:
         return fh.read().split(")")[-1].split()[0] != "Z"
 
 
+def stop_and_check(proc: subprocess.Popen, pids: list[int] | set[int], sig: int) -> None:
+    """Signal the proxy; it exits 0 and every process it started is gone."""
+    proc.send_signal(sig)
+    assert proc.wait(timeout=20) == 0
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="its processes to stop")
+
+
 def read_until(proc: subprocess.Popen, marker: str, timeout: float = 20) -> str:
     lines = []
     deadline = time.monotonic() + timeout
@@ -65,9 +72,7 @@ def test_up_serves_and_sigint_stops_everything_it_started(tmp_path):
         assert second.returncode == 1
         assert f"127.0.0.1:{port} is already in use" in out
         assert not (tmp_path / "b").exists()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
-        wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="replicas to stop")
+        stop_and_check(proc, pids, signal.SIGINT)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1)
     finally:
@@ -84,9 +89,7 @@ def test_up_stops_on_sigterm(tmp_path):
         banner = read_until(proc, "Ctrl-C stops all")
         assert "n=2 w=2 r=2" in banner
         pids = [int(p) for p in __import__("re").findall(r"\(pid (\d+)\)", banner)]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="replicas to stop")
+        stop_and_check(proc, pids, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -186,9 +189,7 @@ def test_workers_share_the_port_and_stop_together(replicas):
                 return False
             return len(pids) == 2
         wait_for(both_workers_answer, timeout=20, what="connections to reach both workers")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="workers to stop")
+        stop_and_check(proc, pids, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
