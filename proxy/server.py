@@ -228,7 +228,7 @@ class Proxy:
                     proto = session.proto
                     await send_all(conn, b"".join([encode(r, proto) for r in batch.results]))
                 if error is not None:
-                    await send_all(conn, encode(ReplyError(str(error))))
+                    await send_all(conn, encode(ReplyError(f"ERR {error}")))
                     return
                 if session.closing:
                     return

@@ -1,0 +1,60 @@
+"""Nothing a client sends may crash the proxy: garbage, hostile sizes, abrupt closes."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import pytest
+
+
+def exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+@pytest.mark.parametrize(("data", "reply"), [
+    (b"*2000000000\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1\r\n$999999999999\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n:5\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
+    (b'PING "unbalanced\r\n', b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+])
+def test_protocol_errors_answer_and_close(proxy, data, reply):
+    assert exchange(proxy.port, data) == reply
+
+
+def test_random_garbage_never_hurts_the_proxy(proxy):
+    rng = random.Random(20261126)
+    pieces = [b"*", b"$", b"\r\n", b"1", b"3", b"-", b"GET", b"SET", b"k", b" ", b'"', b"\x00",
+              b"\xff", b"RQ.SET", b"\x01\x92", b"HELLO", b"3", b"EX", b"99999999999999999999"]
+    for _ in range(300):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        exchange(proxy.port, data, timeout=0.5)
+    c = proxy.client()
+    assert c.ping() and c.set("still", "here") and c.get("still") == b"here"
+
+
+def test_clients_that_vanish_mid_request(proxy):
+    for partial in (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nab", b"GET k", b"*2\r\n$3\r\nGET\r\n"):
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+            sock.sendall(partial)
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * 1000)  # and never reads the replies
+    c = proxy.client()
+    assert c.ping()
+    assert c.get("k") is None
+
+
+def test_large_values_round_trip(client):
+    value = bytes(range(256)) * 4096 * 8  # 8 MiB, every byte value
+    assert client.set("big", value)
+    assert client.get("big") == value
+    assert client.strlen("big") == len(value)
