@@ -13,12 +13,28 @@ Numbers stay below 2^53 (Lua numbers are doubles).
 
 local FORMAT = 1
 
+-- Library functions as upvalues: a global read goes through the globals table's
+-- metatable on every call. They cannot be read while the library loads (only the
+-- registration API is visible then), so each entry point fills them on its first run.
+local function library()  -- (declared before the locals below, so these are globals)
+  return string.byte, string.format, table.sort, cmsgpack.pack, cmsgpack.unpack,
+    math.floor, math.max, redis.call, type, pairs, ipairs, next, pcall, error, tonumber, tostring, unpack
+end
+local sbyte, sformat, tsort, mpack, munpack, floor, max, call
+local type, pairs, ipairs, next, pcall, error, tonumber, tostring, unpack
+local ready = false
+local function init()
+  sbyte, sformat, tsort, mpack, munpack, floor, max, call,
+    type, pairs, ipairs, next, pcall, error, tonumber, tostring, unpack = library()
+  ready = true
+end
+
 local function bytes_less(a, b)
   local la, lb = #a, #b
   local n = la
   if lb < n then n = lb end
   for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
+    local x, y = sbyte(a, i), sbyte(b, i)
     if x ~= y then return x < y end
   end
   return la < lb
@@ -30,6 +46,7 @@ local function dot_less(x, y)
 end
 
 local function decode_clock(flat)
+  if #flat == 2 then return {[flat[1]] = flat[2]} end  -- one actor: sized at once
   local clock = {}
   for i = 1, #flat, 2 do clock[flat[i]] = flat[i + 1] end
   return clock
@@ -37,7 +54,7 @@ end
 
 local function decode(blob)
   if not blob then return {}, {} end
-  local ok, o = pcall(cmsgpack.unpack, blob)
+  local ok, o = pcall(munpack, blob)
   if not ok or type(o) ~= 'table' or o[1] ~= FORMAT then
     error({err = 'ERR redquorum: the key holds a value that redquorum did not write'})
   end
@@ -45,16 +62,22 @@ local function decode(blob)
 end
 
 local function encode(clock, sibs)
-  local actors = {}
-  for a in pairs(clock) do actors[#actors + 1] = a end
-  table.sort(actors, bytes_less)
-  local flat = {}
-  for i = 1, #actors do
-    flat[2 * i - 1] = actors[i]
-    flat[2 * i] = clock[actors[i]]
+  local flat
+  local first = next(clock)
+  if first ~= nil and next(clock, first) == nil then  -- one actor: nothing to sort
+    flat = {first, clock[first]}
+  else
+    local actors = {}
+    for a in pairs(clock) do actors[#actors + 1] = a end
+    tsort(actors, bytes_less)
+    flat = {}
+    for i = 1, #actors do
+      flat[2 * i - 1] = actors[i]
+      flat[2 * i] = clock[actors[i]]
+    end
   end
-  table.sort(sibs, dot_less)
-  return cmsgpack.pack({FORMAT, flat, sibs})
+  if #sibs > 1 then tsort(sibs, dot_less) end
+  return mpack({FORMAT, flat, sibs})
 end
 
 -- When every sibling is dead (tombstone or expired), the key itself expires once the
@@ -65,7 +88,7 @@ local function write_blob(key, blob, sibs, grace_ms)
   for _, s in ipairs(sibs) do
     local death
     if s[4] == 1 then
-      death = math.floor(s[3] / 1000)
+      death = floor(s[3] / 1000)
     elseif s[5] > 0 then
       death = s[5]
     else
@@ -76,11 +99,15 @@ local function write_blob(key, blob, sibs, grace_ms)
   end
   -- Redis reads a Lua number argument as "%.17g": past 1e17 it is no longer an integer
   -- (expiries that far ahead, which Redis accepts, keep no Redis TTL: they are alive anyway)
-  if last and last + grace_ms < 1e17 then
-    redis.call('SET', key, blob, 'PXAT', last + grace_ms)
-  else
-    redis.call('SET', key, blob)
+  if last then
+    -- grace_ms comes as the argument's text: only a dead object needs it as a number
+    local grace_ms = tonumber(grace_ms)
+    if last + grace_ms < 1e17 then
+      call('SET', key, blob, 'PXAT', last + grace_ms)
+      return
+    end
   end
+  call('SET', key, blob)
 end
 
 local function store(key, clock, sibs, grace_ms, old)
@@ -97,7 +124,14 @@ end
 
 local function dot_key(s)
   -- %.0f, not tostring: Lua prints numbers with %.14g, which merges large counters
-  return s[1] .. '\0' .. string.format('%.0f', s[2])
+  return s[1] .. '\0' .. sformat('%.0f', s[2])
+end
+
+-- True when dot_key(s) == dot_key(t) exactly when s[1] == t[1] and s[2] == t[2], for
+-- any t with a plain dot too.
+local function plain_dot(s)
+  local c = s[2]
+  return type(s[1]) == 'string' and type(c) == 'number' and c >= 1 and c % 1 == 0
 end
 
 local function sync(c1, s1, c2, s2)
@@ -127,7 +161,7 @@ end
 local function winner(sibs, now_ms)
   local best
   for _, s in ipairs(sibs) do
-    if alive(s, now_ms) then
+    if s[4] == 0 and (s[5] == 0 or s[5] > now_ms) then  -- alive(s, now_ms), inline
       if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
         best = s
       end
@@ -145,7 +179,7 @@ local function count_live(sibs, now_ms)
 end
 
 ---------------------------------------------------------------------------
--- Operations: each gets the current winner (or nil) and its arguments, and returns
+-- Operations: each gets the current winner (or nil), now_ms and its arguments, and returns
 -- either a new sibling (value, expire_at, tombstone) and a reply, or nil and a reply
 -- (nothing to write). Errors are raised with Redis's own texts.
 
@@ -161,7 +195,7 @@ local function cmp_digits(a, b)
     return 1
   end
   for i = 1, #a do
-    local x, y = string.byte(a, i), string.byte(b, i)
+    local x, y = sbyte(a, i), sbyte(b, i)
     if x ~= y then
       if x < y then return -1 end
       return 1
@@ -188,8 +222,8 @@ local function add_digits(a, b)
   local out, carry, i, j = {}, 0, #a, #b
   while i > 0 or j > 0 or carry > 0 do
     local d = carry
-    if i > 0 then d = d + string.byte(a, i) - 48; i = i - 1 end
-    if j > 0 then d = d + string.byte(b, j) - 48; j = j - 1 end
+    if i > 0 then d = d + sbyte(a, i) - 48; i = i - 1 end
+    if j > 0 then d = d + sbyte(b, j) - 48; j = j - 1 end
     if d >= 10 then carry, d = 1, d - 10 else carry = 0 end
     out[#out + 1] = string.char(48 + d)
   end
@@ -199,8 +233,8 @@ end
 local function sub_digits(a, b)  -- a >= b
   local out, borrow, i, j = {}, 0, #a, #b
   while i > 0 do
-    local d = string.byte(a, i) - 48 - borrow
-    if j > 0 then d = d - (string.byte(b, j) - 48); j = j - 1 end
+    local d = sbyte(a, i) - 48 - borrow
+    if j > 0 then d = d - (sbyte(b, j) - 48); j = j - 1 end
     if d < 0 then d, borrow = d + 10, 1 else borrow = 0 end
     out[#out + 1] = string.char(48 + d)
     i = i - 1
@@ -232,8 +266,8 @@ end
 local OPS = {}
 
 -- set value expire_mode(''|at|keep) expire_at cond(''|NX|XX) get(0|1)
-OPS.set = function(cur, a, now_ms)
-  local value, mode, at, cond, get = a[1], a[2], tonumber(a[3]), a[4], a[5]
+OPS.set = function(cur, now_ms, value, mode, at, cond, get)
+  at = tonumber(at)
   local old = false
   if cur and get == '1' then old = cur[6] end
   if (cond == 'NX' and cur) or (cond == 'XX' and not cur) then
@@ -245,40 +279,40 @@ OPS.set = function(cur, a, now_ms)
 end
 
 -- del: a tombstone; the reply says whether a live value was here
-OPS.del = function(cur, a, now_ms)
+OPS.del = function(cur, now_ms)
   if cur then return '', 0, 1, 1 end
   return '', 0, 1, 0
 end
 
 -- rqset: a context-carrying write from RQ.SET (expire_at absolute ms or 0)
-OPS.rqset = function(cur, a, now_ms)
-  return a[1], tonumber(a[2]), 0, 1
+OPS.rqset = function(cur, now_ms, value, at)
+  return value, tonumber(at), 0, 1
 end
 
 -- incrby by : exact int64 arithmetic; the reply is the new value as decimal text
-OPS.incrby = function(cur, a, now_ms)
+OPS.incrby = function(cur, now_ms, by)
   local n, exp = '0', 0
   if cur then
     n, exp = cur[6], cur[5]
     if int_parts(n) == nil then error({err = 'ERR value is not an integer or out of range'}) end
   end
-  if int_parts(a[1]) == nil then error({err = 'ERR value is not an integer or out of range'}) end
-  local r = int_add(n, a[1])
+  if int_parts(by) == nil then error({err = 'ERR value is not an integer or out of range'}) end
+  local r = int_add(n, by)
   if r == nil then error({err = 'ERR increment or decrement would overflow'}) end
   return r, exp, 0, r
 end
 
-OPS.append = function(cur, a, now_ms)
+OPS.append = function(cur, now_ms, piece)
   local v, exp = '', 0
   if cur then v, exp = cur[6], cur[5] end
-  if #v + #a[1] > MAX_STRING then error({err = TOO_BIG}) end
-  v = v .. a[1]
+  if #v + #piece > MAX_STRING then error({err = TOO_BIG}) end
+  v = v .. piece
   return v, exp, 0, #v
 end
 
 -- setrange offset value : Redis's SETRANGE (zero padding); the reply is the new length
-OPS.setrange = function(cur, a, now_ms)
-  local offset, piece = tonumber(a[1]), a[2]
+OPS.setrange = function(cur, now_ms, offset, piece)
+  offset = tonumber(offset)
   local v, exp = '', 0
   if cur then v, exp = cur[6], cur[5] end
   if #piece == 0 then return nil, #v end
@@ -289,17 +323,17 @@ OPS.setrange = function(cur, a, now_ms)
 end
 
 -- getdel: a tombstone if there is a value, answering it
-OPS.getdel = function(cur, a, now_ms)
+OPS.getdel = function(cur, now_ms)
   if cur then return '', 0, 1, cur[6] end
   return nil, false
 end
 
 -- getex mode(''|at|persist) at error : the value, with a new expiry. Redis answers nil
 -- for a missing key before it looks at the expiry, so a bad expiry comes as `error`.
-OPS.getex = function(cur, a, now_ms)
+OPS.getex = function(cur, now_ms, mode, at, err)
   if not cur then return nil, false end
-  if a[3] ~= '' then error({err = a[3]}) end
-  local mode, at = a[1], tonumber(a[2])
+  if err ~= '' then error({err = err}) end
+  at = tonumber(at)
   if mode == 'persist' then
     if cur[5] == 0 then return nil, cur[6] end
     return cur[6], 0, 0, cur[6]
@@ -312,9 +346,9 @@ end
 -- expire: new absolute expiry (ms; 0 = persist) for the current value, if any.
 -- a = {mode('at'|'persist'), at, conditions}: conditions lists any of NX,XX,GT,LT (Redis
 -- checks each one given); reply 1 when changed else 0
-OPS.expire = function(cur, a, now_ms)
+OPS.expire = function(cur, now_ms, mode, at, cond)
   if not cur then return nil, 0 end
-  local mode, at, cond = a[1], tonumber(a[2]), a[3] or ''
+  at, cond = tonumber(at), cond or ''
   local exp = cur[5]
   if mode == 'persist' then
     if exp == 0 then return nil, 0 end
@@ -334,23 +368,22 @@ end
 -- for updates the proxy computes itself (INCRBYFLOAT's long-double arithmetic). Writes
 -- `value` (keeping the expiry) only when the winner is still the one the proxy saw;
 -- else answers {'retry', value, actor, counter} (or {'retry'} for no value) to try again.
-OPS.cas = function(cur, a, now_ms)
-  local expect = a[1]
+OPS.cas = function(cur, now_ms, expect, actor, counter, value)
   local same
   if expect == 'none' then
     same = cur == nil
   elseif expect == 'dot' then
-    same = cur ~= nil and cur[1] == a[2] and cur[2] == tonumber(a[3])
+    same = cur ~= nil and cur[1] == actor and cur[2] == tonumber(counter)
   else
     same = false
   end
   if not same then
-    if cur then return nil, {'retry', cur[6], cur[1], string.format('%d', cur[2])} end
+    if cur then return nil, {'retry', cur[6], cur[1], sformat('%d', cur[2])} end
     return nil, {'retry'}
   end
   local exp = 0
   if cur then exp = cur[5] end
-  return a[4], exp, 0, {'ok', a[4]}
+  return value, exp, 0, {'ok', value}
 end
 
 ---------------------------------------------------------------------------
@@ -359,38 +392,43 @@ end
 -- rq_put key | actor now_us context grace_ms sibling_hard_limit op op-args...
 -- context: '' (saw nothing), '*' (everything held here), or a msgpack clock.
 -- Returns {new object bytes or false when nothing was written, op reply}.
+local NO_CONTEXT = {}  -- the context '': read, never written
+
 local function put_on(key, old, clock, sibs, args)
+  -- grace_ms stays text: write_blob converts it when it needs it
   local actor, now_us, ctx_arg = args[1], tonumber(args[2]), args[3]
-  local grace, hard, op = tonumber(args[4]), tonumber(args[5]), OPS[args[6]]
+  local grace, hard, op = args[4], tonumber(args[5]), OPS[args[6]]
   if op == nil then error({err = 'ERR redquorum: unknown operation ' .. tostring(args[6])}) end
-  local now_ms = math.floor(now_us / 1000)
-  local op_args = {}
-  for i = 7, #args do op_args[#op_args + 1] = args[i] end
-  local value, exp, tomb, reply = op(winner(sibs, now_ms), op_args, now_ms)
+  local now_ms = floor(now_us / 1000)
+  local value, exp, tomb, reply = op(winner(sibs, now_ms), now_ms, unpack(args, 7))
   if value == nil then return {false, exp} end
 
   local ctx
   if ctx_arg == '*' then
     ctx = clock
   elseif ctx_arg == '' then
-    ctx = {}
+    ctx = NO_CONTEXT
   else
-    ctx = decode_clock(cmsgpack.unpack(ctx_arg))
+    ctx = decode_clock(munpack(ctx_arg))
   end
   local kept, newest = {}, 0
-  for _, s in ipairs(sibs) do
+  local i, s = 1, sibs[1]
+  while s ~= nil do  -- ipairs(sibs) without its calls (winner has checked sibs is a table)
     if s[3] > newest then newest = s[3] end
-    if not covered(ctx, s) then kept[#kept + 1] = s end
+    local c = ctx[s[1]]  -- covered(ctx, s), inline
+    if c == nil or not (c >= s[2]) then kept[#kept + 1] = s end
+    i = i + 1
+    s = sibs[i]
   end
   if hard > 0 and #kept >= hard then
     error({err = 'ERR redquorum: ' .. key .. ' has ' .. #kept .. ' siblings (the limit is ' .. hard ..
       '): resolve them with RQ.GET and RQ.SET before writing'})
   end
-  local counter = math.max(clock[actor] or 0, ctx[actor] or 0) + 1
+  local counter = max(clock[actor] or 0, ctx[actor] or 0) + 1
   if counter > 9007199254740991 then  -- a double cannot count past 2^53: dots would repeat
     error({err = 'ERR redquorum: version counter of ' .. actor .. ' would pass 2^53'})
   end
-  if ctx ~= clock then
+  if ctx ~= clock and ctx ~= NO_CONTEXT then
     for a, c in pairs(ctx) do
       if (clock[a] or 0) < c then clock[a] = c end
     end
@@ -404,7 +442,8 @@ local function put_on(key, old, clock, sibs, args)
 end
 
 local function put(keys, args)
-  local old = redis.call('GET', keys[1])
+  if not ready then init() end
+  local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   return put_on(keys[1], old, clock, sibs, args)
 end
@@ -414,8 +453,9 @@ end
 -- a coordinator that missed the latest acknowledged write never applies an INCR (say)
 -- to an older value.
 local function put_synced(keys, args)
+  if not ready then init() end
   local count = tonumber(args[1])
-  local old = redis.call('GET', keys[1])
+  local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   for i = 2, count + 1 do
     local c2, s2 = decode(args[i])
@@ -431,8 +471,37 @@ end
 -- True when sync(local, incoming) is exactly the incoming object: its clock covers
 -- the local clock, and none of its siblings is one the local side saw and dropped.
 local function supersedes(c2, s2, c1, s1)
-  for a, c in pairs(c1) do
+  for a, c in next, c1 do
     if (c2[a] or 0) < c then return false end
+  end
+  -- One stored sibling with a plain dot (the common case): compare dots directly instead
+  -- of building dot_key strings. dot_key is injective, and for a string actor and a
+  -- positive integral counter equal keys are exactly equal actors and counters.
+  if type(s1) == 'table' and type(s2) == 'table' then
+    local m = s1[1]
+    if m ~= nil and s1[2] == nil and type(m) == 'table' and plain_dot(m) then
+      local ma, mc = m[1], m[2]
+      local i, s = 1, s2[1]
+      while s ~= nil do  -- ipairs(s2), without its calls
+        local a, c = s[1], s[2]
+        local same
+        if a == ma and c == mc then
+          same = true
+        elseif type(c) == 'number' and c >= 1 and c % 1 == 0 and (a == ma or type(a) == 'string') then
+          same = false  -- a plain dot too (a == ma: a string), and another one
+        else
+          same = dot_key(s) == dot_key(m)
+        end
+        if not same then
+          if covered(c1, s) then return false end
+        elseif m[3] ~= s[3] or m[4] ~= s[4] or m[5] ~= s[5] or m[6] ~= s[6] then
+          return false  -- a reused dot (a replica lost writes): let sync decide, as always
+        end
+        i = i + 1
+        s = s2[i]
+      end
+      return true
+    end
   end
   local d1 = {}
   for _, s in ipairs(s1) do d1[dot_key(s)] = s end
@@ -458,9 +527,10 @@ local function sync_args(old, args)
 end
 
 local function merge(keys, args)
+  if not ready then init() end
   local key = keys[1]
-  local grace = tonumber(args[1])
-  local old = redis.call('GET', key)
+  local grace = args[1]  -- write_blob converts it when it needs it
+  local old = call('GET', key)
   -- The common case, one newer object (a write's fan-out, a repair): its bytes are
   -- already canonical, so store them as they are instead of re-encoding.
   if #args == 2 then
@@ -500,13 +570,14 @@ end
 -- One round trip per replica: keep the incoming sibling if it is newer than what is
 -- here. Its dot is (actor, ts_us). Returns 1 when a live value was here before, else 0.
 local function lww(keys, args)
+  if not ready then init() end
   local key = keys[1]
   local actor, ts, grace = args[1], tonumber(args[2]), tonumber(args[3])
   local tomb, exp, value = tonumber(args[4]), tonumber(args[5]), args[6]
-  local old = redis.call('GET', key)
+  local old = call('GET', key)
   local clock, sibs = decode(old)
   local existed = 0
-  if winner(sibs, math.floor(ts / 1000)) then existed = 1 end
+  if winner(sibs, floor(ts / 1000)) then existed = 1 end
   local best = newest(sibs)
   if best and (best[3] > ts or (best[3] == ts and not bytes_less(best[1], actor))) then
     return existed
@@ -518,9 +589,10 @@ end
 
 -- rq_merge_lww key | grace_ms object... : like rq_merge, then keep only the newest sibling.
 local function merge_lww(keys, args)
+  if not ready then init() end
   local key = keys[1]
   local grace = tonumber(args[1])
-  local old = redis.call('GET', key)
+  local old = call('GET', key)
   local clock, sibs = sync_args(old, args)
   local best = newest(sibs)
   if best then sibs = {best} end
@@ -530,15 +602,17 @@ end
 
 -- rq_inspect key : {stored bytes or false, PTTL}
 local function inspect(keys, args)
-  return {redis.call('GET', keys[1]), redis.call('PTTL', keys[1])}
+  if not ready then init() end
+  return {call('GET', keys[1]), call('PTTL', keys[1])}
 end
 
 -- rq_live_count now_ms | key... : for EXISTS/DBSIZE-like counts without shipping values
 local function live_count(keys, args)
+  if not ready then init() end
   local now_ms = tonumber(args[1])
   local n = 0
   for _, key in ipairs(keys) do
-    local blob = redis.call('GET', key)
+    local blob = call('GET', key)
     if blob then
       local _, sibs = decode(blob)
       if count_live(sibs, now_ms) > 0 then n = n + 1 end
@@ -550,7 +624,7 @@ end
 -- A key a client may see: not the proxy's own bookkeeping, holding a live sibling.
 local function visible(key, now_ms)
   if string.sub(key, 1, 5) == '__rq:' then return false end
-  local blob = redis.call('GET', key)
+  local blob = call('GET', key)
   if not blob then return false end
   local ok, _, sibs = pcall(decode, blob)
   return ok and count_live(sibs, now_ms) > 0
@@ -560,8 +634,9 @@ end
 -- {next cursor, visible keys}. Internal keys and dead objects (every sibling a tombstone
 -- or expired) never show. proxy/scan.py walks the replicas with it.
 local function scan(keys, args)
+  if not ready then init() end
   local now_ms = tonumber(args[1])
-  local reply = redis.call('SCAN', args[2], 'MATCH', args[4], 'COUNT', args[3], 'TYPE', 'string')
+  local reply = call('SCAN', args[2], 'MATCH', args[4], 'COUNT', args[3], 'TYPE', 'string')
   local found = {}
   for _, key in ipairs(reply[2]) do
     if visible(key, now_ms) then found[#found + 1] = key end
@@ -571,16 +646,17 @@ end
 
 -- rq_randomkey now_ms : a random visible key of this replica, or false when it has none.
 local function randomkey(keys, args)
+  if not ready then init() end
   local now_ms = tonumber(args[1])
   for _ = 1, 32 do
-    local key = redis.call('RANDOMKEY')
+    local key = call('RANDOMKEY')
     if not key then return false end
     if visible(key, now_ms) then return key end
   end
   -- mostly dead or internal keys: the first visible one of a walk
   local cursor = '0'
   repeat
-    local reply = redis.call('SCAN', cursor, 'COUNT', 1000, 'TYPE', 'string')
+    local reply = call('SCAN', cursor, 'COUNT', 1000, 'TYPE', 'string')
     cursor = reply[1]
     for _, key in ipairs(reply[2]) do
       if visible(key, now_ms) then return key end
