@@ -10,6 +10,12 @@ Theory of operation
    homes, which merge them (``rq_merge``). The client is acknowledged after ``w`` acks,
    the coordinator's included. If the coordinator does not answer, the next up home
    coordinates; if it answered with an error about the command, the client gets it.
+   Read-modify-write operations (INCR, APPEND, SET NX…) first read ``n - w + 1``
+   homes, which always include one that acknowledged the latest write, and the
+   coordinator syncs what they hold before applying the operation (``rq_put_synced``):
+   a new coordinator after a failover never works on an older value.
+   In ``lww`` mode blind writes (SET, DEL) skip the coordinator: every home keeps the
+   higher (timestamp, actor) in one round trip (``rq_lww``).
 3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
    where it landed: a later read may or may not see it (README, "Failed writes").
 4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
@@ -457,7 +463,7 @@ class _Write:
             self.finished = True
             self.done(self.result)
             return
-        # Homes before the coordinator already failed; hand-off repairs them later.
+        # Homes before the coordinator already failed; read repair brings them up to date.
         payload = self.co.merge_payload(self.key, blob)
         for other in self.homes[self.coordinator + 1:]:
             other.request(payload, self.on_ack)
