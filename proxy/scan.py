@@ -21,8 +21,8 @@ Theory of operation
    More than that answers ``-NOQUORUM`` rather than silently missing keys.
 5. KEYS and DBSIZE walk every replica to the end (large COUNT steps, so replicas never
    block on one long call) and answer the distinct keys: DBSIZE is O(keys), not O(1).
-6. A replica that missed a DEL (it was down) shows the key until repair reaches it (read
-   repair, hinted handoff, anti-entropy): keyspace listings are eventually consistent.
+6. A replica that missed a DEL (it was down) shows the key until read repair reaches it:
+   keyspace listings are eventually consistent.
 """
 
 from __future__ import annotations
