@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 from zlib import crc32
 
@@ -57,6 +58,14 @@ def bulk(data: bytes) -> bytes:
 
 def command(*parts: bytes) -> bytes:
     return b"*%d\r\n%b" % (len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts]))
+
+
+HINTS_PREFIX = b"__rq:hints:"
+
+
+def hints_key(target: str) -> bytes:
+    """The set, on a replica that holds a write, of keys ``target`` missed."""
+    return HINTS_PREFIX + target.encode()
 
 
 def clean_error(reply: ReplyError) -> ReplyError:
@@ -176,6 +185,10 @@ class Coordinator:
             _LwwWrite(self, key, homes, w, sibling, done).start()
         else:
             _Write(self, key, homes, w, context, op, op_args, done).start()
+
+    def hint(self, holder: ReplicaLink, target: ReplicaLink, key: bytes) -> None:
+        """Leave a hint on ``holder``: ``target`` missed a write of ``key`` (proxy/handoff.py)."""
+        holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
         if len(blobs) == 1:  # the hot case: a write's fan-out
@@ -463,17 +476,20 @@ class _Write:
             self.finished = True
             self.done(self.result)
             return
-        # Homes before the coordinator already failed; read repair brings them up to date.
+        coordinator = self.homes[self.coordinator]
+        for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
+            self.co.hint(coordinator, missed, self.key)
         payload = self.co.merge_payload(self.key, blob)
-        for other in self.homes[self.coordinator + 1:]:
-            other.request(payload, self.on_ack)
+        for i in range(self.coordinator + 1, len(self.homes)):
+            self.homes[i].request(payload, partial(self.on_ack, i))
         self._check()
 
-    def on_ack(self, reply: Any) -> None:
+    def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
             self.acks += 1
         else:
             self.failures += 1
+            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key)
         self._check()
 
     def _check(self) -> None:
@@ -511,13 +527,16 @@ def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, byt
 class _LwwWrite:
     """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip."""
 
-    __slots__ = ("co", "homes", "need", "done", "acks", "failures", "finished", "existed",
-                 "why", "payload")
+    __slots__ = ("co", "key", "homes", "need", "done", "acks", "failures", "finished",
+                 "existed", "why", "payload", "holder", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
                  sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
         tombstone, expire_at, value = sibling
         self.co = co
+        self.key = key
+        self.holder: ReplicaLink | None = None  # the first home that took the write
+        self.missed: list[ReplicaLink] = []
         self.homes = homes
         self.need = need
         self.done = done
@@ -538,9 +557,17 @@ class _LwwWrite:
         if type(reply) is int:
             self.acks += 1
             self.existed = max(self.existed, reply)
+            if self.holder is None:
+                self.holder = self.homes[index]
+                for missed in self.missed:
+                    self.co.hint(self.holder, missed, self.key)
         else:
             self.failures += 1
             self.why = _why(self.homes[index], reply)
+            if self.holder is None:
+                self.missed.append(self.homes[index])
+            else:
+                self.co.hint(self.holder, self.homes[index], self.key)
         if self.finished:
             return
         if self.acks >= self.need:

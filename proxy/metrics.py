@@ -126,7 +126,7 @@ class Metrics(Events):
 
 
 class _LagCollector:
-    """``redquorum_replica_lag_seconds``, computed at scrape time from the canary."""
+    """Replica staleness computed at scrape time: the canary's lag, hints pending."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -136,12 +136,23 @@ class _LagCollector:
             "redquorum_replica_lag_seconds",
             "Age of the newest freshness-canary heartbeat the replica holds",
             labels=["replica"])
+        pending = GaugeMetricFamily(
+            "redquorum_hints_pending", "Hinted-handoff hints waiting for the replica (as last counted)",
+            labels=["replica"])
+        replayed = CounterMetricFamily(
+            "redquorum_hints_replayed", "Hints replayed into the replica by this proxy",
+            labels=["replica"])
         app = self.metrics.app
-        canary = getattr(app, "canary", None)
-        if canary is not None:
-            for replica, lag in canary.lags().items():
+        if app is not None:
+            for replica, lag in app.canary.lags().items():
                 family.add_metric([replica], lag)
+            for replica, count in app.handoff.pending_for().items():
+                pending.add_metric([replica], count)
+            for replica, count in list(app.handoff.replayed.items()):
+                replayed.add_metric([replica], count)
         yield family
+        yield pending
+        yield replayed
 
 
 class _HotPathCollector:

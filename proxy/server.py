@@ -39,6 +39,7 @@ from .commands import (
 from .config import Config
 from .coordinator import Coordinator, Events
 from .counters import CommandStats
+from .handoff import Handoff
 from .health import Canary
 from .resp import ProtocolError, ReplyError, RequestParser, encode
 
@@ -114,6 +115,7 @@ class Proxy:
         self.total_commands = 0
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self)
+        self.handoff = Handoff(self)
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -135,6 +137,7 @@ class Proxy:
                     await self.commanddata.wait_tried()
                 nursery.start_soon(self._accept_loop, lsock, nursery)
                 nursery.start_soon(self.canary.run)
+                nursery.start_soon(self.handoff.run)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()

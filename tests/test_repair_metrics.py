@@ -136,3 +136,31 @@ def test_request_and_build_metrics(replicas, make_proxy):
     names = {name for name, _ in samples}
     assert not any("key" in str(labels) for _, labels in samples)
     assert "redquorum_siblings_count" in names
+
+
+def test_hinted_handoff_brings_a_returning_replica_up_to_date(replicas, make_proxy):
+    """Writes that miss a dead replica leave hints; once it is back, the hints are
+    replayed (without any read of those keys) and its bytes equal the others'."""
+    proxy = make_proxy(replicas, metrics=True, timeout=0.3)
+    c = proxy.client()
+    victim = replicas.by_id("r3")
+    victim.kill()
+    keys = [f"h:{i}" for i in range(40)]
+    for key in keys:
+        assert c.set(key, key.upper())
+    assert c.incr("h:counter") == 1
+    wait_for(lambda: metric(scrape(proxy), "redquorum_hints_pending", replica="r3") >= len(keys),
+             what="hints for the dead replica")
+    victim.start()
+    wait_for(victim.ready, what="r3 to restart")
+
+    def home() -> bool:
+        raw = replicas.raw("r3")
+        return all(raw.get(k) == replicas.raw("r1").get(k) for k in keys + ["h:counter"])
+    wait_for(home, timeout=15, what="the hints to be replayed into r3")
+    samples = scrape(proxy)
+    assert metric(samples, "redquorum_hints_replayed_total", replica="r3") >= len(keys)
+    wait_for(lambda: metric(scrape(proxy), "redquorum_hints_pending", replica="r3") == 0,
+             what="no hints left")
+    # hints never show to clients
+    assert not [k for k in c.keys("*") if k.startswith(b"__rq:")]
