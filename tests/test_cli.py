@@ -121,8 +121,8 @@ def test_configuration_precedence(tmp_path):
     conf = tmp_path / "redquorum.toml"
     conf.write_text("""
 [proxy]
-listen = "127.0.0.1:7001"
-metrics_listen = "127.0.0.1:9001"
+listen = "127.0.0.1:7101"
+metrics_listen = "127.0.0.1:9101"
 
 [quorum]
 n = 3
@@ -141,15 +141,15 @@ id = "c"
 address = "[::1]:6003"
 """)
     from_file = load({"config": str(conf)}, environ={})
-    assert from_file.listen == ("127.0.0.1", 7001)
+    assert from_file.listen == ("127.0.0.1", 7101)
     assert (from_file.n, from_file.w, from_file.r, from_file.mode) == (3, 3, 1, "lww")
     assert [r.id for r in from_file.replicas] == ["a", "b", "c"]
     assert from_file.replicas[2].host == "::1"
-    env = {"REDQUORUM_W": "2", "REDQUORUM_LISTEN": "127.0.0.1:7002"}
+    env = {"REDQUORUM_W": "2", "REDQUORUM_LISTEN": "127.0.0.1:7102"}
     from_env = load({"config": str(conf)}, environ=env)
-    assert from_env.w == 2 and from_env.r == 1 and from_env.listen == ("127.0.0.1", 7002)
-    from_flags = load({"config": str(conf), "w": 1, "listen": "127.0.0.1:7003"}, environ=env)
-    assert from_flags.w == 1 and from_flags.listen == ("127.0.0.1", 7003)
+    assert from_env.w == 2 and from_env.r == 1 and from_env.listen == ("127.0.0.1", 7102)
+    from_flags = load({"config": str(conf), "w": 1, "listen": "127.0.0.1:7103"}, environ=env)
+    assert from_flags.w == 1 and from_flags.listen == ("127.0.0.1", 7103)
     replicas_env = load({}, environ={"REDQUORUM_REPLICAS": "x=127.0.0.1:1,y=127.0.0.1:2",
                                      "REDQUORUM_N": "2"})
     assert [r.id for r in replicas_env.replicas] == ["x", "y"] and replicas_env.w == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 import redis
@@ -101,16 +100,17 @@ def test_one_replica_killed_reads_and_writes_succeed(client, replicas):
     assert client.get("before") == b"1"
 
 
-def test_two_replicas_killed_gives_noquorum_quickly(client, replicas):
+def test_two_replicas_killed_gives_noquorum_not_a_hang(proxy, replicas):
+    # a client that gives up after 5 s: a hanging proxy would fail with a timeout
+    client = proxy.client(socket_timeout=5)
     client.set("k", "v")
     replicas[1].kill()
     replicas[2].kill()
-    started = time.monotonic()
-    with pytest.raises(redis.ResponseError, match="NOQUORUM"):
+    with pytest.raises(redis.ResponseError, match="NOQUORUM write needs 2 of 3"):
         client.set("k", "w")
-    with pytest.raises(redis.ResponseError, match="NOQUORUM"):
+    with pytest.raises(redis.ResponseError, match="NOQUORUM read needs 2 of 3"):
         client.get("k")
-    assert time.monotonic() - started < 5  # a generous bound: "within seconds", not a speed claim
+    assert client.ping()
 
 
 def test_paused_replica_costs_a_bounded_timeout_and_comes_back(client, replicas):
