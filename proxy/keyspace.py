@@ -43,7 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # DEL, UNLINK, EXISTS, TOUCH, TYPE
 
 
-def _delete(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+@command("DEL", -2, "write", (1, -1, 1), "generic", "Deletes one or more keys.")
+@command("UNLINK", -2, "write fast", (1, -1, 1), "generic", "Asynchronously deletes one or more keys.")
+def cmd_del(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     done = batch.defer()
     keys = args[1:]
     part = gather(len(keys), done, sum)
@@ -52,17 +54,9 @@ def _delete(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     return DEFERRED
 
 
-@command("DEL", -2, "write", (1, -1, 1), "generic", "Deletes one or more keys.")
-def cmd_del(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _delete(app, s, args, batch)
-
-
-@command("UNLINK", -2, "write fast", (1, -1, 1), "generic", "Asynchronously deletes one or more keys.")
-def cmd_unlink(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _delete(app, s, args, batch)
-
-
-def _count_live(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+@command("EXISTS", -2, "readonly fast", (1, -1, 1), "generic", "Determines whether one or more keys exist.")
+@command("TOUCH", -2, "readonly fast", (1, -1, 1), "generic", "Returns the number of existing keys out of those specified after updating the time they were last accessed.")
+def cmd_exists(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
     done = batch.defer()
 
     def finish(result: Any) -> None:
@@ -73,16 +67,6 @@ def _count_live(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
 
     app.coordinator.read_many(args[1:], s.r, finish)
     return DEFERRED
-
-
-@command("EXISTS", -2, "readonly fast", (1, -1, 1), "generic", "Determines whether one or more keys exist.")
-def cmd_exists(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _count_live(app, s, args, batch)
-
-
-@command("TOUCH", -2, "readonly fast", (1, -1, 1), "generic", "Returns the number of existing keys out of those specified after updating the time they were last accessed.")
-def cmd_touch(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _count_live(app, s, args, batch)
 
 
 @command("TYPE", 2, "readonly fast", (1, 1, 1), "generic", "Determines the type of value stored at a key.")
