@@ -39,10 +39,10 @@ from typing import Any
 from zlib import crc32
 
 from . import clock
-from .backend import ReplicaFailure, ReplicaLink, is_replica_error
+from .backend import DOWN, ReplicaFailure, ReplicaLink, is_replica_error
 from .clock import CorruptObject, Versioned
 from .counters import SIBLING_BUCKETS, LocalHistogram
-from .resp import ReplyError
+from .resp import ReplyError, command
 from .ring import PARTITIONS, Ring
 
 _PARTITION_MASK = PARTITIONS - 1
@@ -54,10 +54,6 @@ Done = Callable[[Any], None]
 
 def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def command(*parts: bytes) -> bytes:
-    return b"*%d\r\n%b" % (len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts]))
 
 
 HINTS_PREFIX = b"__rq:hints:"
@@ -412,27 +408,57 @@ class _ReadForWrite:
                                f"its read of the current value failed: {self.why}"))
 
 
-class _Write:
-    __slots__ = ("co", "key", "homes", "need", "context", "op", "op_args", "done", "acks",
-                 "failures", "finished", "coordinator", "why", "result", "synced")
+class _WriteQuorum:
+    """What every write counts: acks and failures against ``need``, answered once."""
+
+    __slots__ = ("co", "key", "homes", "need", "done", "acks", "failures", "finished", "why")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
-                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
-                 synced: Sequence[bytes] | None = None) -> None:
-        self.synced = synced
+                 done: Done) -> None:
         self.co = co
         self.key = key
         self.homes = homes
         self.need = need
-        self.context = context
-        self.op = op
-        self.op_args = op_args
         self.done = done
         self.acks = 0
         self.failures = 0
         self.finished = False
-        self.coordinator = -1
         self.why = ""
+
+    def _failed(self, index: int, reply: Any) -> None:
+        self.failures += 1
+        self.why = _why(self.homes[index], reply)
+
+    def _check(self, result: Any) -> None:
+        """Answer with ``result`` once ``need`` acks are in, NOQUORUM once they cannot be."""
+        if self.finished:
+            return
+        if self.acks >= self.need:
+            self.finished = True
+            self.done(result)
+        elif self.failures > len(self.homes) - self.need:
+            self._fail()
+
+    def _fail(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.co.events.quorum_failure("write")
+        self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
+
+
+class _Write(_WriteQuorum):
+    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
+                 synced: Sequence[bytes] | None = None) -> None:
+        super().__init__(co, key, homes, need, done)
+        self.context = context
+        self.op = op
+        self.op_args = op_args
+        self.synced = synced
+        self.coordinator = -1
         self.result: Any = None
 
     def start(self) -> None:
@@ -445,8 +471,7 @@ class _Write:
             self.coordinator += 1
             link = homes[self.coordinator]
             if not link.up:
-                self.failures += 1
-                self.why = f"{link.id}: down"
+                self._failed(self.coordinator, DOWN)
                 continue
             if self.failures > len(homes) - self.need:
                 break
@@ -460,8 +485,7 @@ class _Write:
         link = self.homes[self.coordinator]
         if type(reply) is not list:
             if is_replica_error(reply) or not isinstance(reply, ReplyError):
-                self.failures += 1
-                self.why = _why(link, reply)
+                self._failed(self.coordinator, reply)
                 if isinstance(reply, ReplyError) and "Function not found" in reply.text:
                     link.fail("function library missing; reloading")
                 self._coordinate_next()
@@ -476,37 +500,20 @@ class _Write:
             self.finished = True
             self.done(self.result)
             return
-        coordinator = self.homes[self.coordinator]
         for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
-            self.co.hint(coordinator, missed, self.key)
+            self.co.hint(link, missed, self.key)
         payload = self.co.merge_payload(self.key, blob)
         for i in range(self.coordinator + 1, len(self.homes)):
             self.homes[i].request(payload, partial(self.on_ack, i))
-        self._check()
+        self._check(self.result)
 
     def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
             self.acks += 1
         else:
-            self.failures += 1
+            self._failed(index, reply)
             self.co.hint(self.homes[self.coordinator], self.homes[index], self.key)
-        self._check()
-
-    def _check(self) -> None:
-        if self.finished:
-            return
-        if self.acks >= self.need:
-            self.finished = True
-            self.done(self.result)
-        elif self.failures > len(self.homes) - self.need:
-            self._fail()
-
-    def _fail(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.co.events.quorum_failure("write")
-        self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
+        self._check(self.result)
 
 
 def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:
@@ -524,34 +531,25 @@ def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, byt
     return None
 
 
-class _LwwWrite:
+class _LwwWrite(_WriteQuorum):
     """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip."""
 
-    __slots__ = ("co", "key", "homes", "need", "done", "acks", "failures", "finished",
-                 "existed", "why", "payload", "holder", "missed")
+    __slots__ = ("existed", "payload", "holder", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
                  sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
+        super().__init__(co, key, homes, need, done)
         tombstone, expire_at, value = sibling
-        self.co = co
-        self.key = key
+        self.existed = 0
         self.holder: ReplicaLink | None = None  # the first home that took the write
         self.missed: list[ReplicaLink] = []
-        self.homes = homes
-        self.need = need
-        self.done = done
-        self.acks = 0
-        self.failures = 0
-        self.finished = False
-        self.existed = 0
-        self.why = ""
         self.payload = command(b"FCALL", b"rq_lww", b"1", key, co.actor,
                                b"%d" % (time.time_ns() // 1000), co.grace_ms, tombstone,
                                expire_at, value)
 
     def start(self) -> None:
         for i, link in enumerate(self.homes):
-            link.request(self.payload, lambda reply, i=i: self.on_ack(i, reply))
+            link.request(self.payload, partial(self.on_ack, i))
 
     def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
@@ -562,19 +560,10 @@ class _LwwWrite:
                 for missed in self.missed:
                     self.co.hint(self.holder, missed, self.key)
         else:
-            self.failures += 1
-            self.why = _why(self.homes[index], reply)
+            self._failed(index, reply)
             if self.holder is None:
                 self.missed.append(self.homes[index])
             else:
                 self.co.hint(self.holder, self.homes[index], self.key)
-        if self.finished:
-            return
-        if self.acks >= self.need:
-            self.finished = True
-            # No object bytes come back in one round trip: b"" stands for "written".
-            self.done((b"", self.existed))
-        elif self.failures > len(self.homes) - self.need:
-            self.finished = True
-            self.co.events.quorum_failure("write")
-            self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
+        # No object bytes come back in one round trip: b"" stands for "written".
+        self._check((b"", self.existed))

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .backend import ReplicaLink
-from .coordinator import command, hints_key
+from .coordinator import hints_key
+from .resp import command
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Proxy

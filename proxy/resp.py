@@ -35,6 +35,7 @@ __all__ = [
     "NullArray",
     "SetReply",
     "encode",
+    "command",
     "encode_command",
     "OK",
     "PONG",
@@ -357,16 +358,15 @@ def parse_typed(buf: bytes, pos: int = 0, *, null_bulk: Any = None,
     raise ValueError(f"unknown RESP type {bytes(kind)!r}")
 
 
+def command(*parts: bytes) -> bytes:
+    """Encode a command for a replica: a RESP array of bulk strings (bytes only: hot path)."""
+    return b"*%d\r\n%b" % (len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts]))
+
+
 def encode_command(*args: bytes | str | int) -> bytes:
-    """Encode a command for a replica (a RESP array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if isinstance(a, str):
-            a = a.encode()
-        elif isinstance(a, int):
-            a = b"%d" % a
-        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(out)
+    """``command`` for arguments that may also be text or integers."""
+    return command(*[a.encode() if isinstance(a, str) else b"%d" % a if isinstance(a, int)
+                     else a for a in args])
 
 
 # ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import ReplicaFailure
 from .commands import now_ms
-from .coordinator import command as request
 from .resp import OK, ReplyError
+from .resp import command as request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import ReplicaLink
