@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="value sizes for the memory measurement (default 16,1024)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument("--profile", action="store_true",
-                   help="after the rounds, run redquorum SET -P 1 once more under py-spy (needs root)")
+                   help="after the rounds, run the first workload (--tests, --pipelines) against redquorum "
+                        "once more under py-spy (needs root)")
     p.add_argument("--profile-requests", type=int, default=50_000,
                    help="requests in the profiled run (default 50000: enough samples)")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second (default 200)")
@@ -167,10 +168,10 @@ def rounds(opts: argparse.Namespace, targets: dict[str, Target], workloads: list
 
 
 def profile(opts: argparse.Namespace, proxy: Target, settings: Settings, stamp: str) -> dict[str, Any]:
-    """redquorum SET -P 1 once more, under py-spy; not counted in the medians."""
-    output = RESULTS / f"profile-{stamp}-set-p1.collapsed"
+    """The first workload once more against redquorum, under py-spy; not counted in the medians."""
+    workload = workloads_of(opts)[0]
+    output = RESULTS / f"profile-{stamp}-{workload.test}-p{workload.pipeline}.collapsed"
     output.parent.mkdir(parents=True, exist_ok=True)
-    workload = Workload("set", 1)
     settings = replace(settings, requests=opts.profile_requests)
     with profiling.recording(proxy.front_pid, output, opts.profile_rate, gil=not opts.profile_wall):
         entry = run_one(proxy, workload, settings, 0)
@@ -201,8 +202,12 @@ class Sitting:
                 "proxy_warnings": self.proxy_warnings, "runs": [r.as_dict() for r in self.runs]}
 
 
+def workloads_of(opts: argparse.Namespace) -> list[Workload]:
+    return [Workload(t, p) for p in opts.pipelines for t in opts.tests]
+
+
 def sitting(opts: argparse.Namespace, stamp: str) -> Sitting:
-    workloads = [Workload(t, p) for p in opts.pipelines for t in opts.tests]
+    workloads = workloads_of(opts)
     settings = Settings(opts.requests, opts.clients, opts.data_size, opts.keyspace)
     result = Sitting(opts, meta())
     load_before = os.getloadavg()

@@ -1,12 +1,9 @@
-"""The trio side: the listener, one task per client connection, batches, shutdown.
+"""The proxy process: replica links, the coordinator, the listener and the command
+dispatcher; client connections are served by proxy/clients.py.
 
-A client's read is parsed into commands; the commands of one read form a batch. Every
-command of the batch is dispatched before anything is sent to the replicas, then each
-replica gets the batch's requests in one write (proxy/backend.py), the batch waits for
-its deferred replies, and all replies go back in one write, in order.
-
-Within a batch, a command touching a key that an earlier pending write of the same
-batch touches starts a new batch, so a client always reads its own pipelined writes.
+Every command of a client batch goes through ``dispatch``: table lookup, AUTH, arity,
+reserved keys, then the handler, which answers at once or defers its reply to a replica
+callback. ``must_wait`` says when a command has to wait for the replies before it.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import trio
 
 from . import __version__
 from .backend import Flusher, ReplicaLink
+from .clients import ClientReactor
 from .commanddata import CommandData
 from .commands import (
     DEFERRED,
@@ -41,12 +39,10 @@ from .coordinator import Coordinator, Events
 from .counters import CommandStats
 from .handoff import Handoff
 from .health import Canary
-from .resp import ProtocolError, ReplyError, RequestParser, encode
+from .resp import ReplyError
 
 log = logging.getLogger("redquorum.server")
 
-MAX_BATCH = 512
-RECV_SIZE = 65536
 NOAUTH = ReplyError("NOAUTH Authentication required.")
 
 
@@ -118,6 +114,7 @@ class Proxy:
         self.handoff = Handoff(self)
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
+        self.reactor = ClientReactor(self)
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
 
     # -- lifetime ------------------------------------------------------------
@@ -135,14 +132,15 @@ class Proxy:
                 nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
-                nursery.start_soon(self._accept_loop, lsock, nursery)
+                nursery.start_soon(self.reactor.run)
+                nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(self.canary.run)
                 nursery.start_soon(self.handoff.run)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
 
-    async def _accept_loop(self, lsock: socket.socket, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, lsock: socket.socket) -> None:
         while True:
             try:
                 conn, addr = lsock.accept()
@@ -158,11 +156,11 @@ class Proxy:
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(self._serve_client, conn, addr)
+            self._client_arrived(conn, addr)
 
-    # -- one client -----------------------------------------------------------
+    # -- clients ----------------------------------------------------------------
 
-    async def _serve_client(self, conn: socket.socket, addr: Any) -> None:
+    def _client_arrived(self, conn: socket.socket, addr: Any) -> None:
         ident = next(self._ids)
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         session = Session(ident, peer, self)
@@ -171,74 +169,16 @@ class Proxy:
         count_connection = getattr(self.events, "client_connected", None)
         if count_connection:
             count_connection(1)
-        try:
-            await self._client_loop(conn, session)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            del self.sessions[ident]
-            if count_connection:
-                count_connection(-1)
-            conn.close()
+        self.reactor.add(conn, session)
 
-    async def _client_loop(self, conn: socket.socket, session: Session) -> None:
-        parser = RequestParser()
-        carry: list[bytes] | None = None
-        drained = False  # the last read emptied the socket: wait before reading again
-        while not session.closing:
-            if carry is None:
-                if drained:
-                    await trio.lowlevel.wait_readable(conn)
-                try:
-                    data = conn.recv(RECV_SIZE)
-                except BlockingIOError:
-                    drained = True
-                    continue
-                if not data:
-                    return
-                drained = len(data) < RECV_SIZE
-                parser.feed(data)
-            # Process everything complete in what has arrived, batch by batch.
-            while True:
-                batch = Batch()
-                started = time.monotonic()
-                error: ProtocolError | None = None
-                count = 0
-                cmd = carry
-                carry = None
-                while count < MAX_BATCH and not session.closing:
-                    if cmd is None:
-                        try:
-                            cmd = parser.next_command()
-                        except ProtocolError as exc:
-                            error = exc
-                            break
-                        if cmd is None:
-                            break
-                    if not cmd:
-                        cmd = None
-                        continue
-                    if batch.pending and self._must_wait(cmd, batch):
-                        carry = cmd
-                        break
-                    self.dispatch(session, cmd, batch)
-                    cmd = None
-                    count += 1
-                if batch.pending:
-                    await batch.wait()
-                self._record(batch, time.monotonic() - started)
-                if batch.results:
-                    proto = session.proto
-                    await send_all(conn, b"".join([encode(r, proto) for r in batch.results]))
-                if error is not None:
-                    await send_all(conn, encode(ReplyError(f"ERR {error}")))
-                    return
-                if session.closing:
-                    return
-                if carry is None and count < MAX_BATCH:
-                    break
+    def client_gone(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        count_connection = getattr(self.events, "client_connected", None)
+        if count_connection:
+            count_connection(-1)
 
-    def _record(self, batch: Batch, seconds: float) -> None:
+    def record_batch(self, batch: Batch, seconds: float) -> None:
         """Count each command of a batch by outcome, with the batch's latency."""
         labels = self._labels
         record = self.command_stats.record
@@ -253,7 +193,7 @@ class Proxy:
             else:
                 record(label, "ok", seconds)
 
-    def _must_wait(self, cmd: list[bytes], batch: Batch) -> bool:
+    def must_wait(self, cmd: list[bytes], batch: Batch) -> bool:
         """Whether ``cmd`` must wait for the batch's pending replies: it touches a key an
         earlier write of the batch touches, it reads or writes the whole keyspace (KEYS,
         SCAN, FLUSHALL…), or it changes how replies are encoded (HELLO, RESET)."""
@@ -332,23 +272,6 @@ def default_proxy_id() -> str:
 
 def _fmt(addr: tuple[str, int] | None) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else ""
-
-
-async def send_all(conn: socket.socket, data: bytes) -> None:
-    try:
-        sent = conn.send(data)
-    except BlockingIOError:
-        sent = 0
-    if sent == len(data):
-        return
-    view = memoryview(data)[sent:]
-    while view:
-        try:
-            sent = conn.send(view)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(conn)
-            continue
-        view = view[sent:]
 
 
 class AddressInUse(OSError):
