@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -110,12 +111,28 @@ def serve(config: Config, listener: Any = None, banner: str = "") -> int:
     except AddressInUse as exc:
         print(f"redquorum: {exc.strerror}", file=sys.stderr)
         return 1
+    tune_gc()
     try:
         trio.run(_serve_until_signalled, config, lsock, banner)
     except OSError as exc:
         print(f"redquorum: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections on the hot path.
+
+    Every request allocates a few short-lived container objects (a read's state, a
+    callback partial, decoded tuples) and nearly none of them are in cycles, so
+    reference counting frees them. With CPython's default threshold (700) the
+    generation-0 collector still ran every few dozen requests and showed up in
+    profiles as allocation sites; the objects made at start-up (modules, the command
+    table, the ring) are frozen out of collections altogether.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> None:
