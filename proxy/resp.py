@@ -2,11 +2,10 @@
 
 No trio here. Two parsers with different trust:
 
-* ``RequestParser`` reads what clients send. Clients are untrusted, so it is a small
-  resumable parser with Redis's own limits and error texts. (hiredis's reader
-  pre-allocates a list for any array header, so ``*2000000000`` from a client would
-  ask for 16 GB before a byte of payload arrived; that is the measured reason for not
-  using it on this side.) It also accepts inline commands (``PING\\r\\n``) as Redis does.
+* ``RequestParser`` reads what clients send. Well-formed multibulk requests are framed
+  by hiredis (0.16 µs a command against 1.9 µs in Python); everything else (inline
+  commands, malformed or oversized headers, elements that are not bulk strings) is
+  handed to a small resumable Python parser with Redis's own limits and error texts.
 * ``ReplyParser`` reads what our own redis-server replicas answer: hiredis, fast.
 * ``parse_typed`` reads one reply keeping every RESP3 type apart (simple vs bulk strings,
   sets, maps, verbatim...), which hiredis folds together. It is slow and not resumable;
@@ -18,6 +17,7 @@ Replies are encoded from plain Python values; see ``encode``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import hiredis
@@ -46,6 +46,8 @@ MAX_INLINE = 64 * 1024
 MAX_MULTIBULK = 1024 * 1024
 MAX_BULK = 512 * 1024 * 1024
 MAX_HEADER = 64  # "*<count>\r\n" or "$<len>\r\n" never needs more
+# An array header hiredis would allocate a list for before its elements arrive.
+_BIG_ARRAY = re.compile(rb"\*[0-9]{7}")
 
 
 class ProtocolError(Exception):
@@ -90,22 +92,143 @@ NullArray = _NullArray()
 class RequestParser:
     """Feed bytes, take complete commands (lists of bytes) one at a time.
 
-    Resumable: a command split over many reads is parsed once, not from its start on
-    every read.
+    Two gears. The fast one gives the bytes to hiredis and checks that each command it
+    returns is an array of bulk strings. The slow one is a resumable Python parser that
+    knows Redis's limits and error texts (and inline commands). Whatever hiredis
+    refuses goes to the slow gear from the first command hiredis did not return: the
+    bytes since the fast gear last consumed everything are kept, parsed again by the
+    slow gear, and the commands already returned are skipped.
+
+    Each read is scanned for what hiredis must not see: ``+``, ``=`` and ``(``
+    elements, which it would return as bytes where Redis refuses them, and array
+    headers of seven digits or more, for which it allocates the whole list at once (a
+    value that only looks like either costs the slow gear for that read). And hiredis
+    checks no header before its payload has arrived (``*1\\r\\n$999999999999`` gets
+    an error from Redis at once), so a request left incomplete at the end of a read
+    goes to the slow gear, which checks each header as it arrives, and comes back to
+    hiredis once that request is complete.
     """
 
-    __slots__ = ("_buf", "_pos", "_args", "_missing")
+    __slots__ = ("_fast", "_reader", "_window", "_taken", "_fed", "_consumed",
+                 "_skip", "_resume", "_buf", "_pos", "_args", "_missing")
 
-    def __init__(self) -> None:
-        # bytes while requests are small (slicing bytes gives the arguments without a
-        # second copy); a bytearray while a large request arrives in pieces, so that
-        # appending stays linear.
+    def __init__(self, *, fast: bool = True) -> None:
+        self._fast = fast  # False: the slow gear only (tests compare the two)
+        self._reader: Any = hiredis.Reader() if fast else None  # None: the slow gear runs
+        self._window: list[bytes] = []  # what hiredis was fed since it last consumed all
+        self._taken = 0  # commands hiredis returned from the window
+        self._fed = 0
+        self._consumed = 0  # by the commands taken, as their canonical encoding
+        self._skip = 0  # commands the slow gear parses again but must not return
+        self._resume = False  # the slow gear holds one incomplete request, then hands back
+        # The slow gear. bytes while requests are small (slicing bytes gives the
+        # arguments without a second copy); a bytearray while a large request arrives in
+        # pieces, so that appending stays linear.
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._args: list[bytes] | None = None  # a multibulk in progress
         self._missing = 0
 
     def feed(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            self._feed_slow(data)
+            return
+        self._window.append(data)
+        self._fed += len(data)
+        reader.feed(data)
+        if (b"\r\n+" in data or b"\r\n=" in data or b"\r\n(" in data
+                or _BIG_ARRAY.search(data) is not None):
+            self._slow_down()
+        elif self._fed != len(data):  # the window holds an earlier read: check the seam
+            seam = self._window[-2][-8:] + data[:8]
+            if (b"\r\n+" in seam or b"\r\n=" in seam or b"\r\n(" in seam
+                    or _BIG_ARRAY.search(seam) is not None):
+                self._slow_down()
+
+    def buffered(self) -> int:
+        if self._reader is not None:
+            return self._fed - self._consumed
+        return len(self._buf) - self._pos
+
+    def next_command(self) -> list[bytes] | None:
+        """The next complete command, ``None`` when more bytes are needed.
+
+        An empty inline line yields ``[]``, which callers skip (as Redis does).
+        """
+        reader = self._reader
+        if reader is None:
+            return self._next_slow()
+        try:
+            cmd = reader.gets()
+        except hiredis.ProtocolError:
+            self._slow_down()
+            return self._next_slow()
+        if cmd is False:
+            if self._fed == self._consumed:
+                return None
+            self._hand_over_incomplete()
+            return self._next_slow()
+        if type(cmd) is list and cmd:
+            # What a canonical encoding of cmd takes: hiredis does not say how much it
+            # consumed, and the window can be dropped only when it has consumed all.
+            count = len(cmd)
+            size = 4 if count < 10 else 3 + len(b"%d" % count)
+            for arg in cmd:
+                if type(arg) is not bytes:
+                    break
+                k = len(arg)
+                size += k + (6 if k < 10 else 7 if k < 100 else 5 + len(b"%d" % k))
+            else:
+                consumed = self._consumed + size
+                if consumed == self._fed:  # a clean start
+                    self._window.clear()
+                    self._taken = self._fed = self._consumed = 0
+                else:
+                    self._taken += 1
+                    self._consumed = consumed
+                return cmd
+        self._slow_down()
+        return self._next_slow()
+
+    def _slow_down(self) -> None:
+        """Hand the window to the slow gear, minus the commands hiredis already returned."""
+        self._skip = self._taken
+        self._to_slow(b"".join(self._window))
+
+    def _hand_over_incomplete(self) -> None:
+        """Only an incomplete request is left: the slow gear takes just that (every
+        element so far was a bulk string, so the canonical sizes are exact)."""
+        self._skip = 0
+        self._resume = True
+        self._to_slow(b"".join(self._window)[self._consumed:])
+
+    def _to_slow(self, data: bytes) -> None:
+        self._reader = None
+        self._window = []
+        self._taken = self._fed = self._consumed = 0
+        self._buf = b""
+        self._pos = 0
+        self._feed_slow(data)
+
+    def _next_slow(self) -> list[bytes] | None:
+        while True:
+            cmd = self._next_command()
+            if self._fast and self._args is None:
+                rest = self._buf[self._pos:]
+                if not rest or self._resume:  # back to the fast gear
+                    self._buf = b""
+                    self._pos = 0
+                    self._skip = 0
+                    self._resume = False
+                    self._reader = hiredis.Reader()
+                    if rest:
+                        self.feed(bytes(rest))
+            if cmd is None or not self._skip:
+                return cmd
+            self._skip -= 1
+
+    def _feed_slow(self, data: bytes) -> None:
         buf = self._buf
         pos = self._pos
         if pos >= len(buf):
@@ -125,10 +248,7 @@ class RequestParser:
             self._buf = buf[pos:] + data
         self._pos = 0
 
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    def next_command(self) -> list[bytes] | None:
+    def _next_command(self) -> list[bytes] | None:
         """The next complete command, ``None`` when more bytes are needed.
 
         An empty inline line yields ``[]``, which callers skip (as Redis does).

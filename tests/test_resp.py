@@ -529,3 +529,50 @@ def test_encode_round_trips_through_hiredis(value, proto):
 def test_text_that_is_not_utf8_is_replaced_not_fatal():
     assert encode(ReplyError("ERR \ud800"), 2) == b"-ERR ?\r\n"
     assert encode("\ud800", 3) == b"$1\r\n?\r\n"
+
+
+# ---------------------------------------------------------------------------
+# the fast gear (hiredis) against the slow gear alone: same commands, same error
+
+
+def outcome(chunks: list[bytes], fast: bool) -> tuple[list[list[bytes]], str | None]:
+    parser = RequestParser(fast=fast)
+    out: list[list[bytes]] = []
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            while (cmd := parser.next_command()) is not None:
+                out.append(cmd)
+    except ProtocolError as exc:
+        return out, str(exc)
+    return out, None
+
+
+HOSTILE = [b"*1\r\n+PING\r\n", b"*2\r\n$4\r\nECHO\r\n=8\r\ntxt:abcd\r\n", b"*2\r\n$4\r\nECHO\r\n:1\r\n",
+           b"*1\r\n*1\r\n$1\r\na\r\n", b"*1\r\n$-1\r\n", b"*1\r\n$-5\r\n", b"*-3\r\n", b"*0\r\n",
+           b"*01\r\n$4\r\nPING\r\n", b"*1\r\n$04\r\nPING\r\n", b"*1\r\n$+4\r\nPING\r\n",
+           b"*1\r\n$600000000\r\n", b"*2000000000\r\n", b"*1\n$4\r\nPING\r\n", b"PING\r\n",
+           b"\r\n", b"*1\r\n$4\r\nPINGxx", b"*1\r\n_\r\n", b"*1\r\n,1.5\r\n", b"*1\r\n-ERR x\r\n",
+           b"*1\r\n%1\r\n$1\r\na\r\n$1\r\nb\r\n"]
+
+
+@st.composite
+def mixed_stream(draw):
+    parts = draw(st.lists(st.one_of(
+        st.lists(st.binary(max_size=20), min_size=1, max_size=4).map(lambda a: multibulk(*a)),
+        st.sampled_from(HOSTILE)), max_size=8))
+    return b"".join(parts)
+
+
+@settings(max_examples=300)
+@given(mixed_stream(), st.lists(st.integers(min_value=0), max_size=6))
+def test_fast_gear_parses_exactly_like_the_slow_gear(data, cuts):
+    chunks = splits(data, cuts)
+    assert outcome(chunks, fast=True) == outcome(chunks, fast=False)
+
+
+def test_fast_gear_survives_a_stream_that_never_pauses():
+    # every read ends inside a request: the slow gear takes each incomplete one
+    cmds = [[b"SET", b"k%d" % i, b"v" * (i % 150)] for i in range(600)]
+    data = b"".join(multibulk(*c) for c in cmds)
+    assert parse_chunks(splits(data, list(range(7, len(data), 97)))) == cmds
