@@ -6,8 +6,10 @@ Theory of operation
 2. Write (causal mode): the first *up* home replica coordinates. One atomic function
    call there (``rq_put``) reads the stored object, applies the operation to the current
    winner, drops the siblings the context covers, adds the new sibling with a fresh dot,
-   stores and returns the new object's bytes. Those bytes go unchanged to the other
-   homes, which merge them (``rq_merge``). The client is acknowledged after ``w`` acks,
+   stores and returns the new object's bytes, with the bytes it held before. Both go
+   unchanged to the other homes (``rq_replace``): a home that held the same bytes as
+   the coordinator stores the new object as it is (GET, compare, SET: the new object
+   supersedes the old by construction), any other merges it as ``rq_merge`` does. The client is acknowledged after ``w`` acks,
    the coordinator's included. If the coordinator does not answer, the next up home
    coordinates; if it answered with an error about the command, the client gets it.
    Read-modify-write operations (INCR, APPEND, SET NX…) first read ``n - w + 1``
@@ -129,6 +131,7 @@ class Coordinator:
         # constant pieces of the hot payloads, encoded once
         self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
         self._grace_bulk = b"$%d\r\n%b\r\n" % (len(self.grace_ms), self.grace_ms)
+        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n$10\r\nrq_replace\r\n$1\r\n1\r\n"
         self._limits_bulk = self._grace_bulk + b"$%d\r\n%b\r\n" % (len(self.hard_limit),
                                                                     self.hard_limit)
         # per partition, the home links in preference order (resolved once)
@@ -192,6 +195,14 @@ class Coordinator:
             return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
                 self._merge_one, len(key), key, self._grace_bulk, len(blob), blob)
         return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
+
+    def replace_payload(self, key: bytes, blob: bytes, before: bytes, expire_at: int) -> bytes:
+        """A write's fan-out: rq_replace stores ``blob`` as it is where the home holds what
+        the coordinator held ``before`` it (replicas/redquorum.lua says why that is exact)."""
+        expiry = b"%d" % expire_at
+        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            self._replace_head, len(key), key, self._grace_bulk, len(blob), blob,
+            len(before), before, len(expiry), expiry)
 
     def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
                     op_args: Sequence[bytes], synced: Sequence[bytes] | None = None) -> bytes:
@@ -493,8 +504,8 @@ class _Write(_WriteQuorum):
             self.finished = True
             self.done(clean_error(reply))
             return
-        blob, op_reply = reply
-        self.result = (blob, op_reply)
+        blob = reply[0]
+        self.result = (blob, reply[1])
         self.acks = 1
         if blob is None:  # the operation wrote nothing (e.g. SET NX on an existing key)
             self.finished = True
@@ -502,7 +513,7 @@ class _Write(_WriteQuorum):
             return
         for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
             self.co.hint(link, missed, self.key)
-        payload = self.co.merge_payload(self.key, blob)
+        payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
         for i in range(self.coordinator + 1, len(self.homes)):
             self.homes[i].request(payload, partial(self.on_ack, i))
         self._check(self.result)

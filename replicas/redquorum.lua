@@ -82,7 +82,7 @@ end
 
 -- When every sibling is dead (tombstone or expired), the key itself expires once the
 -- newest death is older than the grace period: until then it stops stale replicas from
--- bringing the value back through repair.
+-- bringing the value back through repair. Returns the expiry set (ms), or 0.
 local function write_blob(key, blob, sibs, grace_ms)
   local last = 0
   for _, s in ipairs(sibs) do
@@ -104,17 +104,20 @@ local function write_blob(key, blob, sibs, grace_ms)
     local grace_ms = tonumber(grace_ms)
     if last + grace_ms < 1e17 then
       call('SET', key, blob, 'PXAT', last + grace_ms)
-      return
+      return last + grace_ms
     end
   end
   call('SET', key, blob)
+  return 0
 end
 
+-- Returns the stored bytes and their expiry (0: none, or nothing was written).
 local function store(key, clock, sibs, grace_ms, old)
-  if #sibs == 0 then return old end
+  if #sibs == 0 then return old, 0 end
   local blob = encode(clock, sibs)
-  if blob ~= old then write_blob(key, blob, sibs, grace_ms) end
-  return blob
+  local pxat = 0
+  if blob ~= old then pxat = write_blob(key, blob, sibs, grace_ms) end
+  return blob, pxat
 end
 
 local function covered(clock, s)
@@ -391,7 +394,9 @@ end
 
 -- rq_put key | actor now_us context grace_ms sibling_hard_limit op op-args...
 -- context: '' (saw nothing), '*' (everything held here), or a msgpack clock.
--- Returns {new object bytes or false when nothing was written, op reply}.
+-- Returns {false, op reply} when nothing was written, else {new object bytes, op reply,
+-- the bytes held before (false: none), the new object's expiry in ms (0: none)}:
+-- what rq_replace needs to store the new object on the other homes without decoding.
 local NO_CONTEXT = {}  -- the context '': read, never written
 
 local function put_on(key, old, clock, sibs, args)
@@ -438,7 +443,8 @@ local function put_on(key, old, clock, sibs, args)
   local ts = now_us
   if newest >= ts then ts = newest + 1 end
   kept[#kept + 1] = {actor, counter, ts, tomb, exp, value}
-  return {store(key, clock, kept, grace, old), reply}
+  local blob, pxat = store(key, clock, kept, grace, old)
+  return {blob, reply, old or false, pxat}
 end
 
 local function put(keys, args)
@@ -555,6 +561,28 @@ local function merge(keys, args)
   return 1
 end
 
+-- rq_replace key | grace_ms new old pxat : a write's fan-out. The coordinator made
+-- ``new`` from ``old`` (what it held, '' for nothing) with rq_put, so where this
+-- replica holds exactly ``old`` too, sync(old, new) is ``new`` itself: store it without
+-- decoding either (GET, compare, SET). Anything else is an ordinary rq_merge.
+-- Returns 1 when the stored object changed, else 0.
+local function replace(keys, args)
+  if not ready then init() end
+  local key, new, expected = keys[1], args[2], args[3]
+  local cur = call('GET', key)
+  if cur == new then return 0 end
+  if cur == expected or (cur == false and expected == '') then
+    local pxat = args[4]
+    if pxat == '0' then
+      call('SET', key, new)
+    else
+      call('SET', key, new, 'PXAT', pxat)
+    end
+    return 1
+  end
+  return merge(keys, {args[1], new})
+end
+
 -- Last-write-wins mode keeps one sibling: the highest (timestamp, actor).
 local function newest(sibs)
   local best
@@ -668,6 +696,7 @@ end
 redis.register_function('rq_put', put)
 redis.register_function('rq_put_synced', put_synced)
 redis.register_function('rq_merge', merge)
+redis.register_function('rq_replace', replace)
 redis.register_function('rq_lww', lww)
 redis.register_function('rq_merge_lww', merge_lww)
 redis.register_function{function_name = 'rq_inspect', callback = inspect, flags = {'no-writes'}}

