@@ -145,19 +145,20 @@ class Coordinator:
 
     # -- reads ---------------------------------------------------------------
 
-    def read(self, key: bytes, r: int, done: Done) -> None:
-        """``done`` gets the merged ``Versioned`` or a ``ReplyError``."""
+    def read(self, key: bytes, r: int, done: Done, *, plain: bool = False) -> None:
+        """``done`` gets the merged ``Versioned`` or a ``ReplyError``; with ``plain``,
+        the value a plain GET answers (bytes or None) instead of the object."""
         homes = self._homes[crc32(key) & _PARTITION_MASK]
-        on_reply = _Read(self, key, homes, r, done).on_reply
+        on_reply = _Read(self, key, homes, r, done, plain).on_reply
         for i, link in enumerate(homes):
             link.get(key, on_reply, i)
 
-    def read_many(self, keys: Sequence[bytes], r: int, done: Done) -> None:
+    def read_many(self, keys: Sequence[bytes], r: int, done: Done, *, plain: bool = False) -> None:
         """MGET: a quorum read per key (their GETs leave as one MGET per replica);
-        ``done`` gets the list of merged objects, or the first error."""
+        ``done`` gets the list of merged objects (values with ``plain``), or the first error."""
         part = gather(len(keys), done, list)
         for i, key in enumerate(keys):
-            self.read(key, r, part(i))
+            self.read(key, r, part(i), plain=plain)
 
     # -- writes --------------------------------------------------------------
 
@@ -246,12 +247,13 @@ def noquorum(op: str, got: int, needed: int, of: int, why: str = "") -> ReplyErr
 
 
 class _Read:
-    __slots__ = ("co", "key", "homes", "need", "done", "blobs", "same", "failures",
+    __slots__ = ("co", "key", "homes", "need", "done", "plain", "blobs", "same", "failures",
                  "answered", "finished", "why")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[ReplicaLink, ...], need: int,
-                 done: Done) -> None:
+                 done: Done, plain: bool = False) -> None:
         self.co = co
+        self.plain = plain
         self.key = key
         self.homes = homes
         self.need = need
@@ -292,6 +294,17 @@ class _Read:
         blobs = self.blobs
         co = self.co
         try:
+            if self.same and self.plain:  # the usual GET: one sibling, nothing to merge
+                blob = blobs[0][1]
+                if blob is None:
+                    co.sibling_counts.observe(0)
+                    self.done(None)
+                    return
+                value = clock.plain_value(blob, time.time_ns() // 1_000_000)
+                if value is not False:
+                    co.sibling_counts.observe(1)
+                    self.done(value)
+                    return
             if self.same:
                 merged = clock.decode(blobs[0][1])
             else:
@@ -307,7 +320,11 @@ class _Read:
             if live > co.soft_limit:
                 co.events.siblings_over_soft_limit(self.key, live)
         co.sibling_counts.observe(live)
-        self.done(merged)
+        if self.plain:
+            best = merged.winner(time.time_ns() // 1_000_000)
+            self.done(None if best is None else best.value)
+        else:
+            self.done(merged)
 
     def _drop_undecodable(self) -> None:
         """A replica holding bytes redquorum did not write counts as a failed replica."""

@@ -57,17 +57,13 @@ def err_expire(name: str) -> ReplyError:
 
 @command("GET", 2, "readonly fast", (1, 1, 1), "string", "Returns the string value of a key.")
 def cmd_get(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], value_of)
+    app.coordinator.read(args[1], s.r, batch.defer(), plain=True)
+    return DEFERRED
 
 
 @command("MGET", -2, "readonly fast", (1, -1, 1), "string", "Atomically returns the string values of one or more keys.")
 def cmd_mget(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    done = batch.defer()
-
-    def finish(result: Any) -> None:
-        done(result if isinstance(result, ReplyError) else [value_of(o) for o in result])
-
-    app.coordinator.read_many(args[1:], s.r, finish)
+    app.coordinator.read_many(args[1:], s.r, batch.defer(), plain=True)
     return DEFERRED
 
 

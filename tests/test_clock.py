@@ -30,11 +30,14 @@ from proxy.clock import (
     MAX_ACTOR,
     MAX_COUNTER,
     BadContext,
+    CorruptObject,
     Sibling,
     Versioned,
+    decode,
     decode_context,
     encode_context,
     normalise,
+    plain_value,
     sync,
     update,
 )
@@ -441,3 +444,19 @@ class ClockAlgebra(RuleBasedStateMachine):
 
 ClockAlgebra.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestClockAlgebra = ClockAlgebra.TestCase
+
+
+def test_plain_value_answers_what_the_winner_answers_for_one_sibling():
+    def blob(*sibs):
+        return msgpack.packb([1, [b"a", 9], [list(s) for s in sibs]], use_bin_type=False)
+
+    now = 1_000_000
+    live = (b"a", 1, 5, 0, 0, b"v")
+    cases = [live, (b"a", 1, 5, 1, 0, b""), (b"a", 1, 5, 0, now, b"v"), (b"a", 1, 5, 0, now + 1, b"v")]
+    for sib in cases:
+        data = blob(sib)
+        best = decode(data).winner(now)
+        assert plain_value(data, now) == (None if best is None else best.value)
+    assert plain_value(blob(live, (b"b", 1, 6, 0, 0, b"w")), now) is False  # siblings: decode
+    with pytest.raises(CorruptObject):
+        plain_value(b"\xc1garbage", now)
