@@ -26,6 +26,7 @@ import errno
 import logging
 import socket
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -238,18 +239,22 @@ class ReplicaLink:
         parser = self._parser
         parser.feed(data)
         pending = self._pending
-        observe = self.latency.observe
+        latency = self.latency  # observed inline: a method call per reply showed in profiles
+        counts, bounds = latency.counts, latency.bounds
         now = time.monotonic()
+        waited = 0.0
         while True:
             reply = parser.gets()
-            if reply is False:
+            if reply is False or pending is not self._pending:  # or a callback failed the link
                 break
             callback, queued = pending.popleft()
-            observe(now - queued)
+            counts[bisect_left(bounds, now - queued)] += 1
+            waited += now - queued
             try:
                 callback(reply)
             except Exception:  # a bug in one operation must not kill the link
                 log.exception("callback for replica %s failed", self.id)
+        latency.total += waited
 
     # -- lifetime ----------------------------------------------------------
 
@@ -317,7 +322,9 @@ class ReplicaLink:
         self._out.clear()
         self._gets = None
         self._backlog = b""
-        pending, self._pending = self._pending, deque()
+        pending = list(self._pending)
+        self._pending.clear()  # a _deliver running below us must find nothing more to answer
+        self._pending = deque()
         if self._scope is not None:
             self._scope.cancel()
         for callback, _ in pending:

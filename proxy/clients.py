@@ -141,10 +141,9 @@ class ClientConn:
             if not cmd:
                 cmd = None
                 continue
-            if batch.pending and app.must_wait(cmd, batch):
-                self.carry = cmd
+            if not app.dispatch(session, cmd, batch):
+                self.carry = cmd  # it waits for this batch's replies
                 break
-            app.dispatch(session, cmd, batch)
             cmd = None
             count += 1
         if not batch.results and self.error is None:

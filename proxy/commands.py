@@ -65,6 +65,10 @@ class Command:
     step: int = 0
     group: str = "generic"
     summary: str = ""
+    writes: bool = False  # "write" in flags
+    # keyless, and reads or writes the whole keyspace (KEYS, SCAN, FLUSHALL...) or changes
+    # how replies are encoded (HELLO, RESET): waits for every reply before it in a batch
+    barrier: bool = False
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         if not self.first_key:
@@ -83,8 +87,12 @@ TABLE: dict[bytes, Command] = {}
 def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (0, 0, 0),
             group: str = "generic", summary: str = "") -> Callable[[Callable[..., Any]], Any]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        TABLE[name.lower().encode()] = Command(name.lower(), fn, arity, tuple(flags.split()),
-                                               *keys, group=group, summary=summary)
+        names = tuple(flags.split())
+        barrier = not keys[0] and (name.lower() in ("hello", "reset") or "write" in names
+                                   or "readonly" in names)
+        TABLE[name.lower().encode()] = Command(name.lower(), fn, arity, names, *keys, group=group,
+                                               summary=summary, writes="write" in names,
+                                               barrier=barrier)
         return fn
     return register
 

@@ -3,7 +3,7 @@ dispatcher; client connections are served by proxy/clients.py.
 
 Every command of a client batch goes through ``dispatch``: table lookup, AUTH, arity,
 reserved keys, then the handler, which answers at once or defers its reply to a replica
-callback. ``must_wait`` says when a command has to wait for the replies before it.
+callback, unless it has to wait for the replies before it (``dispatch`` returns False).
 """
 
 from __future__ import annotations
@@ -193,40 +193,39 @@ class Proxy:
             else:
                 record(label, "ok", seconds)
 
-    def must_wait(self, cmd: list[bytes], batch: Batch) -> bool:
-        """Whether ``cmd`` must wait for the batch's pending replies: it touches a key an
-        earlier write of the batch touches, it reads or writes the whole keyspace (KEYS,
-        SCAN, FLUSHALL…), or it changes how replies are encoded (HELLO, RESET)."""
-        spec = TABLE.get(cmd[0].lower())
-        if spec is None:
-            return False
-        if not spec.first_key:
-            return spec.name in ("hello", "reset") or "write" in spec.flags or "readonly" in spec.flags
-        written = batch.written
-        return bool(written) and any(key in written for key in spec.keys(cmd))
-
-    def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> None:
-        self.total_commands += 1
+    def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
+        """Run one command of ``batch``; False, doing nothing, when it has to wait for
+        the batch's pending replies: it touches a key an earlier write of the batch
+        touches, or it is a barrier (see ``Command.barrier``)."""
         name = args[0].lower()
-        batch.names.append(name)
         spec = TABLE.get(name)
+        keys: list[bytes] = []
+        if spec is not None:
+            if spec.first_key:
+                keys = spec.keys(args)
+                written = batch.written
+                if written and batch.pending and any(key in written for key in keys):
+                    return False
+            elif spec.barrier and batch.pending:
+                return False
+        self.total_commands += 1
+        batch.names.append(name)
         if spec is None:
             text = name.decode(errors="replace")
             batch.results.append(unsupported(text) if text in UNSUPPORTED else unknown_command(args))
-            return
+            return True
         if not session.authenticated and "noauth" not in spec.flags:
             batch.results.append(NOAUTH)
-            return
+            return True
         if not arity_ok(spec, len(args)):
             batch.results.append(err_arity(spec.name))
-            return
-        if spec.first_key:
-            keys = spec.keys(args)
+            return True
+        if keys:
             bad = check_reserved(keys)
             if bad is not None:
                 batch.results.append(bad)
-                return
-            if "write" in spec.flags:
+                return True
+            if spec.writes:
                 batch.written.update(keys)
         try:
             result = spec.handler(self, session, args, batch)
@@ -235,6 +234,7 @@ class Proxy:
             result = ReplyError(f"ERR redquorum: internal error in '{spec.name}' (see the proxy log)")
         if result is not DEFERRED:
             batch.results.append(result)
+        return True
 
     # -- helpers for commands ---------------------------------------------------
 
