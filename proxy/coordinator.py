@@ -214,6 +214,10 @@ class Coordinator:
     def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
                     op_args: Sequence[bytes], synced: Sequence[bytes] | None = None) -> bytes:
         now = b"%d" % (time.time_ns() // 1000)
+        if (op == b"set" and context == b"*" and synced is None and op_args[3] == b""
+                and op_args[4] == b"0" and op_args[1] != b"keep"):
+            expire_at = op_args[2] if op_args[1] == b"at" else b"0"
+            return self._set_payload(key, actor, now, op_args[0], expire_at)
         if synced is None:
             head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
                 10 + len(op_args), len(key), key)
@@ -226,6 +230,14 @@ class Coordinator:
         for arg in op_args:
             parts.append(constant(arg) or bulk(arg))
         return b"".join(parts)
+
+    def _set_payload(self, key: bytes, actor: bytes, now: bytes, value: bytes,
+                     expire_at: bytes) -> bytes:
+        """rq_set: a plain SET, the most common write, in its own compact function."""
+        return b"".join([b"*10\r\n$5\r\nFCALL\r\n$6\r\nrq_set\r\n$1\r\n1\r\n", bulk(key),
+                         self._constant_bulks.get(actor) or bulk(actor),
+                         b"$%d\r\n%b\r\n" % (len(now), now), self._limits_bulk, bulk(value),
+                         self._constant_bulks.get(expire_at) or bulk(expire_at)])
 
     # -- inspection ----------------------------------------------------------
 

@@ -454,6 +454,43 @@ local function put(keys, args)
   return put_on(keys[1], old, clock, sibs, args)
 end
 
+-- rq_set key | actor now_us grace_ms sibling_hard_limit value expire_at_ms : the plain
+-- SET (no NX/XX, GET or KEEPTTL), the most common write. The same result as rq_put with context '*' and op
+-- set (tests/test_lua_parity.py holds them to it), without the general path's argument
+-- unpacking, operation dispatch and context handling: with context '*' every stored
+-- sibling is covered, so the new object is the clock plus the new dot, and one sibling.
+local function set(keys, args)
+  if not ready then init() end
+  local key = keys[1]
+  local old = call('GET', key)
+  local clock, sibs = decode(old)
+  local newest = 0
+  local i, s = 1, sibs[1]
+  while s ~= nil do
+    local c = clock[s[1]]
+    if c == nil or not (c >= s[2]) then  -- a sibling the clock does not cover: general path
+      local mode = 'at'
+      if args[6] == '0' then mode = '' end
+      return put_on(key, old, clock, sibs,
+        {args[1], args[2], '*', args[3], args[4], 'set', args[5], mode, args[6], '', '0'})
+    end
+    if s[3] > newest then newest = s[3] end
+    i = i + 1
+    s = sibs[i]
+  end
+  local actor = args[1]
+  local counter = (clock[actor] or 0) + 1
+  if counter > 9007199254740991 then
+    error({err = 'ERR redquorum: version counter of ' .. actor .. ' would pass 2^53'})
+  end
+  clock[actor] = counter
+  local ts = tonumber(args[2])
+  if newest >= ts then ts = newest + 1 end
+  local blob, pxat = store(key, clock, {{actor, counter, ts, 0, tonumber(args[6]), args[5]}},
+    args[3], old)
+  return {blob, false, old or false, pxat}
+end
+
 -- rq_put_synced key | count object... actor now_us context ... (as rq_put)
 -- Read-modify-write operations first sync what a quorum read found on the replicas, so
 -- a coordinator that missed the latest acknowledged write never applies an INCR (say)
@@ -694,6 +731,7 @@ local function randomkey(keys, args)
 end
 
 redis.register_function('rq_put', put)
+redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)
 redis.register_function('rq_merge', merge)
 redis.register_function('rq_replace', replace)
