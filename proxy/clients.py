@@ -171,7 +171,11 @@ class ClientConn:
     def _answer(self, batch: Batch) -> None:
         self.app.record_batch(batch, time.monotonic() - self.started)
         proto = self.session.proto
-        data = b"".join([encode(r, proto) for r in batch.results])
+        results = batch.results
+        if len(results) == 1:
+            data = encode(results[0], proto)
+        else:
+            data = b"".join([encode(r, proto) for r in results])
         if self.error is not None:
             data += encode(ReplyError(f"ERR {self.error}"))
         self._send(data)

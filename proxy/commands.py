@@ -39,7 +39,7 @@ class Batch:
         self.names: list[bytes] = []  # the command name of each result, for metrics
         self.pending = 0
         self.on_done: Callable[[], None] | None = None
-        self.written: set[bytes] = set()
+        self.written: set[bytes] | None = None  # keys the batch writes, made on the first
 
     def defer(self) -> Callable[[Any], None]:
         index = len(self.results)

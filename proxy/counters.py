@@ -42,19 +42,32 @@ class LocalHistogram:
         return sum(self.counts)
 
 
-class CommandStats:
-    """Per command name: how many ended ok / error / noquorum, and their latency."""
+OUTCOMES = ("ok", "error", "noquorum")
 
-    __slots__ = ("outcomes", "latency")
+
+class CommandStats:
+    """Per command name: how many ended ok / error / noquorum, and their latency.
+
+    A batch's commands share one latency (the batch's), so its bucket is found once per
+    batch and each command costs a dict lookup and three increments."""
+
+    __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self.outcomes: dict[tuple[str, str], int] = {}
-        self.latency: dict[str, LocalHistogram] = {}
+        # name -> [ok, error, noquorum, histogram]
+        self._entries: dict[str, list] = {}
 
-    def record(self, name: str, outcome: str, seconds: float) -> None:
-        key = (name, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
-        histogram = self.latency.get(name)
-        if histogram is None:
-            histogram = self.latency[name] = LocalHistogram()
-        histogram.observe(seconds)
+    def entry(self, name: str) -> list:
+        found = self._entries.get(name)
+        if found is None:
+            found = self._entries[name] = [0, 0, 0, LocalHistogram()]
+        return found
+
+    @property
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        return {(name, outcome): entry[i] for name, entry in list(self._entries.items())
+                for i, outcome in enumerate(OUTCOMES) if entry[i]}
+
+    @property
+    def latency(self) -> dict[str, LocalHistogram]:
+        return {name: entry[3] for name, entry in list(self._entries.items())}

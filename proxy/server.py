@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import time
+from bisect import bisect_left
 from typing import Any
 
 import trio
@@ -36,7 +37,7 @@ from .commands import (
 )
 from .config import Config
 from .coordinator import Coordinator, Events
-from .counters import CommandStats
+from .counters import LATENCY_BUCKETS, CommandStats
 from .handoff import Handoff
 from .health import Canary
 from .resp import ReplyError
@@ -181,17 +182,24 @@ class Proxy:
     def record_batch(self, batch: Batch, seconds: float) -> None:
         """Count each command of a batch by outcome, with the batch's latency."""
         labels = self._labels
-        record = self.command_stats.record
+        entry = self.command_stats.entry
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
                 label = "other"
                 if name in TABLE:  # bounded: only real command names become labels
                     label = labels[name] = TABLE[name].name
-            if type(result) is ReplyError:
-                record(label, "noquorum" if result.text.startswith("NOQUORUM") else "error", seconds)
+            counts = entry(label)
+            if type(result) is not ReplyError:
+                counts[0] += 1
+            elif result.text.startswith("NOQUORUM"):
+                counts[2] += 1
             else:
-                record(label, "ok", seconds)
+                counts[1] += 1
+            histogram = counts[3]
+            histogram.counts[bucket] += 1
+            histogram.total += seconds
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
@@ -226,7 +234,10 @@ class Proxy:
                 batch.results.append(bad)
                 return True
             if spec.writes:
-                batch.written.update(keys)
+                if batch.written is None:
+                    batch.written = set(keys)
+                else:
+                    batch.written.update(keys)
         try:
             result = spec.handler(self, session, args, batch)
         except Exception:
