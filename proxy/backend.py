@@ -5,10 +5,12 @@ plus a callback; replies come back in order, so the link keeps a FIFO of callbac
 and calls each with the reply (or a ``ReplicaFailure``). Per request there is no task,
 no Event and no cancel scope: those dominated a naive proxy's profile. Instead:
 
-* requests are appended to a buffer and the link is marked dirty; once per scheduling
-  round the ``Flusher`` sends each dirty link's buffer with one non-blocking ``send``.
-  A writer task only wakes for what the kernel did not take. Consecutive GETs, from any
-  clients, leave as one MGET.
+* requests are appended to a buffer and the link is marked dirty; at the end of the
+  reactor's pass (proxy/reactor.py), or once per scheduling round for requests made
+  elsewhere, the ``Flusher`` sends each dirty link's buffer with one non-blocking
+  ``send``. A writer task only wakes for what the kernel did not take. Consecutive
+  GETs, from any clients, leave as one MGET.
+* replies are read from the reactor's pass, not by a task per link.
 * a watchdog per link times the oldest request from when it was queued; past the
   replica timeout the link fails every pending request, closes the socket (so no late
   reply can be mistaken for another request's) and reconnects with backoff. While it is
@@ -24,19 +26,25 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .counters import LocalHistogram
 from .resp import ReplyError, ReplyParser, encode_command
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .reactor import Reactor
+
 log = logging.getLogger("redquorum.backend")
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP
 
 Callback = Callable[[Any], None]
 
@@ -78,14 +86,15 @@ class Flusher:
     batch instead cost three send() calls per operation: half the proxy's CPU.)
     """
 
-    __slots__ = ("dirty", "_lot")
+    __slots__ = ("dirty", "held", "_lot")
 
     def __init__(self) -> None:
         self.dirty: list[ReplicaLink] = []
+        self.held = False  # the reactor (proxy/reactor.py) flushes at the end of its pass
         self._lot = trio.lowlevel.ParkingLot()
 
     def mark(self, link: ReplicaLink) -> None:
-        if not self.dirty:
+        if not self.dirty and not self.held:
             self._lot.unpark()
         self.dirty.append(link)
 
@@ -146,6 +155,7 @@ class ReplicaLink:
         timeout: float,
         library: bytes,
         password: str | None = None,
+        reactor: Reactor,
         on_state: Callable[[ReplicaLink, bool], None] | None = None,
     ) -> None:
         self.id = replica_id
@@ -160,6 +170,7 @@ class ReplicaLink:
         self._library = library
         self._password = password
         self._on_state = on_state
+        self._reactor = reactor  # replies are read from its pass
         self.latency = LocalHistogram()  # queueing to reply, every request
         self._sock: socket.socket | None = None
         self._out: list[bytes | _GetGroup] = []
@@ -285,7 +296,8 @@ class ReplicaLink:
             try:
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
-                    nursery.start_soon(self._reader, sock)
+                    self._reactor.watch(sock.fileno(), _READABLE, partial(self._on_readable, sock))
+                    self._on_readable(sock, 0)  # what arrived before the watch
                     nursery.start_soon(self._writer, sock)
                     nursery.start_soon(self._watchdog)
             finally:
@@ -318,6 +330,7 @@ class ReplicaLink:
         self._set_up(False)
         sock, self._sock = self._sock, None
         if sock is not None:
+            self._reactor.unwatch(sock.fileno())
             sock.close()
         self._out.clear()
         self._gets = None
@@ -338,13 +351,13 @@ class ReplicaLink:
         if self.up:
             self._fail(CLOSED, why)
 
-    async def _reader(self, sock: socket.socket) -> None:
-        while True:
+    def _on_readable(self, sock: socket.socket, events: int) -> None:
+        """From the reactor's pass: read everything there is (edge-triggered)."""
+        while sock is self._sock:
             try:
                 data = sock.recv(262144)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                continue
+                return
             except OSError as exc:
                 self._fail(CLOSED, f"receive failed: {exc}")
                 return

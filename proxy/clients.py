@@ -1,13 +1,9 @@
-"""Client connections, served by one trio task over a private epoll set.
+"""Client connections, served from the reactor (proxy/reactor.py), not a task each.
 
-Why not one trio task per client: at one request per round trip (redis-benchmark -P 1,
-most real clients), each request cost the client task two wake-ups (socket readable,
-replies ready) and one ``epoll_ctl``, because trio re-arms a one-shot registration on
-every wait. Those were a third of the proxy's CPU per operation. Here every client
-socket is registered once, edge-triggered, in an epoll set of our own; the reactor
-task waits (through trio) for that set's fd to become readable, then serves every
-ready client in one pass. A batch whose replies arrive later is answered from the
-replica callback that completes it, so a client costs no task switch at all.
+Each client socket is registered once in the reactor's epoll set. When it is readable,
+the connection reads, parses and dispatches from the reactor's pass; a batch whose
+replies arrive later is answered from the replica callback that completes it. A client
+costs no task switch at all (a task per client cost two and an ``epoll_ctl`` per request).
 
 A connection's life, batch by batch:
 
@@ -32,21 +28,19 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-import trio
-
 from .commands import Batch
 from .resp import ProtocolError, ReplyError, RequestParser, encode
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .reactor import Reactor
     from .server import Proxy, Session
 
 log = logging.getLogger("redquorum.clients")
 
 MAX_BATCH = 512
 RECV_SIZE = 65536
-MAX_EVENTS = 256
 READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP
 
 
 class ClientConn:
@@ -55,7 +49,7 @@ class ClientConn:
     __slots__ = ("app", "reactor", "sock", "fd", "session", "parser", "batch", "carry",
                  "out", "readable", "closed", "started", "error")
 
-    def __init__(self, app: Proxy, reactor: ClientReactor, sock: socket.socket,
+    def __init__(self, app: Proxy, reactor: Reactor, sock: socket.socket,
                  session: Session) -> None:
         self.app = app
         self.reactor = reactor
@@ -101,7 +95,7 @@ class ClientConn:
             if not self.readable:
                 return
             if not budget:
-                self.reactor.later(self)
+                self.reactor.later(self.advance)
                 return
             budget -= 1
             try:
@@ -196,61 +190,15 @@ class ClientConn:
         # The rest goes when EPOLLOUT says the kernel has room; until then nothing is read.
         self.out = data[sent:] if sent < len(data) else b""
 
+    def open(self) -> None:
+        self.reactor.watch(self.fd, EVENTS, self.on_event)
+        self.advance()  # a client may have sent its first command with the handshake
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self.batch = None
-        self.reactor.remove(self)
-
-
-class ClientReactor:
-    """The task that serves every client connection of one proxy process."""
-
-    def __init__(self, app: Proxy) -> None:
-        self.app = app
-        self._epoll = select.epoll()
-        self._conns: dict[int, ClientConn] = {}
-        self._backlog: list[ClientConn] = []  # clients with data left after their turn
-
-    def add(self, sock: socket.socket, session: Session) -> ClientConn:
-        conn = ClientConn(self.app, self, sock, session)
-        self._conns[conn.fd] = conn
-        self._epoll.register(conn.fd, MASK)
-        conn.advance()  # a client may have sent its first command with the handshake
-        return conn
-
-    def remove(self, conn: ClientConn) -> None:
-        if self._conns.get(conn.fd) is conn:
-            del self._conns[conn.fd]
-            try:
-                self._epoll.unregister(conn.fd)
-            except OSError:
-                pass
-        conn.sock.close()
-        self.app.client_gone(conn.session)
-
-    def later(self, conn: ClientConn) -> None:
-        self._backlog.append(conn)
-
-    async def run(self) -> None:
-        epoll = self._epoll
-        conns = self._conns
-        try:
-            while True:
-                if self._backlog:
-                    await trio.lowlevel.checkpoint()  # let the replica links run first
-                else:
-                    await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, events in epoll.poll(0, MAX_EVENTS):
-                    conn = conns.get(fd)
-                    if conn is not None:
-                        conn.on_event(events)
-                backlog, self._backlog = self._backlog, []
-                for conn in backlog:
-                    if not conn.closed:
-                        conn.advance()
-        finally:
-            for conn in list(conns.values()):
-                conn.close()
-            epoll.close()
+        self.reactor.unwatch(self.fd)
+        self.sock.close()
+        self.app.client_gone(self.session)

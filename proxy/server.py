@@ -22,7 +22,7 @@ import trio
 
 from . import __version__
 from .backend import Flusher, ReplicaLink
-from .clients import ClientReactor
+from .clients import ClientConn
 from .commanddata import CommandData
 from .commands import (
     DEFERRED,
@@ -40,6 +40,7 @@ from .coordinator import Coordinator, Events
 from .counters import LATENCY_BUCKETS, CommandStats
 from .handoff import Handoff
 from .health import Canary
+from .reactor import Reactor
 from .resp import ReplyError
 
 log = logging.getLogger("redquorum.server")
@@ -89,12 +90,14 @@ class Proxy:
         self.config = config
         self.started = time.time()
         self.flusher = Flusher()
+        self.reactor = Reactor(self.flusher)
         self.proxy_id = default_proxy_id()
         self.events = events or Events()
         library = library_code()
         self.links: dict[str, ReplicaLink] = {
             r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
                               timeout=config.replica_timeout, library=library,
+                              reactor=self.reactor,
                               password=r.password,
                               on_state=getattr(self.events, "replica_state", None))
             for r in config.replicas
@@ -115,7 +118,7 @@ class Proxy:
         self.handoff = Handoff(self)
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
-        self.reactor = ClientReactor(self)
+        self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
 
     # -- lifetime ------------------------------------------------------------
@@ -128,18 +131,20 @@ class Proxy:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.flusher.run)
+                nursery.start_soon(self.reactor.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
                 nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
-                nursery.start_soon(self.reactor.run)
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(self.canary.run)
                 nursery.start_soon(self.handoff.run)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
+            for client in list(self.clients.values()):
+                client.close()
 
     async def _accept_loop(self, lsock: socket.socket) -> None:
         while True:
@@ -170,9 +175,11 @@ class Proxy:
         count_connection = getattr(self.events, "client_connected", None)
         if count_connection:
             count_connection(1)
-        self.reactor.add(conn, session)
+        client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
+        client.open()
 
     def client_gone(self, session: Session) -> None:
+        self.clients.pop(session.id, None)
         if self.sessions.pop(session.id, None) is None:
             return
         count_connection = getattr(self.events, "client_connected", None)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import trio
 
 from proxy.backend import Flusher, ReplicaFailure, ReplicaLink
+from proxy.reactor import Reactor
 from proxy.server import library_code
 
 
 async def test_a_callback_that_fails_the_link_leaves_one_answer_per_request(replicas):
     replica = replicas[0]
     flusher = Flusher()
+    reactor = Reactor(flusher)
     link = ReplicaLink(replica.id, replica.host, replica.port, flusher=flusher, timeout=5.0,
-                       library=library_code())
+                       library=library_code(), reactor=reactor)
     answers: list[list[object]] = [[], [], []]
 
     def first(reply: object) -> None:
@@ -21,6 +23,7 @@ async def test_a_callback_that_fails_the_link_leaves_one_answer_per_request(repl
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flusher.run)
+        nursery.start_soon(reactor.run)
         await nursery.start(link.run)
         await link.wait_ready()
         # three requests in one write: their replies arrive together, in one read
