@@ -365,6 +365,8 @@ class ReplicaLink:
                 self._fail(CLOSED, "replica closed the connection")
                 return
             self._deliver(data)
+            if len(data) < 262144:
+                return  # drained (a recv more would only say EAGAIN): the next arrival is an edge
 
     async def _writer(self, sock: socket.socket) -> None:
         while True:

@@ -40,7 +40,11 @@ log = logging.getLogger("redquorum.clients")
 MAX_BATCH = 512
 RECV_SIZE = 65536
 READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP
+EVENTS = select.EPOLLIN | select.EPOLLRDHUP
+# EPOLLOUT only while replies wait for room: registered for good, every ACK that freed
+# send buffer space woke the reactor for nothing, about once per request.
+EVENTS_SENDING = EVENTS | select.EPOLLOUT
+EMPTY = memoryview(b"")
 
 
 class ClientConn:
@@ -59,7 +63,7 @@ class ClientConn:
         self.parser = RequestParser()
         self.batch: Batch | None = None  # dispatched, replies pending
         self.carry: list[bytes] | None = None  # parsed, waits for the batch before it
-        self.out = b""  # replies the kernel has not taken yet
+        self.out = EMPTY  # replies the kernel has not taken yet
         self.readable = True  # edge-triggered: data may be waiting until recv says EAGAIN
         self.closed = False
         self.started = 0.0
@@ -71,7 +75,9 @@ class ClientConn:
         if events & READ_EVENTS:
             self.readable = True
         if events & select.EPOLLOUT and self.out:
-            self._send(b"")
+            self._send_more()
+            if not self.out and not self.closed:
+                self.reactor.modify(self.fd, EVENTS)  # all out: stop watching for room
         self.advance()
 
     def advance(self) -> None:
@@ -177,18 +183,24 @@ class ClientConn:
     # -- output --------------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
-        if self.out:
-            data = self.out + data
+        """Send ``data`` (nothing is unsent when a batch is answered: the connection
+        reads no more until its replies are out)."""
+        self.out = memoryview(data)
+        self._send_more()
+        if self.out and not self.closed:
+            self.reactor.modify(self.fd, EVENTS_SENDING)
+
+    def _send_more(self) -> None:
+        # A memoryview: the rest of a large reply is sliced, never copied, per send.
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(self.out)
         except BlockingIOError:
-            sent = 0
+            return
         except OSError:
-            self.out = b""
+            self.out = EMPTY
             self.close()
             return
-        # The rest goes when EPOLLOUT says the kernel has room; until then nothing is read.
-        self.out = data[sent:] if sent < len(data) else b""
+        self.out = self.out[sent:]
 
     def open(self) -> None:
         self.reactor.watch(self.fd, EVENTS, self.on_event)

@@ -41,6 +41,11 @@ class Reactor:
         self._handlers[fd] = handler
         self._epoll.register(fd, events | select.EPOLLET)
 
+    def modify(self, fd: int, events: int) -> None:
+        """Change the events ``fd`` is watched for (its handler stays)."""
+        if fd in self._handlers:
+            self._epoll.modify(fd, events | select.EPOLLET)
+
     def unwatch(self, fd: int) -> None:
         """Forget ``fd``; call before closing it."""
         if self._handlers.pop(fd, None) is not None:

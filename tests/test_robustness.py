@@ -58,3 +58,23 @@ def test_large_values_round_trip(client):
     assert client.set("big", value)
     assert client.get("big") == value
     assert client.strlen("big") == len(value)
+
+
+def test_a_client_that_reads_slowly_gets_every_reply_and_blocks_no_one(proxy):
+    value = b"v" * 1024 * 1024
+    client = proxy.client()
+    assert client.set("wide", value)
+    count = 32  # 32 MiB of replies: more than the socket buffers on both sides hold
+    with socket.create_connection(("127.0.0.1", proxy.port)) as slow:
+        slow.sendall(b"*2\r\n$3\r\nGET\r\n$4\r\nwide\r\n" * count)
+        # while its replies wait for room, everyone else is served
+        for i in range(20):
+            assert client.set(f"other{i}", i) and client.get(f"other{i}") == b"%d" % i
+        slow.settimeout(10)
+        expected = (b"$%d\r\n" % len(value) + value + b"\r\n") * count
+        received = bytearray()
+        while len(received) < len(expected):
+            chunk = slow.recv(1 << 20)
+            assert chunk, "the proxy closed the connection"
+            received += chunk
+        assert bytes(received) == expected
