@@ -331,6 +331,7 @@ class ReplicaLink:
         sock, self._sock = self._sock, None
         if sock is not None:
             self._reactor.unwatch(sock.fileno())
+            trio.lowlevel.notify_closing(sock)  # the writer task may be waiting on it
             sock.close()
         self._out.clear()
         self._gets = None
@@ -364,7 +365,12 @@ class ReplicaLink:
             if not data:
                 self._fail(CLOSED, "replica closed the connection")
                 return
-            self._deliver(data)
+            try:
+                self._deliver(data)
+            except Exception as exc:  # the reply stream itself is broken: start over
+                log.exception("replica %s sent an unreadable reply", self.id)
+                self._fail(CLOSED, f"unreadable reply: {exc}")
+                return
             if len(data) < 262144:
                 return  # drained (a recv more would only say EAGAIN): the next arrival is an edge
 

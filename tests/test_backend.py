@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
 from proxy.backend import Flusher, ReplicaFailure, ReplicaLink
@@ -39,3 +41,38 @@ async def test_a_callback_that_fails_the_link_leaves_one_answer_per_request(repl
     for later in answers[1:]:
         assert len(later) == 1
         assert later[0] == b"PONG" or isinstance(later[0], ReplicaFailure)
+
+
+async def test_an_unreadable_reply_fails_the_link_and_it_reconnects():
+    """A peer that breaks RESP mid-stream: the request fails once, the link starts over."""
+    connections = 0
+
+    async def fake_replica(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        await stream.receive_some()  # CLIENT SETNAME and FUNCTION LOAD
+        await stream.send_all(b"+OK\r\n$9\r\nredquorum\r\n")
+        if connections == 1:
+            await stream.receive_some()
+            await stream.send_all(b"?not RESP\r\n")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, fake_replica, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        flusher = Flusher()
+        reactor = Reactor(flusher)
+        # a replica timeout far past the deadline below: only the broken stream may end it
+        link = ReplicaLink("fake", "127.0.0.1", port, flusher=flusher, timeout=60.0,
+                           library=b"#!lua name=x\n", reactor=reactor)
+        nursery.start_soon(flusher.run)
+        nursery.start_soon(reactor.run)
+        await nursery.start(link.run)
+        await link.wait_ready()
+        answers: list[object] = []
+        link.request(b"*1\r\n$4\r\nPING\r\n", answers.append)
+        with trio.fail_after(10):
+            while connections < 2 or not link.up:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert len(answers) == 1 and isinstance(answers[0], ReplicaFailure)
