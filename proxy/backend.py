@@ -119,16 +119,15 @@ class _GetGroup:
     __slots__ = ("keys", "callbacks", "tags")
 
     def __init__(self) -> None:
-        self.keys: list[bytes] = []
+        self.keys: list[bytes] = []  # each as a RESP bulk string, ready to send
         self.callbacks: list[Callable[[Any, Any], None]] = []
         self.tags: list[Any] = []
 
     def encode(self) -> bytes:
         keys = self.keys
         if len(keys) == 1:
-            return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(keys[0]), keys[0])
-        return b"*%d\r\n$4\r\nMGET\r\n%b" % (
-            len(keys) + 1, b"".join([b"$%d\r\n%b\r\n" % (len(k), k) for k in keys]))
+            return b"*2\r\n$3\r\nGET\r\n" + keys[0]
+        return b"*%d\r\n$4\r\nMGET\r\n%b" % (len(keys) + 1, b"".join(keys))
 
     def deliver(self, reply: Any) -> None:
         callbacks = self.callbacks
@@ -204,11 +203,13 @@ class ReplicaLink:
             self._dirty = True
             self._flusher.mark(self)
 
-    def get(self, key: bytes, callback: Callable[[Any, Any], None], tag: Any) -> None:
+    def get(self, key: bytes, callback: Callable[[Any, Any], None], tag: Any,
+            encoded: bytes | None = None) -> None:
         """Queue a GET of ``key``; ``callback(tag, reply)`` gets its reply. Consecutive
         GETs (from any client) leave as one MGET, whose reply is handed out key by key:
         one request, one reply to parse and one callback from the link instead of one
-        per key. (The tag saves a closure per call.)"""
+        per key. (The tag saves a closure per call.) ``encoded``: the key as a RESP bulk
+        string, when the caller sends it to several links."""
         if not self.up:
             callback(tag, DOWN)
             return
@@ -220,7 +221,7 @@ class ReplicaLink:
             if not self._dirty:
                 self._dirty = True
                 self._flusher.mark(self)
-        group.keys.append(key)
+        group.keys.append(encoded or b"$%d\r\n%b\r\n" % (len(key), key))
         group.callbacks.append(callback)
         group.tags.append(tag)
 

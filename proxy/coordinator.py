@@ -156,8 +156,9 @@ class Coordinator:
         the value a plain GET answers (bytes or None) instead of the object."""
         homes = self._homes[crc32(key) & _PARTITION_MASK]
         on_reply = _Read(self, key, homes, r, done, plain).on_reply
+        encoded = b"$%d\r\n%b\r\n" % (len(key), key)  # once for the n links
         for i, link in enumerate(homes):
-            link.get(key, on_reply, i)
+            link.get(key, on_reply, i, encoded)
 
     def read_many(self, keys: Sequence[bytes], r: int, done: Done, *, plain: bool = False) -> None:
         """MGET: a quorum read per key (their GETs leave as one MGET per replica);
