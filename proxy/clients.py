@@ -123,6 +123,8 @@ class ClientConn:
 
     def _run_batch(self) -> bool:
         """Dispatch the commands buffered so far as one batch; False if there were none."""
+        if self.carry is None and not self.parser.buffered():
+            return False  # the usual case after a reply: nothing read yet
         app = self.app
         session = self.session
         batch = Batch()
