@@ -10,8 +10,8 @@ A connection's life, batch by batch:
 * read what the socket holds (one ``recv`` per turn: a client that floods the proxy
   goes to the back of the queue instead of starving the others);
 * parse it into commands; the commands of one read form a batch, dispatched before
-  anything is sent to the replicas (the ``Flusher`` sends each replica's share in one
-  write per scheduling round);
+  anything is sent to the replicas (the requests of every client served in a reactor
+  pass leave together at its end, one write per replica);
 * when the batch's last deferred reply arrives, all its replies leave in one ``send``
   in order, and the next batch starts. While replies are pending or unsent, the
   connection reads nothing more: that is the back-pressure a slow client gets.
