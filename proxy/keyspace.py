@@ -95,24 +95,17 @@ def _ttl(milliseconds: bool, absolute: bool) -> Callable[[Versioned], int]:
     return convert
 
 
+# (milliseconds, absolute) per command name
+_TTL_FORMS = {b"ttl": (False, False), b"pttl": (True, False),
+              b"expiretime": (False, True), b"pexpiretime": (True, True)}
+
+
 @command("TTL", 2, "readonly fast", (1, 1, 1), "generic", "Returns the expiration time in seconds of a key.")
-def cmd_ttl(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], _ttl(False, False))
-
-
 @command("PTTL", 2, "readonly fast", (1, 1, 1), "generic", "Returns the expiration time in milliseconds of a key.")
-def cmd_pttl(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], _ttl(True, False))
-
-
 @command("EXPIRETIME", 2, "readonly fast", (1, 1, 1), "generic", "Returns the expiration time of a key as a Unix timestamp.")
-def cmd_expiretime(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], _ttl(False, True))
-
-
 @command("PEXPIRETIME", 2, "readonly fast", (1, 1, 1), "generic", "Returns the expiration time of a key as a Unix milliseconds timestamp.")
-def cmd_pexpiretime(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], _ttl(True, True))
+def cmd_ttl(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    return read(app, s, batch, args[1], _ttl(*_TTL_FORMS[args[0].lower()]))
 
 
 # ---------------------------------------------------------------------------
