@@ -9,9 +9,11 @@ Theory of operation
    stores and returns the new object's bytes, with the bytes it held before. Both go
    unchanged to the other homes (``rq_replace``): a home that held the same bytes as
    the coordinator stores the new object as it is (GET, compare, SET: the new object
-   supersedes the old by construction), any other merges it as ``rq_merge`` does. The client is acknowledged after ``w`` acks,
-   the coordinator's included. If the coordinator does not answer, the next up home
-   coordinates; if it answered with an error about the command, the client gets it.
+   supersedes the old by construction), any other merges it as ``rq_merge`` does. A
+   plain SET runs ``rq_set``, the same computation in a compact function of its own.
+   The client is acknowledged after ``w`` acks, the coordinator's included. If the
+   coordinator does not answer, the next up home coordinates; if it answered with an
+   error about the command, the client gets it.
    Read-modify-write operations (INCR, APPEND, SET NX…) first read ``n - w + 1``
    homes, which always include one that acknowledged the latest write, and the
    coordinator syncs what they hold before applying the operation (``rq_put_synced``):
