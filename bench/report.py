@@ -12,8 +12,9 @@ from typing import Any
 from .memory import MemoryResult
 from .workload import Result, Workload
 
-METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op")
-CPU_METRICS = ("cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op")
+METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op",
+           "client_cpu_us_per_op")
+CPU_METRICS = ("cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op", "client_cpu_us_per_op")
 RATIOS = (("redquorum", "raw"), ("redquorum", "twemproxy"), ("twemproxy", "raw"))
 
 
@@ -29,6 +30,7 @@ class Run:
     cpu_us_per_op: float | None = None  # the front process: proxy, or redis itself for raw
     cpu_sys_us_per_op: float | None = None  # the kernel's part of cpu_us_per_op
     backend_cpu_us_per_op: float | None = None  # the redis-servers behind a proxy
+    client_cpu_us_per_op: float | None = None  # redis-benchmark itself
     error: str | None = None
 
     def metric(self, name: str) -> float | None:
@@ -79,7 +81,8 @@ def _num(value: float | None, fmt: str) -> str:
 
 def format_table(summary: list[dict[str, Any]]) -> str:
     header = (f"{'workload':<10} {'target':<10} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'cpu µs/op':>9} {'backend µs/op':>13} {'×raw':>6} {'×twemproxy':>10}")
+              f"{'cpu µs/op':>9} {'backend µs/op':>13} {'client µs/op':>12} {'×raw':>6} "
+              f"{'×twemproxy':>10}")
     lines = [header, "-" * len(header)]
     for entry in summary:
         for i, (target, m) in enumerate(entry["targets"].items()):
@@ -89,7 +92,8 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             lines.append(
                 f"{label:<10} {target:<10} {_num(m['rps'], ',.0f'):>9} {_num(m['p50_ms'], '.3f'):>8} "
                 f"{_num(m['p99_ms'], '.3f'):>8} {_num(m['cpu_us_per_op'], '.1f'):>9} "
-                f"{_num(m['backend_cpu_us_per_op'], '.1f'):>13} {_num(vs_raw, '.2f'):>6} "
+                f"{_num(m['backend_cpu_us_per_op'], '.1f'):>13} "
+                f"{_num(m['client_cpu_us_per_op'], '.1f'):>12} {_num(vs_raw, '.2f'):>6} "
                 f"{_num(vs_twem, '.2f'):>10}")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def prefill(opts: argparse.Namespace, targets: dict[str, Target]) -> None:
 def run_one(target: Target, workload: Workload, settings: Settings, round_no: int) -> Run:
     """One redis-benchmark run, with the CPU the target's processes spent on it."""
     front0, back0 = cpu_times([target.front_pid]), cpu_seconds(target.backend_pids)
+    client0 = _children_cpu()
     began = time.monotonic()
     entry = Run(round_no, target.name, workload, 0.0)
     try:
@@ -143,7 +145,15 @@ def run_one(target: Target, workload: Workload, settings: Settings, round_no: in
     entry.cpu_us_per_op = sum(front) * 1e6 / settings.requests
     entry.cpu_sys_us_per_op = front[1] * 1e6 / settings.requests
     entry.backend_cpu_us_per_op = back * 1e6 / settings.requests if target.backend_pids else None
+    entry.client_cpu_us_per_op = (_children_cpu() - client0) * 1e6 / settings.requests
     return entry
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children: the redis-benchmark runs (the
+    servers it started are still running, so they do not count)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def describe(entry: Run) -> str:
