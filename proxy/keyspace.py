@@ -144,24 +144,18 @@ def _expire(app: Proxy, s: Session, args: list[bytes], batch: Batch, name: str, 
                  [b"at", b"%d" % when, b",".join(sorted(flags))], lambda blob, changed: changed)
 
 
+# (seconds, relative) per command name
+_EXPIRE_FORMS = {b"expire": (True, True), b"pexpire": (False, True),
+                 b"expireat": (True, False), b"pexpireat": (False, False)}
+
+
 @command("EXPIRE", -3, "write fast", (1, 1, 1), "generic", "Sets the expiration time of a key in seconds.")
-def cmd_expire(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _expire(app, s, args, batch, "expire", True, True)
-
-
 @command("PEXPIRE", -3, "write fast", (1, 1, 1), "generic", "Sets the expiration time of a key in milliseconds.")
-def cmd_pexpire(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _expire(app, s, args, batch, "pexpire", False, True)
-
-
 @command("EXPIREAT", -3, "write fast", (1, 1, 1), "generic", "Sets the expiration time of a key to a Unix timestamp.")
-def cmd_expireat(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _expire(app, s, args, batch, "expireat", True, False)
-
-
 @command("PEXPIREAT", -3, "write fast", (1, 1, 1), "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp.")
-def cmd_pexpireat(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return _expire(app, s, args, batch, "pexpireat", False, False)
+def cmd_expire(app: Proxy, s: Session, args: list[bytes], batch: Batch) -> Any:
+    name = args[0].lower()
+    return _expire(app, s, args, batch, name.decode(), *_EXPIRE_FORMS[name])
 
 
 @command("PERSIST", 2, "write fast", (1, 1, 1), "generic", "Removes the expiration time of a key.")
