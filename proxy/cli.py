@@ -41,8 +41,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval", metavar="SECONDS",
                    help="freshness canary period (default 1; env REDQUORUM_HEARTBEAT_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
+    _antientropy(p)
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+
+
+def _antientropy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--antientropy-enabled", dest="antientropy_enabled", metavar="BOOL",
+                   help="run anti-entropy rounds (default true; env REDQUORUM_ANTIENTROPY_ENABLED)")
+    p.add_argument("--antientropy-interval", type=float, dest="antientropy_interval",
+                   metavar="SECONDS", help="seconds between anti-entropy rounds (default 10; "
+                                           "env REDQUORUM_ANTIENTROPY_INTERVAL)")
+    p.add_argument("--antientropy-keys-per-second", type=float,
+                   dest="antientropy_keys_per_second", metavar="N",
+                   help="objects anti-entropy compares per second, at most (default 5000; "
+                        "env REDQUORUM_ANTIENTROPY_KEYS_PER_SECOND)")
+    p.add_argument("--antientropy-rebuild-interval", type=float,
+                   dest="antientropy_rebuild_interval", metavar="SECONDS",
+                   help="seconds between rebuilds of each replica's digests from its data "
+                        "(default 3600; 0: only when missing; env REDQUORUM_ANTIENTROPY_REBUILD_INTERVAL)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
     p.add_argument("--version", action="version", version=f"redquorum {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,repair}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
                         description="Start N local redis-server replicas on free loopback ports "
@@ -71,6 +88,27 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="processes sharing the listening port (default 1; env REDQUORUM_WORKERS)")
     _common(serve)
+
+    repair = sub.add_parser(
+        "repair", help="run one anti-entropy round against the replicas and print what it repaired",
+        description="Compare the replicas' digests, partition by partition, and merge what "
+                    "differs into the replicas that lack it (the same exchange a proxy runs in "
+                    "the background). A progress bar goes to stderr.")
+    repair.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
+    repair.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
+                        help="a replica (repeat for each; env REDQUORUM_REPLICAS)")
+    repair.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
+    repair.add_argument("--mode", choices=["causal", "lww"], help="as the proxies run (env REDQUORUM_MODE)")
+    repair.add_argument("--partition", type=int, action="append", metavar="P",
+                        help="only this ring partition (0-4095; repeatable)")
+    repair.add_argument("--replica-id", dest="replica_id", metavar="ID",
+                        help="only compare and repair this replica")
+    repair.add_argument("--dry-run", action="store_true", dest="dry_run",
+                        help="only report the divergence; write nothing")
+    repair.add_argument("--json", action="store_true", help="print the result as JSON")
+    _antientropy(repair)
+    repair.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
+                        choices=["debug", "info", "warning", "error"])
     return p
 
 
@@ -85,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             return run_up(args)
+        if args.command == "repair":
+            return run_repair(args)
         return run_serve(args)
     except ConfigError as exc:
         print(f"redquorum: configuration error: {exc}", file=sys.stderr)
@@ -98,6 +138,96 @@ def run_serve(args: argparse.Namespace) -> int:
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    import json
+
+    import trio
+
+    from .replication.ring import PARTITIONS
+    from .server.repair import run_round
+
+    flags = {k: v for k, v in _flags(args).items()
+             if k not in ("partition", "replica_id", "dry_run", "json")}
+    config = load(flags)
+    for p in args.partition or []:
+        if not 0 <= p < PARTITIONS:
+            raise ConfigError(f"--partition {p} is outside 0..{PARTITIONS - 1}")
+    ids = [r.id for r in config.replicas]
+    if args.replica_id is not None and args.replica_id not in ids:
+        raise ConfigError(f"--replica-id {args.replica_id!r} is not one of {', '.join(ids)}")
+    bar = _ProgressBar(sys.stderr)
+    stats = trio.run(lambda: run_round(config, dry_run=args.dry_run, partitions=args.partition,
+                                       only=args.replica_id, progress=bar.show))
+    bar.close(stats)
+    report = {
+        "dry_run": args.dry_run,
+        "replicas_compared": stats.replicas,
+        "partitions_compared": stats.partitions,
+        "partitions_diverged": stats.partitions_diverged,
+        "partitions_leased_elsewhere": stats.partitions_leased,
+        "segments_diverged": stats.segments_diverged,
+        "segments_diverged_by_replica": stats.segments_by_replica,
+        "keys_compared": stats.keys_compared,
+        "keys_diverged": stats.keys_diverged,
+        "keys_repaired": stats.keys_repaired,
+        "keys_repaired_by_replica": stats.repaired,
+        "errors": stats.errors,
+        "seconds": round(stats.duration, 3),
+    }
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(f"replicas compared: {', '.join(stats.replicas) or 'none'}")
+        print(f"partitions: {stats.partitions} compared, {stats.partitions_diverged} diverged"
+              + (f", {stats.partitions_leased} being repaired by a proxy" if stats.partitions_leased else ""))
+        print(f"segments diverged: {stats.segments_diverged}")
+        print(f"keys: {stats.keys_compared} compared, {stats.keys_diverged} diverged, "
+              f"{stats.keys_repaired} repaired" + (" (dry run: nothing written)" if args.dry_run else ""))
+        for replica in ids:
+            if stats.repaired.get(replica) or stats.segments_by_replica.get(replica):
+                print(f"  {replica}: {stats.segments_by_replica.get(replica, 0)} segments diverged, "
+                      f"{stats.repaired.get(replica, 0)} keys repaired")
+        if stats.errors:
+            print(f"errors: {stats.errors} (see the log)")
+    if len(stats.replicas) < 2:
+        print("redquorum: fewer than two replicas with digests answered: nothing compared",
+              file=sys.stderr)
+        return 1
+    return 0 if stats.errors == 0 else 1
+
+
+class _ProgressBar:
+    """One line on stderr, redrawn in place on a terminal (a line per second otherwise)."""
+
+    def __init__(self, stream: Any) -> None:
+        import time
+
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.clock = time.monotonic
+        self.last = 0.0
+
+    def _line(self, stats: Any) -> str:
+        return (f"keys compared {stats.keys_compared}  segments differing {stats.segments_diverged}"
+                f"  keys repaired {stats.keys_repaired}  partitions differing {stats.partitions_diverged}")
+
+    def show(self, stats: Any) -> None:
+        now = self.clock()
+        if now - self.last < (0.1 if self.tty else 1.0):
+            return
+        self.last = now
+        if self.tty:
+            self.stream.write("\r[repair] " + self._line(stats) + "\x1b[K")
+        else:
+            self.stream.write("[repair] " + self._line(stats) + "\n")
+        self.stream.flush()
+
+    def close(self, stats: Any) -> None:
+        end = "\r" if self.tty else ""
+        self.stream.write(f"{end}[repair] {self._line(stats)}  done in {stats.duration:.1f}s\n")
+        self.stream.flush()
 
 
 def run_up(args: argparse.Namespace) -> int:

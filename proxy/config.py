@@ -49,6 +49,10 @@ class Config:
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
     workers: int = 1
+    antientropy_enabled: bool = True
+    antientropy_interval: float = 10.0  # seconds between rounds
+    antientropy_keys_per_second: float = 5000.0  # objects compared per second, at most
+    antientropy_rebuild_interval: float = 3600.0  # seconds between rebuilds of a replica's digests
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -84,6 +88,17 @@ def _int(value: Any, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _float(value: Any, name: str) -> float:
     try:
         return float(value)
@@ -106,6 +121,10 @@ SETTINGS = {
     "sibling_soft_limit": ("quorum", "sibling_soft_limit"),
     "sibling_hard_limit": ("quorum", "sibling_hard_limit"),
     "heartbeat_interval": ("proxy", "heartbeat_interval"),
+    "antientropy_enabled": ("antientropy", "enabled"),
+    "antientropy_interval": ("antientropy", "interval"),
+    "antientropy_keys_per_second": ("antientropy", "keys_per_second"),
+    "antientropy_rebuild_interval": ("antientropy", "rebuild_interval"),
 }
 
 
@@ -125,7 +144,7 @@ def load(
         for name, (section, key) in SETTINGS.items():
             if key in doc.get(section, {}):
                 raw[name] = doc[section][key]
-        unknown = set(doc) - {"proxy", "quorum", "replicas"}
+        unknown = set(doc) - {"proxy", "quorum", "replicas", "antientropy"}
         if unknown:
             raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
         if "replicas" in doc:
@@ -219,6 +238,17 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
     password = raw.get("password")
+    ae_enabled = _bool(raw.get("antientropy_enabled", True), "antientropy.enabled")
+    ae_interval = _float(raw.get("antientropy_interval", 10.0), "antientropy.interval")
+    if not 0.05 <= ae_interval <= 86400:
+        raise ConfigError(f"antientropy.interval={ae_interval} is outside 0.05..86400 seconds")
+    ae_rate = _float(raw.get("antientropy_keys_per_second", 5000.0), "antientropy.keys_per_second")
+    if not 1 <= ae_rate <= 1e7:
+        raise ConfigError(f"antientropy.keys_per_second={ae_rate} is outside 1..10000000")
+    ae_rebuild = _float(raw.get("antientropy_rebuild_interval", 3600.0),
+                        "antientropy.rebuild_interval")
+    if ae_rebuild < 0:
+        raise ConfigError("antientropy.rebuild_interval must not be negative (0: only when missing)")
 
     return Config(
         replicas=tuple(replicas),
@@ -235,4 +265,8 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
         workers=workers,
+        antientropy_enabled=ae_enabled,
+        antientropy_interval=ae_interval,
+        antientropy_keys_per_second=ae_rate,
+        antientropy_rebuild_interval=ae_rebuild,
     )

@@ -29,6 +29,227 @@ local function init()
   ready = true
 end
 
+---------------------------------------------------------------------------
+-- Anti-entropy digests
+--[[
+Every replica keeps, kept current by the very calls that store objects, a digest of what
+it holds, so that replicas are compared by a few hashes instead of by their data
+(Riak's TicTac AAE). Key k lives in partition p = crc32(k) & 4095 (the ring's partition,
+proxy/replication/ring.py) and segment s = (crc32(k) >> 12) & 63 of that partition. Its
+entry is the first 72 bits of sha1(#k .. ':' .. k .. stored bytes), as 18 hex digits;
+a segment's digest is the XOR of its keys' entries, a partition's root the XOR of its
+segments. XOR makes every update O(1): XOR out the key's old entry, XOR in the new one
+(LuaBitOp works on 32-bit ints, so the 72 bits are three 24-bit chunks).
+
+Keys, all under __rq:aae: (hidden from clients), for digest generation g:
+  __rq:aae:state           hash: gen (complete generation), building (being rebuilt),
+                           cursor (its SCAN cursor), built_at (ms), drop/dcursor (an old
+                           generation being deleted)
+  __rq:aae:<g>:r           hash: partition -> root (absent: zero)
+  __rq:aae:<g>:s:<p>       hash: segment -> digest (absent: zero)
+  __rq:aae:<g>:k:<p>:<s>   hash: key -> entry: the keys of one segment, listed without a scan
+
+Changes made behind the proxy's back (DEL, FLUSHALL, eviction, Redis dropping a key at
+its PXAT) do not pass here: rq_aae_rebuild builds a new generation from a SCAN of the
+data in bounded steps, while writes keep both generations current, then swaps it in.
+A replica with no state at all (emptied, or restored from a snapshot older than the
+digests) starts a rebuild on its first write; an empty one needs none.
+]]
+
+local AAE = '__rq:aae:'
+local AAE_STATE = '__rq:aae:state'
+local AAE_SEGMENTS = 64
+local AAE_ZERO = '000000000000000000'
+local aae_call, aae_byte, aae_sub, aae_format, aae_concat
+local bxor, band, rshift, bnot, sha1hex
+local crc_table
+
+local function aae_init()
+  aae_call, aae_byte, aae_sub, aae_format, aae_concat =
+    redis.call, string.byte, string.sub, string.format, table.concat
+  bxor, band, rshift, bnot, sha1hex = bit.bxor, bit.band, bit.rshift, bit.bnot, redis.sha1hex
+  local t = {}
+  for i = 0, 255 do
+    local c = i
+    for _ = 1, 8 do
+      if band(c, 1) == 1 then c = bxor(rshift(c, 1), 0xEDB88320) else c = rshift(c, 1) end
+    end
+    t[i] = c
+  end
+  crc_table = t
+end
+
+-- zlib's crc32, the ring's partition hash
+local function crc32(s)
+  local crc, t = -1, crc_table
+  for i = 1, #s do
+    crc = bxor(rshift(crc, 8), t[band(bxor(crc, aae_byte(s, i)), 255)])
+  end
+  return bnot(crc)
+end
+
+local function aae_place(key)
+  local c = crc32(key)
+  return band(c, 4095), band(rshift(c, 12), AAE_SEGMENTS - 1)
+end
+
+local function aae_entry(key, blob)
+  return aae_sub(sha1hex(#key .. ':' .. key .. blob), 1, 18)
+end
+
+local function hex_xor(a, b)
+  return aae_format('%06x%06x%06x',
+    bxor(tonumber(aae_sub(a, 1, 6), 16), tonumber(aae_sub(b, 1, 6), 16)),
+    bxor(tonumber(aae_sub(a, 7, 12), 16), tonumber(aae_sub(b, 7, 12), 16)),
+    bxor(tonumber(aae_sub(a, 13, 18), 16), tonumber(aae_sub(b, 13, 18), 16)))
+end
+
+local function xor_into(hash, field, delta)
+  local v = hex_xor(aae_call('HGET', hash, field) or AAE_ZERO, delta)
+  if v == AAE_ZERO then aae_call('HDEL', hash, field) else aae_call('HSET', hash, field, v) end
+end
+
+-- Sets key's entry in generation gen (entry false: the key is gone).
+local function aae_apply(gen, key, p, s, entry)
+  local keys = AAE .. gen .. ':k:' .. p .. ':' .. s
+  local old = aae_call('HGET', keys, key)
+  if old == entry then return end
+  if entry then aae_call('HSET', keys, key, entry) else aae_call('HDEL', keys, key) end
+  local delta = hex_xor(old or AAE_ZERO, entry or AAE_ZERO)
+  xor_into(AAE .. gen .. ':s:' .. p, s, delta)
+  xor_into(AAE .. gen .. ':r', p, delta)
+end
+
+local function now_ms()
+  local t = aae_call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The hook: called just before ``key`` is stored as ``blob`` (false: deleted).
+local function aae_store(key, blob)
+  if not crc_table then aae_init() end
+  if aae_sub(key, 1, 9) == AAE then return end
+  local st = aae_call('HMGET', AAE_STATE, 'gen', 'building')
+  local gen, building = st[1], st[2]
+  if not gen and not building then
+    if aae_call('DBSIZE') == 0 then  -- nothing held yet: the empty digests are exact
+      gen = '1'
+      aae_call('HSET', AAE_STATE, 'gen', gen, 'built_at', now_ms())
+    else  -- data without digests: rq_aae_rebuild fills generation 1 from a scan
+      building = '1'
+      aae_call('HSET', AAE_STATE, 'building', building, 'cursor', '0')
+    end
+  end
+  local p, s = aae_place(key)
+  local entry = blob and aae_entry(key, blob)
+  if gen then aae_apply(gen, key, p, s, entry) end
+  if building then aae_apply(building, key, p, s, entry) end
+end
+
+-- rq_aae_roots : {1 when a complete generation exists else 0, {partition, root, ...},
+-- 1 while a rebuild runs else 0, built_at ms}
+local function aae_roots(keys, args)
+  if not crc_table then aae_init() end
+  local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at')
+  local building = 0
+  if st[2] then building = 1 end
+  if not st[1] then return {0, {}, building, 0} end
+  return {1, aae_call('HGETALL', AAE .. st[1] .. ':r'), building, tonumber(st[3]) or 0}
+end
+
+-- rq_aae_segments partition... : per partition {segment, digest, ...}
+local function aae_segments(keys, args)
+  if not crc_table then aae_init() end
+  local gen = aae_call('HGET', AAE_STATE, 'gen')
+  local out = {}
+  for i = 1, #args do
+    if gen then out[i] = aae_call('HGETALL', AAE .. gen .. ':s:' .. args[i]) else out[i] = {} end
+  end
+  return out
+end
+
+-- rq_aae_keys partition segment [partition segment ...] : per segment {key, entry, ...}
+local function aae_keys(keys, args)
+  if not crc_table then aae_init() end
+  local gen = aae_call('HGET', AAE_STATE, 'gen')
+  local out = {}
+  for i = 1, #args, 2 do
+    if gen then
+      out[#out + 1] = aae_call('HGETALL', AAE .. gen .. ':k:' .. args[i] .. ':' .. args[i + 1])
+    else
+      out[#out + 1] = {}
+    end
+  end
+  return out
+end
+
+-- rq_aae_objects key... : the stored bytes of each key (nil: none), one GET each
+local function aae_objects(keys, args)
+  if not crc_table then aae_init() end
+  local out = {}
+  for i = 1, #keys do out[i] = aae_call('GET', keys[i]) end
+  return out
+end
+
+-- rq_aae_refresh key... : each key's entry recomputed from what is stored (a key an
+-- exchange found gone, dropped at its PXAT, leaves the digests). Returns how many changed.
+local function aae_refresh(keys, args)
+  if not crc_table then aae_init() end
+  for i = 1, #keys do
+    local key = keys[i]
+    local t = aae_call('TYPE', key)['ok']
+    if t == 'string' then aae_store(key, aae_call('GET', key))
+    elseif t == 'none' then aae_store(key, false) end
+  end
+  return #keys
+end
+
+-- rq_aae_rebuild now_ms every_ms count : one bounded step of the digests' rebuild.
+-- Starts a new generation when there is none, or when the complete one is older than
+-- every_ms (0: only when there is none); SCANs about ``count`` keys into it; swaps it in
+-- when the scan is done, then deletes the old generation in later steps.
+-- Returns {phase ('idle'|'building'|'built'|'dropping'), keys visited}.
+local function aae_rebuild(keys, args)
+  if not crc_table then aae_init() end
+  local now, every, count = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'cursor', 'built_at', 'drop', 'dcursor')
+  local gen, building, cursor, built_at, drop = st[1], st[2], st[3], tonumber(st[4]), st[5]
+  if drop then
+    local reply = aae_call('SCAN', st[6] or '0', 'MATCH', AAE .. drop .. ':*', 'COUNT', count)
+    for _, k in ipairs(reply[2]) do aae_call('UNLINK', k) end
+    if reply[1] == '0' then
+      aae_call('HDEL', AAE_STATE, 'drop', 'dcursor')
+    else
+      aae_call('HSET', AAE_STATE, 'dcursor', reply[1])
+    end
+    return {'dropping', #reply[2]}
+  end
+  if not building then
+    if gen and (every <= 0 or now - (built_at or 0) < every) then return {'idle', 0} end
+    building = tostring((tonumber(gen) or 0) + 1)
+    cursor = '0'
+    aae_call('HSET', AAE_STATE, 'building', building, 'cursor', cursor)
+  end
+  local reply = aae_call('SCAN', cursor or '0', 'COUNT', count, 'TYPE', 'string')
+  for _, key in ipairs(reply[2]) do
+    if aae_sub(key, 1, 9) ~= AAE then
+      local blob = aae_call('GET', key)
+      local p, s = aae_place(key)
+      aae_apply(building, key, p, s, blob and aae_entry(key, blob))
+    end
+  end
+  if reply[1] ~= '0' then
+    aae_call('HSET', AAE_STATE, 'cursor', reply[1])
+    return {'building', #reply[2]}
+  end
+  aae_call('HSET', AAE_STATE, 'gen', building, 'built_at', now)
+  aae_call('HDEL', AAE_STATE, 'building', 'cursor')
+  if gen then aae_call('HSET', AAE_STATE, 'drop', gen, 'dcursor', '0') end
+  return {'built', #reply[2]}
+end
+
+-- (end of the anti-entropy digests)
+
 local function bytes_less(a, b)
   local la, lb = #a, #b
   local n = la
@@ -99,6 +320,7 @@ local function write_blob(key, blob, sibs, grace_ms)
   end
   -- Redis reads a Lua number argument as "%.17g": past 1e17 it is no longer an integer
   -- (expiries that far ahead, which Redis accepts, keep no Redis TTL: they are alive anyway)
+  aae_store(key, blob)
   if last then
     -- grace_ms comes as the argument's text: only a dead object needs it as a number
     local grace_ms = tonumber(grace_ms)
@@ -610,6 +832,7 @@ local function replace(keys, args)
   if cur == new then return 0 end
   if cur == expected or (cur == false and expected == '') then
     local pxat = args[4]
+    aae_store(key, new)
     if pxat == '0' then
       call('SET', key, new)
     else
@@ -741,3 +964,11 @@ redis.register_function{function_name = 'rq_inspect', callback = inspect, flags 
 redis.register_function{function_name = 'rq_live_count', callback = live_count, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_scan', callback = scan, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_randomkey', callback = randomkey, flags = {'no-writes'}}
+
+-- Anti-entropy digests
+redis.register_function{function_name = 'rq_aae_roots', callback = aae_roots, flags = {'no-writes'}}
+redis.register_function{function_name = 'rq_aae_segments', callback = aae_segments, flags = {'no-writes'}}
+redis.register_function{function_name = 'rq_aae_keys', callback = aae_keys, flags = {'no-writes'}}
+redis.register_function{function_name = 'rq_aae_objects', callback = aae_objects, flags = {'no-writes'}}
+redis.register_function('rq_aae_refresh', aae_refresh)
+redis.register_function('rq_aae_rebuild', aae_rebuild)

@@ -143,6 +143,9 @@ class Coordinator:
     def homes(self, key: bytes) -> tuple[Link, ...]:
         return self._homes[crc32(key) & _PARTITION_MASK]
 
+    def homes_of(self, partition: int) -> tuple[Link, ...]:
+        return self._homes[partition]
+
     # -- reads ---------------------------------------------------------------
 
     def read(self, key: bytes, r: int, done: Done, *, plain: bool = False) -> None:

@@ -37,6 +37,7 @@ from ..commands.table import (
 )
 from ..config import Config
 from ..protocol.resp import ReplyError
+from ..replication.antientropy import AntiEntropy
 from ..replication.canary import Canary
 from ..replication.coordinator import Coordinator, Events
 from ..replication.counters import LATENCY_BUCKETS, CommandStats
@@ -49,6 +50,8 @@ from .reactor import Reactor
 log = logging.getLogger("redquorum.server")
 
 HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
+ANTIENTROPY_TICK = 0.1  # seconds between anti-entropy steps (rounds start every interval)
+REBUILD_TICK = 1.0  # seconds between steps of the replicas' digest rebuilds
 
 
 async def every(interval: float, tick: Callable[[], None]) -> None:
@@ -102,6 +105,10 @@ class Proxy:
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
+        self.antientropy = AntiEntropy(
+            self.coordinator, owner=self.proxy_id, interval=config.antientropy_interval,
+            keys_per_second=config.antientropy_keys_per_second,
+            rebuild_interval=config.antientropy_rebuild_interval)
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
@@ -126,6 +133,9 @@ class Proxy:
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
                 nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
+                if self.config.antientropy_enabled:
+                    nursery.start_soon(every, ANTIENTROPY_TICK, self.antientropy.tick)
+                    nursery.start_soon(every, REBUILD_TICK, self.antientropy.rebuild_tick)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
