@@ -66,6 +66,7 @@ class Metrics(Events):
             self.replica_up.labels(replica.id).set(0)
         reg.register(_LagCollector(self))
         reg.register(_HotPathCollector(self))
+        reg.register(_AntiEntropyCollector(self))
 
     def attach(self, app: Proxy) -> None:
         self.app = app
@@ -186,3 +187,47 @@ class _HotPathCollector:
         yield requests
         yield duration
         yield replica
+
+
+class _AntiEntropyCollector:
+    """Anti-entropy rounds (proxy/replication/antientropy.py), read when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        rounds = CounterMetricFamily("redquorum_antientropy_rounds",
+                                     "Anti-entropy rounds this proxy completed")
+        repaired = CounterMetricFamily(
+            "redquorum_antientropy_keys_repaired",
+            "Keys anti-entropy merged into the replica because it lacked what another home held",
+            labels=["replica"])
+        diverged = GaugeMetricFamily(
+            "redquorum_antientropy_segments_diverged",
+            "Digest segments in which the replica differed from the other homes, last round",
+            labels=["replica"])
+        success = GaugeMetricFamily(
+            "redquorum_antientropy_last_success_timestamp_seconds",
+            "When the last anti-entropy round that compared every partition without error ended "
+            "(0: none yet)")
+        duration = GaugeMetricFamily("redquorum_antientropy_round_duration_seconds",
+                                     "How long the last completed anti-entropy round took")
+        app = self.metrics.app
+        ae = getattr(app, "antientropy", None)
+        if ae is not None:
+            rounds.add_metric([], ae.rounds)
+            for replica, count in list(ae.repaired_total.items()):
+                repaired.add_metric([replica], count)
+            for replica, count in list(ae.segments_diverged.items()):
+                diverged.add_metric([replica], count)
+            success.add_metric([], ae.last_success)
+            last = ae.round
+            if last is not None and last.done:
+                duration.add_metric([], last.duration)
+            else:
+                duration.add_metric([], 0.0)
+        yield rounds
+        yield repaired
+        yield diverged
+        yield success
+        yield duration

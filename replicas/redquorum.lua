@@ -60,14 +60,16 @@ local AAE = '__rq:aae:'
 local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
 local AAE_ZERO = '000000000000000000'
-local aae_call, aae_byte, aae_sub, aae_format, aae_concat
+local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local bxor, band, rshift, bnot, sha1hex
 local crc_table
 
 local function aae_init()
-  aae_call, aae_byte, aae_sub, aae_format, aae_concat =
-    redis.call, string.byte, string.sub, string.format, table.concat
-  bxor, band, rshift, bnot, sha1hex = bit.bxor, bit.band, bit.rshift, bit.bnot, redis.sha1hex
+  local g = _G  -- the globals themselves: this file's locals of the same names may be unset
+  aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor =
+    g.redis.call, g.string.byte, g.string.sub, g.string.format, g.tonumber, g.ipairs, g.tostring,
+    g.math.floor
+  bxor, band, rshift, bnot, sha1hex = g.bit.bxor, g.bit.band, g.bit.rshift, g.bit.bnot, g.redis.sha1hex
   local t = {}
   for i = 0, 255 do
     local c = i
@@ -99,9 +101,9 @@ end
 
 local function hex_xor(a, b)
   return aae_format('%06x%06x%06x',
-    bxor(tonumber(aae_sub(a, 1, 6), 16), tonumber(aae_sub(b, 1, 6), 16)),
-    bxor(tonumber(aae_sub(a, 7, 12), 16), tonumber(aae_sub(b, 7, 12), 16)),
-    bxor(tonumber(aae_sub(a, 13, 18), 16), tonumber(aae_sub(b, 13, 18), 16)))
+    bxor(aae_num(aae_sub(a, 1, 6), 16), aae_num(aae_sub(b, 1, 6), 16)),
+    bxor(aae_num(aae_sub(a, 7, 12), 16), aae_num(aae_sub(b, 7, 12), 16)),
+    bxor(aae_num(aae_sub(a, 13, 18), 16), aae_num(aae_sub(b, 13, 18), 16)))
 end
 
 local function xor_into(hash, field, delta)
@@ -122,7 +124,7 @@ end
 
 local function now_ms()
   local t = aae_call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return aae_num(t[1]) * 1000 + aae_floor(aae_num(t[2]) / 1000)
 end
 
 -- The hook: called just before ``key`` is stored as ``blob`` (false: deleted).
@@ -153,8 +155,11 @@ local function aae_roots(keys, args)
   local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at')
   local building = 0
   if st[2] then building = 1 end
-  if not st[1] then return {0, {}, building, 0} end
-  return {1, aae_call('HGETALL', AAE .. st[1] .. ':r'), building, tonumber(st[3]) or 0}
+  if not st[1] then
+    if aae_call('DBSIZE') == 0 then return {1, {}, 0, 0} end  -- nothing held: exact
+    return {0, {}, building, 0}
+  end
+  return {1, aae_call('HGETALL', AAE .. st[1] .. ':r'), building, aae_num(st[3]) or 0}
 end
 
 -- rq_aae_segments partition... : per partition {segment, digest, ...}
@@ -211,12 +216,12 @@ end
 -- Returns {phase ('idle'|'building'|'built'|'dropping'), keys visited}.
 local function aae_rebuild(keys, args)
   if not crc_table then aae_init() end
-  local now, every, count = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  local now, every, count = aae_num(args[1]), aae_num(args[2]), aae_num(args[3])
   local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'cursor', 'built_at', 'drop', 'dcursor')
-  local gen, building, cursor, built_at, drop = st[1], st[2], st[3], tonumber(st[4]), st[5]
+  local gen, building, cursor, built_at, drop = st[1], st[2], st[3], aae_num(st[4]), st[5]
   if drop then
     local reply = aae_call('SCAN', st[6] or '0', 'MATCH', AAE .. drop .. ':*', 'COUNT', count)
-    for _, k in ipairs(reply[2]) do aae_call('UNLINK', k) end
+    for _, k in aae_ipairs(reply[2]) do aae_call('UNLINK', k) end
     if reply[1] == '0' then
       aae_call('HDEL', AAE_STATE, 'drop', 'dcursor')
     else
@@ -226,12 +231,12 @@ local function aae_rebuild(keys, args)
   end
   if not building then
     if gen and (every <= 0 or now - (built_at or 0) < every) then return {'idle', 0} end
-    building = tostring((tonumber(gen) or 0) + 1)
+    building = aae_str((aae_num(gen) or 0) + 1)
     cursor = '0'
     aae_call('HSET', AAE_STATE, 'building', building, 'cursor', cursor)
   end
   local reply = aae_call('SCAN', cursor or '0', 'COUNT', count, 'TYPE', 'string')
-  for _, key in ipairs(reply[2]) do
+  for _, key in aae_ipairs(reply[2]) do
     if aae_sub(key, 1, 9) ~= AAE then
       local blob = aae_call('GET', key)
       local p, s = aae_place(key)

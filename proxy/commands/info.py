@@ -146,6 +146,28 @@ def _redquorum(app: App) -> list[str]:
     extra = getattr(app.events, "info_lines", None)
     if extra is not None:
         lines += extra()
+    return lines + _antientropy(app)
+
+
+def _antientropy(app: App) -> list[str]:
+    ae = getattr(app, "antientropy", None)
+    if ae is None:
+        return []
+    lines = [f"antientropy_enabled:{int(app.config.antientropy_enabled)}",
+             f"antientropy_rounds:{ae.rounds}",
+             f"antientropy_last_success:{int(ae.last_success)}",
+             f"antientropy_keys_repaired:{sum(ae.repaired_total.values())}"]
+    last = ae.round
+    if last is not None:
+        state = "done" if last.done else "running"
+        lines.append(
+            f"antientropy_last_round:state={state},started={int(last.started)},"
+            f"seconds={last.duration:.3f},replicas={len(last.replicas)},"
+            f"partitions={last.partitions},partitions_diverged={last.partitions_diverged},"
+            f"segments_diverged={last.segments_diverged},keys_compared={last.keys_compared},"
+            f"keys_repaired={last.keys_repaired},errors={last.errors}")
+    for replica, phase in sorted(ae.rebuild_phase.items()):
+        lines.append(f"antientropy_digests_{replica}:{phase}")
     return lines
 
 

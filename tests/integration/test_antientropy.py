@@ -1,0 +1,333 @@
+"""Anti-entropy: replicas converge with no client reads, at a cost that follows the divergence.
+
+Real redis-server replicas; divergence is made the way it happens (a replica restored from
+older files, a FLUSHALL run on one replica, writes that reached one replica only) and
+repaired by the proxy's background rounds or by ``redquorum repair``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redquorum.config import Replica, build
+from redquorum.replication import clock
+from redquorum.server.repair import run_round
+
+from tests.harness import ROOT, wait_for
+
+GRACE_MS = 3_600_000
+
+
+# -- digests, read back and recomputed ---------------------------------------------------
+
+def stored_digests(raw) -> tuple[dict, dict, dict]:
+    """(roots, segments, entries) of the replica's complete digest generation."""
+    gen = raw.hget("__rq:aae:state", "gen")
+    assert gen is not None, "the replica has no complete digests"
+    gen = gen.decode()
+    roots = {int(p): d.decode() for p, d in raw.hgetall(f"__rq:aae:{gen}:r").items()}
+    segments, entries = {}, {}
+    for name in raw.scan_iter(match=f"__rq:aae:{gen}:s:*", count=1000):
+        p = int(name.decode().rsplit(":", 1)[1])
+        segments[p] = {int(s): d.decode() for s, d in raw.hgetall(name).items()}
+    for name in raw.scan_iter(match=f"__rq:aae:{gen}:k:*", count=1000):
+        p, s = map(int, name.decode().split(":")[-2:])
+        found = {k: e.decode() for k, e in raw.hgetall(name).items()}
+        if found:
+            entries[(p, s)] = found
+    return roots, segments, entries
+
+
+def recomputed_digests(raw) -> tuple[dict, dict, dict]:
+    """The same three maps computed in Python from the replica's data."""
+    roots: dict[int, int] = {}
+    segments: dict[int, dict[int, int]] = {}
+    entries: dict[tuple[int, int], dict[bytes, str]] = {}
+    for key in raw.scan_iter(count=1000, _type="string"):
+        if key.startswith(b"__rq:aae:"):
+            continue
+        blob = raw.get(key)
+        if blob is None:
+            continue
+        crc = zlib.crc32(key)
+        p, s = crc & 4095, (crc >> 12) & 63
+        entry = hashlib.sha1(b"%d:" % len(key) + key + blob).hexdigest()[:18]
+        entries.setdefault((p, s), {})[key] = entry
+        segments.setdefault(p, {})[s] = segments.get(p, {}).get(s, 0) ^ int(entry, 16)
+        roots[p] = roots.get(p, 0) ^ int(entry, 16)
+    hexed_segments = {p: {s: f"{d:018x}" for s, d in segs.items() if d}
+                      for p, segs in segments.items()}
+    return ({p: f"{d:018x}" for p, d in roots.items() if d},
+            {p: segs for p, segs in hexed_segments.items() if segs}, entries)
+
+
+def roots_of(raw) -> dict:
+    reply = raw.fcall("rq_aae_roots", 0)
+    return {} if reply[0] != 1 else dict(zip(reply[1][::2], reply[1][1::2], strict=True))
+
+
+def converged(replicas, keys) -> bool:
+    raws = [replicas.raw(r.id) for r in replicas]
+    try:
+        first = [raws[0].get(k) for k in keys]
+        if any(b is None for b in first):
+            return False
+        if any([raw.get(k) for k in keys] != first for raw in raws[1:]):
+            return False
+        return all(roots_of(raw) == roots_of(raws[0]) for raw in raws[1:])
+    finally:
+        for raw in raws:
+            raw.close()
+
+
+def lookups(raw) -> int:
+    """Keyspace lookups the replica served (its own and its functions' commands)."""
+    stats = raw.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+               for name in ("get", "mget", "hgetall", "hget", "hmget", "scan", "smembers",
+                            "keys", "exists", "type"))
+
+
+def info_field(client, name: str):
+    return client.info("redquorum")[name]
+
+
+def repair_cli(replicas, *extra: str) -> tuple[dict, str]:
+    args = [sys.executable, "-m", "redquorum.cli", "repair", "--json"]
+    for r in replicas:
+        args += ["--replica", f"{r.id}={r.address}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDQUORUM_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def diverge_on(raw, keys, actor: bytes = b"r1") -> None:
+    """Writes that reached this replica only: coordinated there, never fanned out."""
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+    for i, key in enumerate(keys):
+        raw.fcall("rq_set", 1, key, actor, now + i, GRACE_MS, 100, b"only-here-" + key, 0)
+
+
+AE_FAST = ["--antientropy-interval", "0.3", "--heartbeat-interval", "3600"]
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+def test_wiped_replica_is_restored_without_reads(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=AE_FAST)
+    client = proxy.client()
+    keys = [f"wipe:{i}".encode() for i in range(400)]
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        pipe.set(k, b"v-" + k)
+    pipe.execute()
+    r3 = replicas.raw("r3")
+    r3.flushall()
+    wait_for(lambda: converged(replicas, keys), timeout=60, what="r3 to be refilled")
+    assert r3.dbsize() > len(keys)
+    assert stored_digests(r3) == recomputed_digests(r3)
+    assert stored_digests(r3)[0] == stored_digests(replicas.raw("r1"))[0]
+    assert int(info_field(client, "antientropy_keys_repaired")) >= len(keys)
+    assert info_field(client, "antientropy_last_round")["state"] in ("done", "running")
+
+
+def test_replica_restored_from_an_older_snapshot_converges(replicas, make_proxy, tmp_path):
+    proxy = make_proxy(replicas, extra=AE_FAST)
+    client = proxy.client()
+    old_keys = [f"snap:old:{i}".encode() for i in range(200)]
+    for k in old_keys:
+        client.set(k, b"first")
+    r3 = replicas.by_id("r3")
+    wait_for(lambda: all(replicas.raw("r3").get(k) for k in old_keys), what="r3 to hold the first batch")
+    r3.stop()
+    snapshot = tmp_path / "r3-snapshot"
+    shutil.copytree(r3.dir, snapshot)
+    r3.start()
+    wait_for(r3.ready, what="r3 to restart")
+    wait_for(lambda: info_field(client, "replicas_up") == 3, what="the proxy to see r3 again")
+    new_keys = [f"snap:new:{i}".encode() for i in range(200)]
+    for k in new_keys:
+        client.set(k, b"second")
+    for k in old_keys[:50]:
+        client.set(k, b"overwritten")
+    for k in old_keys[50:100]:
+        client.delete(k)
+    wait_for(lambda: replicas.raw("r3").get(new_keys[-1]) is not None, what="r3 to take the writes")
+    r3.stop()
+    for ident in ("r1", "r2"):  # anti-entropy alone must bring r3 back
+        replicas.raw(ident).delete("__rq:hints:r3")
+    shutil.rmtree(r3.dir)
+    shutil.copytree(snapshot, r3.dir)
+    r3.start()
+    wait_for(r3.ready, what="r3 to restart from the old files")
+    raw3 = replicas.raw("r3")
+    assert raw3.get(new_keys[0]) is None  # really the old data
+    wait_for(lambda: converged(replicas, old_keys + new_keys), timeout=60,
+             what="the restored replica to converge")
+    assert stored_digests(raw3) == recomputed_digests(raw3)
+    for k in old_keys[50:100]:
+        _, sibs = clock.decode(raw3.get(k)).clock, clock.decode(raw3.get(k)).siblings
+        assert all(s.tombstone for s in sibs)
+    assert client.get(old_keys[0]) == b"overwritten" and client.get(old_keys[60]) is None
+
+
+def test_cost_follows_divergence(replicas, make_proxy):
+    """20,000 keys, 20 of them diverged on one replica: a round reads the digests and about
+    20 segments' keys, not 20,000 keys."""
+    proxy = make_proxy(replicas, extra=["--antientropy-enabled", "false",
+                                        "--heartbeat-interval", "3600"])
+    client = proxy.client()
+    total = 20_000
+    for start in range(0, total, 2000):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, start + 2000):
+            pipe.set(f"cost:{i}", b"x")
+        pipe.execute()
+    proxy.stop()
+    raws = {r.id: replicas.raw(r.id) for r in replicas}
+    diverged = [f"cost:{i}".encode() for i in range(0, total, total // 20)]
+    diverge_on(raws["r1"], diverged)
+    for raw in raws.values():
+        raw.config_resetstat()
+    report, progress = repair_cli(replicas)
+    spent = {ident: lookups(raw) for ident, raw in raws.items()}
+    print("lookups per replica:", spent, "report:", report)
+    assert report["keys_diverged"] == 20
+    assert report["keys_repaired"] == 40  # r2 and r3 each took the 20 writes
+    assert report["keys_repaired_by_replica"] == {"r2": 20, "r3": 20}
+    assert report["segments_diverged"] <= 20
+    assert report["keys_compared"] < 200
+    assert sum(spent.values()) < 600, spent  # against 20,000 keys per replica for a full compare
+    assert "keys compared" in progress and "keys repaired 40" in progress
+    assert converged(replicas, diverged)
+    again, _ = repair_cli(replicas, "--dry-run")
+    assert again["partitions_diverged"] == 0 and again["keys_diverged"] == 0
+
+
+def test_dry_run_reports_divergence_and_writes_nothing(replicas):
+    raws = {r.id: replicas.raw(r.id) for r in replicas}
+    keys = [f"dry:{i}".encode() for i in range(5)]
+    diverge_on(raws["r2"], keys, actor=b"r2")
+    report, _ = repair_cli(replicas, "--dry-run")
+    assert report["keys_diverged"] == 5 and report["keys_repaired"] == 0
+    assert all(raws["r1"].get(k) is None for k in keys)
+    only, _ = repair_cli(replicas, "--replica-id", "r3")
+    assert only["keys_repaired_by_replica"] == {"r3": 5}
+    assert all(raws["r1"].get(k) is None for k in keys) and all(raws["r3"].get(k) for k in keys)
+
+
+def test_two_proxies_neither_double_the_work_nor_corrupt_data(replicas, make_proxy):
+    proxies = [make_proxy(replicas, extra=["--antientropy-interval", "0.5", "--heartbeat-interval",
+                                           "3600"]) for _ in range(2)]
+    clients = [p.client() for p in proxies]
+    base = [f"two:{i}".encode() for i in range(300)]
+    for k in base:
+        clients[0].set(k, b"base")
+    keys = base[:50]
+    diverge_on(replicas.raw("r1"), keys)
+    wait_for(lambda: converged(replicas, base), timeout=60, what="the replicas to converge")
+    time.sleep(1.5)  # a few more rounds on both proxies: nothing more to do
+    repaired = [int(info_field(c, "antientropy_keys_repaired")) for c in clients]
+    assert sum(repaired) == 100, repaired  # 50 keys into r2 and r3, once each
+    for k in keys:
+        assert clients[1].get(k) == b"only-here-" + k
+    for r in replicas:
+        assert stored_digests(replicas.raw(r.id)) == recomputed_digests(replicas.raw(r.id))
+
+
+def test_a_tombstone_never_resurrects_a_deleted_value(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=AE_FAST)
+    client = proxy.client()
+    keys = [f"tomb:{i}".encode() for i in range(30)]
+    for k in keys:
+        client.set(k, b"doomed")
+    wait_for(lambda: all(replicas.raw("r3").get(k) for k in keys), what="r3 to hold the values")
+    r3 = replicas.by_id("r3")
+    r3.stop()
+    for k in keys:
+        assert client.delete(k) == 1
+    for ident in ("r1", "r2"):  # no hints: anti-entropy alone must carry the tombstones
+        replicas.raw(ident).delete("__rq:hints:r3")
+    r3.start()
+    wait_for(r3.ready, what="r3 to restart")
+    raw3 = replicas.raw("r3")
+    assert all(not clock.decode(raw3.get(k)).siblings[0].tombstone for k in keys)
+
+    def tombstoned() -> bool:
+        return all(all(s.tombstone for s in clock.decode(raw3.get(k)).siblings) for k in keys)
+    wait_for(tombstoned, timeout=60, what="the tombstones to reach r3")
+    time.sleep(1.0)  # more rounds: the old value must not come back anywhere
+    for r in replicas:
+        raw = replicas.raw(r.id)
+        for k in keys:
+            assert all(s.tombstone for s in clock.decode(raw.get(k)).siblings)
+    assert [client.get(k) for k in keys] == [None] * len(keys)
+
+
+# -- random workloads with failures: digests equal, and equal to a recomputation ----------
+
+OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "flush"]), st.integers(0, 11),
+                         st.integers(0, 2), st.sets(st.integers(0, 2), max_size=2)),
+               min_size=1, max_size=40)
+
+
+@pytest.fixture(scope="module")
+def shared_replicas(tmp_path_factory):
+    from tests.harness import start_replicas
+
+    reps = start_replicas(3, tmp_path_factory.mktemp("aae-hypothesis"))
+    yield reps
+    reps.stop()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_digests_match_the_data_after_random_workloads_with_failures(shared_replicas, ops):
+    reps = shared_replicas
+    raws = [reps.raw(r.id) for r in reps]
+    for raw in raws:
+        raw.flushall()
+        raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+    for step, (op, key_no, coordinator, dropped) in enumerate(ops):
+        key = b"h:%d" % key_no
+        coord = raws[coordinator]
+        if op == "flush":  # a replica emptied behind the proxy's back
+            coord.flushall()
+            continue
+        actor = reps[coordinator].id.encode()
+        if op == "set":
+            reply = coord.fcall("rq_set", 1, key, actor, now + step, GRACE_MS, 100, b"v%d" % step, 0)
+        else:
+            reply = coord.fcall("rq_put", 1, key, actor, now + step, "*", GRACE_MS, 100, "del")
+        if reply[0] is None:
+            continue
+        for i, raw in enumerate(raws):
+            if i != coordinator and i not in dropped:  # the others the fan-out reached
+                raw.fcall("rq_replace", 1, key, GRACE_MS, reply[0], reply[2] or b"", reply[3])
+    config = build({"n": 3}, [Replica(r.id, r.host, r.port) for r in reps])
+    stats = trio.run(run_round, config)
+    assert stats.errors == 0
+    digests = [stored_digests(raw) for raw in raws]
+    for raw, digest in zip(raws, digests, strict=True):
+        assert digest == recomputed_digests(raw)
+    assert digests[0] == digests[1] == digests[2]
+    keys = sorted({k for raw in raws for k in raw.scan_iter(match="h:*")})
+    assert [[raw.get(k) for k in keys] for raw in raws[1:]] == [[raws[0].get(k) for k in keys]] * 2
+    for raw in raws:
+        raw.close()
