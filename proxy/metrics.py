@@ -220,7 +220,8 @@ class _AntiEntropyCollector:
                 repaired.add_metric([replica], count)
             for replica, count in list(ae.segments_diverged.items()):
                 diverged.add_metric([replica], count)
-            success.add_metric([], ae.last_success)
+            if app.config.antientropy_enabled:  # disabled: no series, so no stalled alert
+                success.add_metric([], ae.last_success)
             last = ae.round
             if last is not None and last.done:
                 duration.add_metric([], last.duration)

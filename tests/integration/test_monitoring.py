@@ -52,10 +52,16 @@ CONTRACT = {
     "redquorum_client_connections": set(),
     "redquorum_build_info": {"version", "n", "w", "r", "mode"},
     "redquorum_replica_lag_seconds": {"replica"},
+    "redquorum_antientropy_rounds_total": set(),
+    "redquorum_antientropy_keys_repaired_total": {"replica"},
+    "redquorum_antientropy_segments_diverged": {"replica"},
+    "redquorum_antientropy_last_success_timestamp_seconds": set(),
+    "redquorum_antientropy_round_duration_seconds": set(),
 }
 ALERTED = {  # each must be used by at least one alert
     "redquorum_replica_up", "redquorum_replica_lag_seconds", "redquorum_quorum_failures_total",
     "redquorum_stale_reads_total", "redquorum_sibling_soft_limit_exceeded_total",
+    "redquorum_antientropy_last_success_timestamp_seconds",
 }
 
 
@@ -159,6 +165,12 @@ def dashboard_expressions() -> Iterator[tuple[str, str, set[str]]]:
 EXPRESSIONS = list(alert_expressions()) + list(dashboard_expressions())
 
 
+def _scalar(node: Any) -> bool:
+    """A number, or a function whose value is a scalar (time() - a vector keeps its labels)."""
+    kind = type(node).__name__
+    return kind == "NumberLiteral" or (kind == "Call" and node.func.name in ("time", "scalar", "pi"))
+
+
 class Labels:
     """Which labels a PromQL expression's result carries, given the metrics' labels."""
 
@@ -226,10 +238,9 @@ class Labels:
             return vectors[0] if vectors else frozenset()
         if kind == "BinaryExpr":
             lhs, rhs = self.of(node.lhs), self.of(node.rhs)
-            scalar = {"NumberLiteral"}
-            if type(node.lhs).__name__ in scalar:
+            if _scalar(node.lhs):
                 return rhs
-            if type(node.rhs).__name__ in scalar:
+            if _scalar(node.rhs):
                 return lhs
             mod = node.modifier
             if mod is not None and mod.matching is not None:
