@@ -32,34 +32,38 @@ end
 ---------------------------------------------------------------------------
 -- Anti-entropy digests
 --[[
-Every replica keeps, kept current by the very calls that store objects, a digest of what
-it holds, so that replicas are compared by a few hashes instead of by their data
-(Riak's TicTac AAE). Key k lives in partition p = crc32(k) & 4095 (the ring's partition,
-proxy/replication/ring.py) and segment s = (crc32(k) >> 12) & 63 of that partition. Its
-entry is the first 72 bits of sha1(#k .. ':' .. k .. stored bytes), as 18 hex digits;
-a segment's digest is the XOR of its keys' entries, a partition's root the XOR of its
-segments. XOR makes every update O(1): XOR out the key's old entry, XOR in the new one
-(LuaBitOp works on 32-bit ints, so the 72 bits are three 24-bit chunks).
+Every replica keeps, current through the very calls that store objects, digests of what
+it holds, so that replicas are compared by a few hashes instead of by their data (Riak's
+TicTac AAE; proxy/replication/antientropy.py runs the exchange). Key k lives in partition
+p = crc32(k) & 4095 (the ring's partition, proxy/replication/ring.py) and in segment
+s = (crc32(k) >> 12) & 63 of that partition. Its entry is the first 48 bits of
+sha1(#k .. ':' .. k .. stored bytes), as 12 hex digits; a segment's digest is the XOR of
+its keys' entries, a partition's root the XOR of its segments' digests. XOR makes an
+update O(1): XOR out the key's old entry, XOR in the new one (LuaBitOp works on 32-bit
+ints: the 48 bits are two 24-bit chunks). A digest of zero is stored as no field.
 
 Keys, all under __rq:aae: (hidden from clients), for digest generation g:
-  __rq:aae:state           hash: gen (complete generation), building (being rebuilt),
-                           cursor (its SCAN cursor), built_at (ms), drop/dcursor (an old
-                           generation being deleted)
-  __rq:aae:<g>:r           hash: partition -> root (absent: zero)
-  __rq:aae:<g>:s:<p>       hash: segment -> digest (absent: zero)
-  __rq:aae:<g>:k:<p>:<s>   hash: key -> entry: the keys of one segment, listed without a scan
+  __rq:aae:state           hash: gen (the complete generation), building (one being
+                           rebuilt), cursor (its SCAN cursor), built_at (ms), drop/dcursor
+                           (an old generation being deleted)
+  __rq:aae:<g>:r           hash: partition -> root, all of them read in one call
+  __rq:aae:<g>:k:<p>:<s>   hash: key -> entry, the keys of one segment listed without a
+                           scan; plus the segment's own digest under a field no key of
+                           that segment can be (seg_field), so a write reads and writes the
+                           entry and the digest in one call each
+A write costs five calls: the state, the segment (read, write), the root (read, write).
 
 Changes made behind the proxy's back (DEL, FLUSHALL, eviction, Redis dropping a key at
 its PXAT) do not pass here: rq_aae_rebuild builds a new generation from a SCAN of the
-data in bounded steps, while writes keep both generations current, then swaps it in.
-A replica with no state at all (emptied, or restored from a snapshot older than the
-digests) starts a rebuild on its first write; an empty one needs none.
+data in bounded steps while writes keep both generations current, then swaps it in. A
+replica with no digest state at all (emptied, or restored from files older than the
+digests) starts a rebuild at its first write; an empty one needs none.
 ]]
 
 local AAE = '__rq:aae:'
 local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
-local AAE_ZERO = '000000000000000000'
+local AAE_ZERO = '000000000000'
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local bxor, band, rshift, bnot, sha1hex
 local crc_table
@@ -95,31 +99,53 @@ local function aae_place(key)
   return band(c, 4095), band(rshift(c, 12), AAE_SEGMENTS - 1)
 end
 
+-- The segment digest's field in the segment's hash: '' is the key whose crc32 is 0, which
+-- lives in segment 0 of partition 0, where '\0' (partition 3981) serves instead.
+local function seg_field(p, s)
+  if p == 0 and s == 0 then return '\0' end
+  return ''
+end
+
 local function aae_entry(key, blob)
-  return aae_sub(sha1hex(#key .. ':' .. key .. blob), 1, 18)
+  return aae_sub(sha1hex(#key .. ':' .. key .. blob), 1, 12)
 end
 
+-- a XOR b for digests as 12 hex digits (false: zero) -> digest, or false for zero
 local function hex_xor(a, b)
-  return aae_format('%06x%06x%06x',
-    bxor(aae_num(aae_sub(a, 1, 6), 16), aae_num(aae_sub(b, 1, 6), 16)),
-    bxor(aae_num(aae_sub(a, 7, 12), 16), aae_num(aae_sub(b, 7, 12), 16)),
-    bxor(aae_num(aae_sub(a, 13, 18), 16), aae_num(aae_sub(b, 13, 18), 16)))
+  if not a then return b end
+  if not b then return a end
+  local hi = bxor(aae_num(aae_sub(a, 1, 6), 16), aae_num(aae_sub(b, 1, 6), 16))
+  local lo = bxor(aae_num(aae_sub(a, 7, 12), 16), aae_num(aae_sub(b, 7, 12), 16))
+  if hi == 0 and lo == 0 then return false end
+  return aae_format('%06x%06x', hi, lo)
 end
 
-local function xor_into(hash, field, delta)
-  local v = hex_xor(aae_call('HGET', hash, field) or AAE_ZERO, delta)
-  if v == AAE_ZERO then aae_call('HDEL', hash, field) else aae_call('HSET', hash, field, v) end
+local function aae_root_xor(gen, p, delta)
+  local roots = AAE .. gen .. ':r'
+  local v = hex_xor(aae_call('HGET', roots, p), delta)
+  if v then aae_call('HSET', roots, p, v) else aae_call('HDEL', roots, p) end
 end
 
 -- Sets key's entry in generation gen (entry false: the key is gone).
 local function aae_apply(gen, key, p, s, entry)
-  local keys = AAE .. gen .. ':k:' .. p .. ':' .. s
-  local old = aae_call('HGET', keys, key)
+  local hash, field = AAE .. gen .. ':k:' .. p .. ':' .. s, seg_field(p, s)
+  local held = aae_call('HMGET', hash, key, field)
+  local old = held[1]
   if old == entry then return end
-  if entry then aae_call('HSET', keys, key, entry) else aae_call('HDEL', keys, key) end
-  local delta = hex_xor(old or AAE_ZERO, entry or AAE_ZERO)
-  xor_into(AAE .. gen .. ':s:' .. p, s, delta)
-  xor_into(AAE .. gen .. ':r', p, delta)
+  local delta = hex_xor(old, entry)
+  local seg = hex_xor(held[2], delta)
+  if entry and seg then
+    aae_call('HSET', hash, key, entry, field, seg)
+  elseif entry then
+    aae_call('HSET', hash, key, entry)
+    aae_call('HDEL', hash, field)
+  elseif seg then
+    aae_call('HDEL', hash, key)
+    aae_call('HSET', hash, field, seg)
+  else
+    aae_call('HDEL', hash, key, field)
+  end
+  aae_root_xor(gen, p, delta)
 end
 
 local function now_ms()
@@ -148,7 +174,7 @@ local function aae_store(key, blob)
   if building then aae_apply(building, key, p, s, entry) end
 end
 
--- rq_aae_roots : {1 when a complete generation exists else 0, {partition, root, ...},
+-- rq_aae_roots : {1 when the digests are complete else 0, {partition, root, ...},
 -- 1 while a rebuild runs else 0, built_at ms}
 local function aae_roots(keys, args)
   if not crc_table then aae_init() end
@@ -162,13 +188,19 @@ local function aae_roots(keys, args)
   return {1, aae_call('HGETALL', AAE .. st[1] .. ':r'), building, aae_num(st[3]) or 0}
 end
 
--- rq_aae_segments partition... : per partition {segment, digest, ...}
+-- rq_aae_segments partition : {segment, digest, ...} (zero digests left out)
 local function aae_segments(keys, args)
   if not crc_table then aae_init() end
   local gen = aae_call('HGET', AAE_STATE, 'gen')
   local out = {}
-  for i = 1, #args do
-    if gen then out[i] = aae_call('HGETALL', AAE .. gen .. ':s:' .. args[i]) else out[i] = {} end
+  if not gen then return out end
+  local p = aae_num(args[1])
+  for s = 0, AAE_SEGMENTS - 1 do
+    local d = aae_call('HGET', AAE .. gen .. ':k:' .. p .. ':' .. s, seg_field(p, s))
+    if d then
+      out[#out + 1] = aae_str(s)
+      out[#out + 1] = d
+    end
   end
   return out
 end
@@ -179,11 +211,19 @@ local function aae_keys(keys, args)
   local gen = aae_call('HGET', AAE_STATE, 'gen')
   local out = {}
   for i = 1, #args, 2 do
+    local listed = {}
     if gen then
-      out[#out + 1] = aae_call('HGETALL', AAE .. gen .. ':k:' .. args[i] .. ':' .. args[i + 1])
-    else
-      out[#out + 1] = {}
+      local p, s = aae_num(args[i]), aae_num(args[i + 1])
+      local flat = aae_call('HGETALL', AAE .. gen .. ':k:' .. p .. ':' .. s)
+      local field = seg_field(p, s)
+      for j = 1, #flat, 2 do
+        if flat[j] ~= field then
+          listed[#listed + 1] = flat[j]
+          listed[#listed + 1] = flat[j + 1]
+        end
+      end
     end
+    out[#out + 1] = listed
   end
   return out
 end
@@ -196,8 +236,8 @@ local function aae_objects(keys, args)
   return out
 end
 
--- rq_aae_refresh key... : each key's entry recomputed from what is stored (a key an
--- exchange found gone, dropped at its PXAT, leaves the digests). Returns how many changed.
+-- rq_aae_refresh key... : each key's entry recomputed from what is stored (a key the
+-- exchange found gone, dropped at its PXAT, leaves the digests this way).
 local function aae_refresh(keys, args)
   if not crc_table then aae_init() end
   for i = 1, #keys do
@@ -209,10 +249,21 @@ local function aae_refresh(keys, args)
   return #keys
 end
 
+-- True when a few random keys include an object (not digests, hints or leases).
+local function holds_data()
+  for _ = 1, 8 do
+    local key = aae_call('RANDOMKEY')
+    if not key then return false end
+    if aae_sub(key, 1, 9) ~= AAE and aae_call('TYPE', key)['ok'] == 'string' then return true end
+  end
+  return false
+end
+
 -- rq_aae_rebuild now_ms every_ms count : one bounded step of the digests' rebuild.
--- Starts a new generation when there is none, or when the complete one is older than
--- every_ms (0: only when there is none); SCANs about ``count`` keys into it; swaps it in
--- when the scan is done, then deletes the old generation in later steps.
+-- Starts a new generation when there is none, when the complete one has no roots while
+-- the replica holds data (its digests were deleted), or when it is older than every_ms
+-- (0: never for age); SCANs about ``count`` keys into it; swaps it in when the scan is
+-- done, then deletes the old generation in later steps.
 -- Returns {phase ('idle'|'building'|'built'|'dropping'), keys visited}.
 local function aae_rebuild(keys, args)
   if not crc_table then aae_init() end
@@ -230,7 +281,9 @@ local function aae_rebuild(keys, args)
     return {'dropping', #reply[2]}
   end
   if not building then
-    if gen and (every <= 0 or now - (built_at or 0) < every) then return {'idle', 0} end
+    local due = not gen or (every > 0 and now - (built_at or 0) >= every)
+      or (aae_call('EXISTS', AAE .. gen .. ':r') == 0 and holds_data())
+    if not due then return {'idle', 0} end
     building = aae_str((aae_num(gen) or 0) + 1)
     cursor = '0'
     aae_call('HSET', AAE_STATE, 'building', building, 'cursor', cursor)

@@ -6,7 +6,7 @@ Theory of operation
 Every replica keeps digests of what it stores, updated by the same function calls that
 store objects (replicas/redquorum.lua, "Anti-entropy digests"): per ring partition a
 *root*, per partition 64 *segment* digests, per segment its keys with one *entry* each
-(72 bits of sha1 over the key and its stored bytes); segments and roots are XORs of
+(48 bits of sha1 over the key and its stored bytes); segments and roots are XORs of
 entries, so a write updates them in O(1). Equal objects are equal bytes (Lua is the only
 encoder), so two homes hold the same data for a partition exactly when (up to hash
 collisions) their roots agree. A round:
@@ -56,7 +56,7 @@ from .ring import PARTITIONS
 
 log = logging.getLogger("redquorum.antientropy")
 
-ZERO = b"000000000000000000"  # an absent digest: XOR of nothing
+ZERO = b"000000000000"  # an absent digest: XOR of nothing
 LEASE_PREFIX = b"__rq:aae:lease:"
 PARALLEL = 8  # partitions being repaired at once
 OBJECTS_PER_CALL = 256  # keys per rq_aae_objects call
@@ -333,7 +333,7 @@ class _Partition:
         self._ask(command(b"FCALL", b"rq_aae_segments", b"0", b"%d" % self.p), self._compare_segments)
 
     def _compare_segments(self) -> None:
-        segs = {ident: _pairs(reply[0]) for ident, reply in self.replies.items()}
+        segs = {ident: _pairs(reply) for ident, reply in self.replies.items()}
         diverged = sorted(differing(segs.values()), key=int)
         if self.ae.only:
             diverged = [s for s in diverged
