@@ -215,6 +215,7 @@ class AntiEntropy:
             return
         while self._queue and self._in_flight < PARALLEL and self._tokens > 0:
             self._in_flight += 1
+            self._tokens -= 1  # its digests are work too: a partition costs a key's worth
             _Partition(self, stats, self._queue.pop()).start()
         if not self._queue and self._in_flight == 0:
             self._finish()
@@ -229,7 +230,8 @@ class AntiEntropy:
 
     def _finish(self) -> None:
         stats = self.round
-        assert stats is not None
+        if stats is None or stats.done:
+            return
         stats.done = True
         stats.finished = time.time()
         self.rounds += 1
