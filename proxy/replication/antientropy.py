@@ -269,7 +269,7 @@ class AntiEntropy:
 class _Partition:
     """One diverged partition: lease, segments, keys, objects, merges."""
 
-    __slots__ = ("ae", "stats", "p", "homes", "waiting", "replies", "dead")
+    __slots__ = ("ae", "stats", "p", "homes", "waiting", "replies", "dead", "writes", "fetched")
 
     def __init__(self, ae: AntiEntropy, stats: RoundStats, p: int) -> None:
         self.ae = ae
@@ -279,6 +279,8 @@ class _Partition:
         self.waiting = 0
         self.replies: dict[str, Any] = {}
         self.dead = False
+        self.writes = 0  # merges and refreshes sent, not answered yet
+        self.fetched = False  # every diverged key has been read and its writes sent
 
     def start(self) -> None:
         if self.ae.dry_run:
@@ -381,7 +383,8 @@ class _Partition:
             if rest:
                 self._fetch(rest)
             else:
-                self._end()
+                self.fetched = True
+                self._written()
         self._ask(command(b"FCALL", b"rq_aae_objects", b"%d" % len(chunk), *chunk), merge_then_next)
 
     def _merge(self, keys: list[bytes]) -> None:
@@ -404,13 +407,26 @@ class _Partition:
                     continue
                 own = blobs[link.id]
                 others = sorted(b for b in distinct if b != own)
+                self.writes += 1
                 if merged is not None and decoded.get(link.id) != merged and others:
                     link.request(co.merge_payload(key, *others), self._repaired(link.id))
                 else:  # holds the merge already: its entry may be what is stale
-                    link.request(command(b"FCALL", b"rq_aae_refresh", b"1", key), _ignore)
+                    link.request(command(b"FCALL", b"rq_aae_refresh", b"1", key), self._refreshed)
+
+    def _written(self) -> None:
+        """The partition is done once its reads are over and every write has answered."""
+        if self.fetched and self.writes == 0:
+            self._end()
+
+    def _refreshed(self, reply: Any) -> None:
+        self.writes -= 1
+        if type(reply) is not int:
+            self.stats.errors += 1
+        self._written()
 
     def _repaired(self, ident: str) -> Callable[[Any], None]:
         def got(reply: Any) -> None:
+            self.writes -= 1
             if type(reply) is int:
                 if reply:
                     self.stats.keys_repaired += 1
@@ -420,6 +436,7 @@ class _Partition:
                 self.stats.errors += 1
                 if isinstance(reply, ReplyError):
                     log.warning("anti-entropy merge on %s failed: %s", ident, reply.text)
+            self._written()
         return got
 
     def _end(self) -> None:
@@ -433,6 +450,3 @@ def _common(segs: dict[str, dict[bytes, bytes]], s: bytes, but: str) -> bytes | 
     values = {m.get(s, ZERO) for ident, m in segs.items() if ident != but}
     return values.pop() if len(values) == 1 else None
 
-
-def _ignore(reply: Any) -> None:
-    pass

@@ -65,12 +65,17 @@ class FakeReplica:
         return [a[1] if a[0].upper() == b"FCALL" else a[0].upper() for a in self.seen]
 
 
-def deliver(replicas: list[FakeReplica]) -> None:
-    while any(r.queue for r in replicas):
+def deliver(replicas: list[FakeReplica], hold: bytes | None = None) -> None:
+    """Answer every request, and those they cause; ``hold``: leave that function's queued."""
+    def ready(args: list[bytes]) -> bool:
+        return hold is None or args[1:2] != [hold]
+    while any(ready(args) for r in replicas for args, _ in r.queue):
         for r in replicas:
-            queue, r.queue = r.queue, []
+            queue = r.queue
+            r.queue = [item for item in queue if not ready(item[0])]
             for args, callback in queue:
-                callback(r.answer(args))
+                if ready(args):
+                    callback(r.answer(args))
 
 
 def exchange(replicas: list[FakeReplica], **kwargs: Any) -> AntiEntropy:
@@ -111,6 +116,21 @@ def test_a_round_descends_only_into_what_differs():
         key_calls = [a for a in r.seen if a[:2] == [b"FCALL", b"rq_aae_keys"]]
         assert [a[3:] for a in key_calls] == [[b"7", b"1"]]
     assert ae.rounds == 1 and ae.last_success > 0
+
+
+def test_a_round_ends_only_after_its_writes_are_answered():
+    """``redquorum repair`` disconnects when the round ends: writes still in flight then
+    were lost (and counted as errors)."""
+    replicas = diverged_cluster([7], keys_each=3)
+    ae = exchange(replicas)
+    ae.tick(now=100.0)
+    deliver(replicas)
+    ae.tick(now=100.5)
+    deliver(replicas, hold=b"rq_aae_refresh")
+    assert ae.round is not None and not ae.round.done
+    assert sum(len(r.queue) for r in replicas) == 9  # three keys on three homes
+    deliver(replicas)
+    assert ae.round.done and ae.round.errors == 0
 
 
 def test_a_partition_leased_by_another_proxy_is_skipped():
