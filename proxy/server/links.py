@@ -349,11 +349,19 @@ class ReplicaLink:
                 return  # drained (a recv more would only say EAGAIN): the next arrival is an edge
 
     async def _writer(self, sock: socket.socket) -> None:
+        """Sends the backlog a full socket left behind. ``_fail`` may close the socket
+        from another task (the watchdog, the reactor's pass) while this one waits on it:
+        trio then raises ClosedResourceError here, which ends this task and nothing else."""
         while True:
             if not self._backlog:
                 await self._writer_lot.park()
                 continue
-            await trio.lowlevel.wait_writable(sock)
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError:
+                return  # the link failed under us (_fail): its failure, not the proxy's
+            if sock is not self._sock:
+                return
             try:
                 sent = sock.send(self._backlog)
             except BlockingIOError:
