@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from replicas.launcher import free_port
+from redquorum.replicas.launcher import free_port
 
 from .procs import Fleet, StartError, Target, tail, wait_until_ready
 from .resp import Client, RespError

@@ -17,13 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from . import __version__
-from .clock import Versioned
 from .config import Config
-from .coordinator import Events
+from .replication.clock import Versioned
+from .replication.coordinator import Events
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import ReplicaLink
-    from .server import Proxy
+    from .server.app import Proxy
+    from .server.links import ReplicaLink
 
 log = logging.getLogger("redquorum.metrics")
 
