@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-wall", action="store_true",
                    help="py-spy samples inside system calls too (default: only while holding the GIL)")
     p.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `proxy.cli serve` (repeat; e.g. --proxy-arg=--workers=2)")
+                   help="extra argument for `redquorum.cli serve` (repeat; e.g. --proxy-arg=--workers=2)")
     p.add_argument("--json", type=Path, metavar="PATH",
                    help="where to write the JSON results (default bench/results/bench-<time>.json)")
     opts = p.parse_args(argv)
