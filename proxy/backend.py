@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .counters import LocalHistogram
+from .counters import LocalHistogram, RoundTripSamples
 from .resp import ReplyError, ReplyParser, encode_command
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,6 +171,8 @@ class ReplicaLink:
         self._on_state = on_state
         self._reactor = reactor  # replies are read from its pass
         self.latency = LocalHistogram()  # queueing to reply, every request
+        self.round_trips = RoundTripSamples()  # one reply in EVERY, GETs as reads, the rest writes
+        self._sample_in = RoundTripSamples.EVERY  # replies until the next sample
         self._sock: socket.socket | None = None
         self._out: list[bytes | _GetGroup] = []
         self._gets: _GetGroup | None = None  # the GET group still open for more keys
@@ -255,6 +257,7 @@ class ReplicaLink:
         counts, bounds = latency.counts, latency.bounds
         now = time.monotonic()
         waited = 0.0
+        sample_in = self._sample_in
         while True:
             reply = parser.gets()
             if reply is False or pending is not self._pending:  # or a callback failed the link
@@ -262,11 +265,24 @@ class ReplicaLink:
             callback, queued = pending.popleft()
             counts[bisect_left(bounds, now - queued)] += 1
             waited += now - queued
+            sample_in -= 1
+            if not sample_in:
+                sample_in = RoundTripSamples.EVERY
+                self._sample(callback, now - queued)
             try:
                 callback(reply)
             except Exception:  # a bug in one operation must not kill the link
                 log.exception("callback for replica %s failed", self.id)
         latency.total += waited
+        self._sample_in = sample_in
+
+    def _sample(self, callback: Callback, seconds: float) -> None:
+        """Every GET and MGET reads; every other request (rq_put, rq_set, rq_replace,
+        rq_merge, hints; the rare scan or inspection) counts as a write."""
+        if type(getattr(callback, "__self__", None)) is _GetGroup:
+            self.round_trips.reads.append(seconds)
+        else:
+            self.round_trips.writes.append(seconds)
 
     # -- lifetime ----------------------------------------------------------
 
