@@ -267,8 +267,7 @@ class ReplicaLink:
             waited += now - queued
             sample_in -= 1
             if not sample_in:
-                sample_in = RoundTripSamples.EVERY
-                self._sample(callback, now - queued)
+                sample_in = self._sample(callback, now - queued)
             try:
                 callback(reply)
             except Exception:  # a bug in one operation must not kill the link
@@ -276,13 +275,18 @@ class ReplicaLink:
         latency.total += waited
         self._sample_in = sample_in
 
-    def _sample(self, callback: Callback, seconds: float) -> None:
-        """Every GET and MGET reads; every other request (rq_put, rq_set, rq_replace,
-        rq_merge, hints; the rare scan or inspection) counts as a write."""
+    def _sample(self, callback: Callback, seconds: float) -> int:
+        """Record one round trip; returns how many replies until the next sample.
+
+        Every GET and MGET reads; every other request (rq_put, rq_set, rq_replace,
+        rq_merge, hints; the rare scan or inspection) counts as a write. The gap is
+        random: a fixed one would alias with a client's regular pattern (SET, GET, SET,
+        GET… sampled every 8th reply records only GETs)."""
         if type(getattr(callback, "__self__", None)) is _GetGroup:
             self.round_trips.reads.append(seconds)
         else:
             self.round_trips.writes.append(seconds)
+        return self.round_trips.next_gap()
 
     # -- lifetime ----------------------------------------------------------
 
