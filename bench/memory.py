@@ -13,7 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from replicas.launcher import LocalReplica
+from redquorum.replicas.launcher import LocalReplica
 
 from .resp import Client, info, set_many
 

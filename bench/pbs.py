@@ -15,9 +15,8 @@ import time
 import timeit
 
 import numpy as np
-
-from proxy import pbs
-from proxy.backend import ReplicaLink
+from redquorum.replication import pbs
+from redquorum.server.links import ReplicaLink
 
 REPLIES = 64
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicas.launcher import LocalReplica, die_with_parent, free_port, launch, stop_process
+from redquorum.replicas.launcher import LocalReplica, die_with_parent, free_port, launch, stop_process
 
 from .resp import ping
 
@@ -101,7 +101,7 @@ class Fleet:
     def proxy(self, replicas: list[LocalReplica], n: int, w: int, r: int, mode: str,
               extra: list[str]) -> Target:
         port = free_port()
-        args = [sys.executable, "-m", "proxy.cli", "serve", "--listen", f"127.0.0.1:{port}",
+        args = [sys.executable, "-m", "redquorum.cli", "serve", "--listen", f"127.0.0.1:{port}",
                 "-n", str(n), "-w", str(w), "-r", str(r), "--mode", mode, "--log-level", "warning"]
         for replica in replicas:
             args += ["--replica", f"{replica.id}={replica.address}"]

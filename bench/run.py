@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from replicas.launcher import LaunchError, LocalReplica
+from redquorum.replicas.launcher import LaunchError, LocalReplica
 
 from . import memory, profiling, report
 from .cpu import cpu_seconds, cpu_times

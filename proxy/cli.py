@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import math
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from . import __version__
-from .config import Config, ConfigError, load, parse_address
+from .config import ConfigError, load, parse_address
+from .run import serve
+from .server.listener import AddressInUse, bind_listener
+from .workers import run_workers
 
 log = logging.getLogger("redquorum")
 
@@ -135,77 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     config = load(_flags(args))
     if config.workers > 1:
-        from .workers import run_workers
-
         return run_workers(config)
     return serve(config)
 
 
-def serve(config: Config, listener: Any = None, banner: str = "") -> int:
-    from .server import AddressInUse, bind_listener
-
-    try:
-        lsock = listener or bind_listener(config.listen, reuse_port=config.workers > 1)
-    except AddressInUse as exc:
-        print(f"redquorum: {exc.strerror}", file=sys.stderr)
-        return 1
-    tune_gc()
-    try:
-        trio.run(_serve_until_signalled, config, lsock, banner)
-    except OSError as exc:
-        print(f"redquorum: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections on the hot path.
-
-    Every request allocates a few short-lived container objects (a read's state, a
-    callback partial, decoded tuples) and nearly none of them are in cycles, so
-    reference counting frees them. With CPython's default threshold (700) the
-    generation-0 collector still ran every few dozen requests and showed up in
-    profiles as allocation sites; the objects made at start-up (modules, the command
-    table, the ring) are frozen out of collections altogether.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
-async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> None:
-    from .metrics import Metrics
-    from .server import Proxy
-
-    metrics = Metrics(config)
-    app = Proxy(config, events=metrics)
-    metrics.attach(app)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            if config.metrics_listen:
-                await nursery.start(metrics.serve, config.metrics_listen)
-                nursery.start_soon(metrics.pbs.run, app)
-            address = await nursery.start(app.run, lsock)
-            print(f"redquorum {__version__} listening on {address[0]}:{address[1]} "
-                  f"({config.describe()})", flush=True)
-            if config.metrics_listen:
-                h, p = config.metrics_listen
-                print(f"metrics on http://{h}:{p}/metrics", flush=True)
-            for replica in config.replicas:
-                print(f"replica {replica.id} at {replica.address}", flush=True)
-            if banner:
-                print(banner, flush=True)
-            async for signum in signals:
-                log.info("received %s, stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
-
-
 def run_up(args: argparse.Namespace) -> int:
-    from replicas.launcher import LaunchError, launch, stop_all
-
     from .config import Replica, build
-    from .server import AddressInUse, bind_listener
+    from .replicas.launcher import LaunchError, launch, stop_all
 
     count = args.replicas
     if count < 1:
@@ -268,7 +203,7 @@ LIVE_POINTS = 2000  # quasi-samples rebuilt per exported round-trip distribution
 def run_pbs(args: argparse.Namespace) -> int:
     import json
 
-    from .pbs import SpecError
+    from .replication.pbs import SpecError
 
     try:
         t_ms = _number_list(args.t_ms, "--t", low=0.0, high=math.inf)
@@ -288,7 +223,7 @@ def run_pbs(args: argparse.Namespace) -> int:
 
 
 def _number_list(text: str, flag: str, *, low: float, high: float) -> list[float]:
-    from .pbs import SpecError
+    from .replication.pbs import SpecError
 
     try:
         values = [float(item) for item in text.split(",") if item.strip()]
@@ -310,7 +245,7 @@ def _quorum(args: argparse.Namespace, n: int | None = None, r: int | None = None
 
 def _pbs_figures(thresholds: Any, t_ms: list[float], quantiles: list[float],
                  n: int, r: int, w: int, trials: int) -> dict[str, Any]:
-    from . import pbs
+    from .replication import pbs
 
     visible = pbs.t_visibility(thresholds, quantiles)
     return {"t_ms": t_ms, "p_consistent": pbs.p_consistent(thresholds, t_ms),
@@ -321,7 +256,7 @@ def _pbs_figures(thresholds: Any, t_ms: list[float], quantiles: list[float],
 def _pbs_offline(args: argparse.Namespace, t_ms: list[float], quantiles: list[float]) -> dict[str, Any]:
     import numpy as np
 
-    from . import pbs
+    from .replication import pbs
 
     missing = [f"--{leg}" for leg in "WARS" if getattr(args, leg) is None]
     if missing:
@@ -343,7 +278,7 @@ def _pbs_live(args: argparse.Namespace, t_ms: list[float], quantiles: list[float
     import numpy as np
     from prometheus_client.parser import text_string_to_metric_families
 
-    from . import pbs
+    from .replication import pbs
 
     if not args.metrics_url:
         raise pbs.SpecError("--live needs --metrics-url URL (the proxy's /metrics)")

@@ -5,7 +5,7 @@ never runs on the proxy's event loop. Labels are bounded: replica ids, command n
 ops and reasons — never keys. Gauges that are ages (replica lag) are computed when
 scraped, so a dead replica's lag keeps growing instead of freezing at its last value.
 
-The PBS estimate (proxy/pbs.py) is the exception: a Monte Carlo run over the links'
+The PBS estimate (proxy/replication/pbs.py) is the exception: a Monte Carlo run over the links'
 sampled round trips is too slow for a scrape, so ``PbsEstimate.run`` recomputes it every
 ``pbs_interval`` in a worker thread and scrapes export the latest result.
 """
@@ -22,13 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from . import __version__
-from .clock import Versioned
 from .config import Config
-from .coordinator import Events
+from .replication.clock import Versioned
+from .replication.coordinator import Events
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backend import ReplicaLink
-    from .server import Proxy
+    from .server.app import Proxy
+    from .server.links import ReplicaLink
 
 log = logging.getLogger("redquorum.metrics")
 
@@ -215,7 +215,7 @@ def estimate_pbs(config: Config, samples: dict[str, tuple[list[float], list[floa
     Pure computation, run in a worker thread."""
     import numpy as np
 
-    from . import pbs
+    from .replication import pbs
 
     result = PbsResult()
     for replica, (writes, reads) in samples.items():

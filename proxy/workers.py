@@ -20,8 +20,8 @@ from .config import Config
 
 
 def run_workers(config: Config) -> int:
-    from .cli import serve
-    from .server import AddressInUse, bind_listener
+    from .run import serve
+    from .server.listener import AddressInUse, bind_listener
 
     # Bind every worker's socket before forking, so a port in use fails the start.
     try:

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import redis
-
-from replicas.launcher import LocalReplica, free_port, launch, stop_all
+from redquorum.replicas.launcher import LocalReplica, free_port, launch, stop_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +59,7 @@ class ProxyProcess:
                  addresses: dict[str, str] | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.metrics_port = free_port() if metrics else None
-        args = [sys.executable, "-m", "proxy.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
+        args = [sys.executable, "-m", "redquorum.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
                 "--replica-timeout", str(timeout), "--log-level", "warning"]
         for rep in replicas:
             address = (addresses or {}).get(rep.id, rep.address)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from proxy.resp import Incomplete, parse_typed
+from redquorum.protocol.resp import Incomplete, parse_typed
 
 __all__ = ["NIL_ARRAY", "NIL_BULK", "Incomplete", "RawClient", "encode_command"]
 

@@ -1,0 +1,125 @@
+"""redquorum's own commands: RQ.GET, RQ.SET, RQ.DEL, RQ.CONSISTENCY, RQ.INSPECT."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.resp import OK, ReplyError
+from ..replication import clock
+from ..replication.clock import BadContext, Versioned
+from .table import DEFERRED, NOT_INT, SYNTAX, Batch, command, err_arity, now_ms, parse_int, read, write
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import App
+    from .session import Session
+
+
+# ---------------------------------------------------------------------------
+# redquorum's own commands
+
+
+@command("RQ.GET", 2, "readonly", (1, 1, 1), "redquorum", "Returns all live siblings of a key and its causal context.")
+def cmd_rq_get(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    return read(app, s, batch, args[1], _context_reply)
+
+
+def _context_reply(obj: Versioned) -> list[Any]:
+    now = now_ms()
+    return [clock.encode_context(obj.clock), [sib.value for sib in obj.live(now)]]
+
+
+@command("RQ.SET", -4, "write denyoom", (1, 1, 1), "redquorum", "Writes a value with a causal context; concurrent writes become siblings.")
+def cmd_rq_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    try:
+        ctx = clock.decode_context(args[2])
+    except BadContext:
+        return BAD_CONTEXT
+    expire_at = 0
+    if len(args) > 4:
+        if len(args) != 6 or args[4].upper() not in (b"EX", b"PX"):
+            return SYNTAX
+        number = parse_int(args[5])
+        if number is None:
+            return NOT_INT
+        if number <= 0:
+            return ReplyError("ERR invalid expire time in 'rq.set' command")
+        expire_at = now_ms() + number * (1000 if args[4].upper() == b"EX" else 1)
+    convert = _object_reply
+    if app.config.mode == "lww":  # one round trip, no object comes back: the value won
+        value = args[3]
+        convert = lambda blob, _: [b"", [value]]  # noqa: E731
+    return write(app, s, batch, args[1], b"rqset", [args[3], b"%d" % expire_at],
+                 convert, context=clock.context_payload(ctx) if ctx else b"")
+
+
+def _object_reply(blob: bytes | None, _: Any) -> Any:
+    return _context_reply(clock.decode(blob))
+
+
+BAD_CONTEXT = ReplyError("ERR redquorum: invalid context (pass the context of an RQ.GET or "
+                         "RQ.SET reply unchanged, or an empty string)")
+
+
+@command("RQ.DEL", 3, "write", (1, 1, 1), "redquorum", "Deletes what a causal context covers (a tombstone).")
+def cmd_rq_del(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    try:
+        ctx = clock.decode_context(args[2])
+    except BadContext:
+        return BAD_CONTEXT
+    return write(app, s, batch, args[1], b"del", [], lambda blob, existed: existed,
+                 context=clock.context_payload(ctx) if ctx else b"")
+
+
+@command("RQ.CONSISTENCY", -1, "fast", group="redquorum", summary="Gets or sets this connection's read and write quorum.")
+def cmd_rq_consistency(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    if len(args) == 1:
+        return [s.r, s.w]
+    if len(args) == 2 and args[1].upper() == b"RESET":
+        s.r, s.w = app.config.r, app.config.w
+        return OK
+    if len(args) != 3:
+        return err_arity("rq.consistency")
+    r, w = parse_int(args[1]), parse_int(args[2])
+    n = app.config.n
+    if r is None or w is None:
+        return NOT_INT
+    if not (1 <= r <= n and 1 <= w <= n):
+        return ReplyError(f"ERR redquorum: r and w must each be within 1..{n}")
+    s.r, s.w = r, w
+    return OK
+
+
+@command("RQ.INSPECT", 2, "readonly", (1, 1, 1), "redquorum", "Shows each replica's copy of a key: clock, siblings, tombstone, TTL.")
+def cmd_rq_inspect(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    done = batch.defer()
+
+    def finish(entries: list[Any]) -> None:
+        done([_inspect_entry(link, role, reply) for link, role, reply in entries])
+
+    app.coordinator.inspect(args[1], finish)
+    return DEFERRED
+
+
+def _inspect_entry(link: Any, role: str, reply: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": link.id, "role": role, "address": link.address}
+    if type(reply) is not list:
+        entry.update(reachable=0, clock="", siblings=0, tombstone=0, pttl=-2,
+                     error=getattr(reply, "reason", None) or getattr(reply, "text", "error"))
+        return entry
+    blob, pttl = reply
+    try:
+        obj = clock.decode(blob)
+    except clock.CorruptObject as exc:
+        entry.update(reachable=1, clock="", siblings=0, tombstone=0, pttl=pttl, error=str(exc))
+        return entry
+    now = now_ms()
+    entry.update(
+        reachable=1,
+        clock=clock.clock_text(obj.clock),
+        siblings=len(obj.siblings),
+        tombstone=1 if obj.siblings and all(x.dead(now) for x in obj.siblings) else 0,
+        pttl=pttl,
+        live=len(obj.live(now)),
+        bytes=len(blob) if blob else 0,
+    )
+    return entry

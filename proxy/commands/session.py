@@ -1,0 +1,33 @@
+"""One client connection's state, as the commands see it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import App
+
+
+class Session:
+    """One client connection's state."""
+
+    __slots__ = ("id", "addr", "proto", "name", "lib_name", "lib_ver", "r", "w",
+                 "authenticated", "closing", "created", "last_command")
+
+    def __init__(self, ident: int, addr: str, app: App) -> None:
+        self.id = ident
+        self.addr = addr
+        self.created = time.time()
+        self.last_command = b""
+        self.closing = False
+        self.reset(app)
+
+    def reset(self, app: App) -> None:
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.r = app.config.r
+        self.w = app.config.w
+        self.authenticated = not app.config.password

@@ -1,0 +1,613 @@
+"""Quorum reads and writes over the replicas of a key, driven by reply callbacks.
+
+Theory of operation
+-------------------
+1. The preference list of a key (proxy/ring.py) names its ``n`` home replicas.
+2. Write (causal mode): the first *up* home replica coordinates. One atomic function
+   call there (``rq_put``) reads the stored object, applies the operation to the current
+   winner, drops the siblings the context covers, adds the new sibling with a fresh dot,
+   stores and returns the new object's bytes, with the bytes it held before. Both go
+   unchanged to the other homes (``rq_replace``): a home that held the same bytes as
+   the coordinator stores the new object as it is (GET, compare, SET: the new object
+   supersedes the old by construction), any other merges it as ``rq_merge`` does. A
+   plain SET runs ``rq_set``, the same computation in a compact function of its own.
+   The client is acknowledged after ``w`` acks, the coordinator's included. If the
+   coordinator does not answer, the next up home coordinates; if it answered with an
+   error about the command, the client gets it.
+   Read-modify-write operations (INCR, APPEND, SET NX…) first read ``n - w + 1``
+   homes, which always include one that acknowledged the latest write, and the
+   coordinator syncs what they hold before applying the operation (``rq_put_synced``):
+   a new coordinator after a failover never works on an older value.
+   In ``lww`` mode blind writes (SET, DEL) skip the coordinator: every home keeps the
+   higher (timestamp, actor) in one round trip (``rq_lww``).
+3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
+   where it landed: a later read may or may not see it (README, "Failed writes").
+4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
+   the client is answered. When the first ``r`` replies are the same bytes, there is
+   nothing to merge and one decode does.
+5. Read repair: once every home has answered or failed (the link watchdog bounds how
+   long that takes), a replica whose object differs from the merge of all replies gets
+   the others' objects through ``rq_merge``, never a blind SET, so a write that landed
+   in between is kept.
+
+The operations are small objects with callbacks, not tasks: see proxy/backend.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+from zlib import crc32
+
+from ..protocol.resp import ReplyError, command
+from . import clock
+from .clock import CorruptObject
+from .counters import SIBLING_BUCKETS, LocalHistogram
+from .events import Events
+from .links import DOWN, Link, ReplicaFailure, is_replica_error
+from .ring import PARTITIONS, Ring
+
+_PARTITION_MASK = PARTITIONS - 1
+
+log = logging.getLogger("redquorum.coordinator")
+
+Done = Callable[[Any], None]
+
+
+def bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+HINTS_PREFIX = b"__rq:hints:"
+
+
+def hints_key(target: str) -> bytes:
+    """The set, on a replica that holds a write, of keys ``target`` missed."""
+    return HINTS_PREFIX + target.encode()
+
+
+def clean_error(reply: ReplyError) -> ReplyError:
+    """Drop the ``script: rq_put, on @user_function:NN.`` tail Redis adds to function errors."""
+    text = reply.text
+    cut = text.find(" script: ")
+    return ReplyError(text[:cut]) if cut >= 0 else reply
+
+
+def gather(count: int, done: Callable[[Any], None], combine: Callable[[list[Any]], Any]
+           ) -> Callable[[int], Callable[[Any], None]]:
+    """Join ``count`` callbacks into one: the first error wins, else ``combine(results)``."""
+    results: list[Any] = [None] * count
+    remaining = [count]
+
+    def part(i: int) -> Callable[[Any], None]:
+        def got(value: Any) -> None:
+            results[i] = value
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                errors = [r for r in results if isinstance(r, ReplyError)]
+                done(errors[0] if errors else combine(results))
+        return got
+    return part
+
+
+
+class Coordinator:
+    def __init__(
+        self,
+        ring: Ring,
+        links: dict[str, Link],
+        *,
+        r: int,
+        w: int,
+        mode: str = "causal",
+        tombstone_grace: float = 3600.0,
+        sibling_soft_limit: int = 25,
+        sibling_hard_limit: int = 100,
+        events: Events | None = None,
+        actor: str = "proxy",
+    ) -> None:
+        self.ring = ring
+        self.links = links
+        self.n = ring.n
+        self.r = r
+        self.w = w
+        self.mode = mode
+        self.events = events or Events()
+        self.grace_ms = b"%d" % int(tombstone_grace * 1000)
+        self.hard_limit = b"%d" % sibling_hard_limit
+        self.soft_limit = sibling_soft_limit
+        self.actor = actor.encode()
+        self.sibling_counts = LocalHistogram(SIBLING_BUCKETS)  # live siblings per read
+        self._merge_function = b"rq_merge_lww" if mode == "lww" else b"rq_merge"
+        # constant pieces of the hot payloads, encoded once
+        self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
+        self._grace_bulk = b"$%d\r\n%b\r\n" % (len(self.grace_ms), self.grace_ms)
+        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n$10\r\nrq_replace\r\n$1\r\n1\r\n"
+        # the arguments of rq_put that repeat (actors, contexts, operations, option
+        # values), encoded once: formatting them on every write was half its payload's cost
+        self._constant_bulks = {
+            a: bulk(a) for a in [link.actor for link in links.values()] + [
+                b"*", b"", b"0", b"1", b"at", b"keep", b"NX", b"XX", b"set", b"del", b"rqset",
+                b"incrby", b"append", b"setrange", b"getdel", b"getex", b"expire", b"cas"]}
+        self._limits_bulk = self._grace_bulk + b"$%d\r\n%b\r\n" % (len(self.hard_limit),
+                                                                    self.hard_limit)
+        # per partition, the home links in preference order (resolved once)
+        self._homes = [
+            tuple(links[i] for i in ring_list[: ring.n])
+            for ring_list in (ring._lists[p] for p in range(PARTITIONS))
+        ]
+
+    def homes(self, key: bytes) -> tuple[Link, ...]:
+        return self._homes[crc32(key) & _PARTITION_MASK]
+
+    # -- reads ---------------------------------------------------------------
+
+    def read(self, key: bytes, r: int, done: Done, *, plain: bool = False) -> None:
+        """``done`` gets the merged ``Versioned`` or a ``ReplyError``; with ``plain``,
+        the value a plain GET answers (bytes or None) instead of the object."""
+        homes = self._homes[crc32(key) & _PARTITION_MASK]
+        on_reply = _Read(self, key, homes, r, done, plain).on_reply
+        encoded = b"$%d\r\n%b\r\n" % (len(key), key)  # once for the n links
+        for i, link in enumerate(homes):
+            link.get(key, on_reply, i, encoded)
+
+    def read_many(self, keys: Sequence[bytes], r: int, done: Done, *, plain: bool = False) -> None:
+        """MGET: a quorum read per key (their GETs leave as one MGET per replica);
+        ``done`` gets the list of merged objects (values with ``plain``), or the first error."""
+        part = gather(len(keys), done, list)
+        for i, key in enumerate(keys):
+            self.read(key, r, part(i), plain=plain)
+
+    # -- writes --------------------------------------------------------------
+
+    def write(
+        self,
+        key: bytes,
+        w: int,
+        context: bytes,
+        op: bytes,
+        op_args: Sequence[bytes],
+        done: Done,
+    ) -> None:
+        """Run ``op`` at the coordinator and spread the result.
+
+        ``context``: b"*" for everything the coordinator holds (plain Redis writes),
+        b"" for nothing seen, else a client's clock in the replica's msgpack form.
+        ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
+        """
+        homes = self.homes(key)
+        sibling = _lww_sibling(op, op_args)
+        if sibling is None:  # read-modify-write: first see the latest acknowledged write
+            _ReadForWrite(self, key, homes, w, context, op, op_args, done).start()
+        elif self.mode == "lww":
+            _LwwWrite(self, key, homes, w, sibling, done).start()
+        else:
+            _Write(self, key, homes, w, context, op, op_args, done).start()
+
+    def hint(self, holder: Link, target: Link, key: bytes) -> None:
+        """Leave a hint on ``holder``: ``target`` missed a write of ``key`` (proxy/handoff.py)."""
+        holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
+
+    def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
+        if len(blobs) == 1:  # the hot case: a write's fan-out
+            blob = blobs[0]
+            return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+                self._merge_one, len(key), key, self._grace_bulk, len(blob), blob)
+        return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
+
+    def replace_payload(self, key: bytes, blob: bytes, before: bytes, expire_at: int) -> bytes:
+        """A write's fan-out: rq_replace stores ``blob`` as it is where the home holds what
+        the coordinator held ``before`` it (replicas/redquorum.lua says why that is exact)."""
+        expiry = b"%d" % expire_at
+        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            self._replace_head, len(key), key, self._grace_bulk, len(blob), blob,
+            len(before), before, len(expiry), expiry)
+
+    def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
+                    op_args: Sequence[bytes], synced: Sequence[bytes] | None = None) -> bytes:
+        now = b"%d" % (time.time_ns() // 1000)
+        if (op == b"set" and context == b"*" and synced is None and op_args[3] == b""
+                and op_args[4] == b"0" and op_args[1] != b"keep"):
+            expire_at = op_args[2] if op_args[1] == b"at" else b"0"
+            return self._set_payload(key, actor, now, op_args[0], expire_at)
+        if synced is None:
+            head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
+                10 + len(op_args), len(key), key)
+        else:  # rq_put_synced: the objects a quorum read found come first
+            head = command(b"FCALL", b"rq_put_synced", b"1", key, b"%d" % len(synced), *synced)
+            head = b"*%d\r\n%b" % (10 + len(op_args) + 1 + len(synced), head[head.index(b"\n") + 1:])
+        constant = self._constant_bulks.get
+        parts = [head, constant(actor) or bulk(actor), b"$%d\r\n%b\r\n" % (len(now), now),
+                 constant(context) or bulk(context), self._limits_bulk, constant(op) or bulk(op)]
+        for arg in op_args:
+            parts.append(constant(arg) or bulk(arg))
+        return b"".join(parts)
+
+    def _set_payload(self, key: bytes, actor: bytes, now: bytes, value: bytes,
+                     expire_at: bytes) -> bytes:
+        """rq_set: a plain SET, the most common write, in its own compact function."""
+        return b"".join([b"*10\r\n$5\r\nFCALL\r\n$6\r\nrq_set\r\n$1\r\n1\r\n", bulk(key),
+                         self._constant_bulks.get(actor) or bulk(actor),
+                         b"$%d\r\n%b\r\n" % (len(now), now), self._limits_bulk, bulk(value),
+                         self._constant_bulks.get(expire_at) or bulk(expire_at)])
+
+    # -- inspection ----------------------------------------------------------
+
+    def inspect(self, key: bytes, done: Done) -> None:
+        """Per home replica: (link, role, reply or failure)."""
+        homes = self.homes(key)
+        entries: list[Any] = [None] * len(homes)
+        remaining = [len(homes)]
+        payload = command(b"FCALL", b"rq_inspect", b"1", key)
+
+        def one(i: int) -> Done:
+            def got(reply: Any) -> None:
+                entries[i] = (homes[i], "home", reply)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done(entries)
+            return got
+
+        for i, link in enumerate(homes):
+            link.request(payload, one(i))
+
+
+def noquorum(op: str, got: int, needed: int, of: int, why: str = "") -> ReplyError:
+    text = f"NOQUORUM {op} needs {needed} of {of} replicas, {got} answered"
+    if why:
+        text += f" ({why})"
+    return ReplyError(text)
+
+
+class _Read:
+    __slots__ = ("co", "key", "homes", "need", "done", "plain", "blobs", "same", "failures",
+                 "answered", "finished", "why")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
+                 done: Done, plain: bool = False) -> None:
+        self.co = co
+        self.plain = plain
+        self.key = key
+        self.homes = homes
+        self.need = need
+        self.done = done
+        self.blobs: list[tuple[int, bytes | None]] = []
+        self.same = True  # every reply so far is the same bytes
+        self.failures = 0
+        self.answered = 0
+        self.finished = False
+        self.why = ""
+
+    def on_reply(self, index: int, reply: Any) -> None:
+        self.answered += 1
+        t = type(reply)
+        if t is bytes or reply is None:
+            blobs = self.blobs
+            if blobs and reply != blobs[0][1]:
+                self.same = False
+            blobs.append((index, reply))
+        else:
+            self.failures += 1
+            self.why = _why(self.homes[index], reply)
+        if not self.finished:
+            self._decide()
+        if self.answered == len(self.homes):
+            self._repair()
+
+    def _decide(self) -> None:
+        if len(self.blobs) >= self.need:
+            self.finished = True
+            self._answer()
+        elif self.failures > len(self.homes) - self.need:
+            self.finished = True
+            self.co.events.quorum_failure("read")
+            self.done(noquorum("read", len(self.blobs), self.need, len(self.homes), self.why))
+
+    def _answer(self) -> None:
+        blobs = self.blobs
+        co = self.co
+        try:
+            if self.same and self.plain:  # the usual GET: one sibling, nothing to merge
+                blob = blobs[0][1]
+                if blob is None:
+                    co.sibling_counts.observe(0)
+                    self.done(None)
+                    return
+                value = clock.plain_value(blob, time.time_ns() // 1_000_000)
+                if value is not False:
+                    co.sibling_counts.observe(1)
+                    self.done(value)
+                    return
+            if self.same:
+                merged = clock.decode(blobs[0][1])
+            else:
+                merged = clock.sync_all(clock.decode(b) for _, b in blobs)
+                if co.mode == "lww":
+                    merged = clock.newest_only(merged)
+        except CorruptObject:
+            self._drop_undecodable()
+            return
+        live = 1
+        if len(merged.siblings) != 1:
+            live = len(merged.live(time.time_ns() // 1_000_000))
+            if live > co.soft_limit:
+                co.events.siblings_over_soft_limit(self.key, live)
+        co.sibling_counts.observe(live)
+        if self.plain:
+            best = merged.winner(time.time_ns() // 1_000_000)
+            self.done(None if best is None else best.value)
+        else:
+            self.done(merged)
+
+    def _drop_undecodable(self) -> None:
+        """A replica holding bytes redquorum did not write counts as a failed replica."""
+        good = []
+        for i, blob in self.blobs:
+            try:
+                clock.decode(blob)
+            except CorruptObject as exc:
+                self.failures += 1
+                self.why = f"{self.homes[i].id}: {exc}"
+                log.warning("replica %s holds an undecodable object under %r", self.homes[i].id,
+                            self.key[:100])
+            else:
+                good.append((i, blob))
+        self.blobs = good
+        self.same = all(blob == good[0][1] for _, blob in good)
+        self.finished = False
+        self._decide()
+
+    def _repair(self) -> None:
+        blobs = self.blobs
+        if len(blobs) < 2 or self.same:
+            return
+        try:
+            decoded = {i: clock.decode(b) for i, b in blobs}
+        except CorruptObject:
+            return
+        co = self.co
+        merged = clock.sync_all(decoded.values())
+        if co.mode == "lww":
+            merged = clock.newest_only(merged)
+        distinct = {b for _, b in blobs if b}
+        stale = False
+        for i, obj in decoded.items():
+            if obj == merged:
+                continue
+            own = dict(blobs)[i]
+            others = [b for b in distinct if b != own]
+            if not others:
+                continue
+            link = self.homes[i]
+            stale = True
+            co.events.read_repair(link.id, "missing" if own is None else "outdated", merged, obj)
+            link.request(co.merge_payload(self.key, *sorted(others)), _ignore)
+        if stale:
+            co.events.stale_read()
+
+
+def _ignore(reply: Any) -> None:
+    pass
+
+
+def _why(link: Link, reply: Any) -> str:
+    if type(reply) is ReplicaFailure:
+        return f"{link.id}: {reply.reason}"
+    if isinstance(reply, ReplyError):
+        return f"{link.id}: {reply.text}"
+    return f"{link.id}: unexpected reply"
+
+
+class _ReadForWrite:
+    """Read-modify-write operations first gather what n - w + 1 homes hold: that many
+    always include a replica that acknowledged the latest write, so the coordinator
+    (which syncs those objects before applying the operation) never increments, appends
+    to or tests an older value than the latest acknowledged one after a failover."""
+
+    __slots__ = ("co", "key", "homes", "w", "need", "context", "op", "op_args", "done",
+                 "blobs", "answers", "failures", "started", "why")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], w: int,
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.w = w
+        self.need = len(homes) - w + 1
+        self.context = context
+        self.op = op
+        self.op_args = op_args
+        self.done = done
+        self.blobs: list[bytes] = []
+        self.answers = 0
+        self.failures = 0
+        self.started = False
+        self.why = ""
+
+    def start(self) -> None:
+        for i, link in enumerate(self.homes):
+            link.get(self.key, self.on_reply, i)
+
+    def on_reply(self, index: int, reply: Any) -> None:
+        if self.started:
+            return
+        if type(reply) is bytes or reply is None:
+            self.answers += 1
+            if reply is not None and reply not in self.blobs:
+                self.blobs.append(reply)
+        else:
+            self.failures += 1
+            self.why = _why(self.homes[index], reply)
+        if self.answers >= self.need:
+            self.started = True
+            _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.op_args,
+                   self.done, self.blobs).start()
+        elif self.failures > len(self.homes) - self.need:
+            self.started = True
+            self.co.events.quorum_failure("write")
+            self.done(noquorum("write", 0, self.w, len(self.homes),
+                               f"its read of the current value failed: {self.why}"))
+
+
+class _WriteQuorum:
+    """What every write counts: acks and failures against ``need``, answered once."""
+
+    __slots__ = ("co", "key", "homes", "need", "done", "acks", "failures", "finished", "why")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
+                 done: Done) -> None:
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.need = need
+        self.done = done
+        self.acks = 0
+        self.failures = 0
+        self.finished = False
+        self.why = ""
+
+    def _failed(self, index: int, reply: Any) -> None:
+        self.failures += 1
+        self.why = _why(self.homes[index], reply)
+
+    def _check(self, result: Any) -> None:
+        """Answer with ``result`` once ``need`` acks are in, NOQUORUM once they cannot be."""
+        if self.finished:
+            return
+        if self.acks >= self.need:
+            self.finished = True
+            self.done(result)
+        elif self.failures > len(self.homes) - self.need:
+            self._fail()
+
+    def _fail(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.co.events.quorum_failure("write")
+        self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
+
+
+class _Write(_WriteQuorum):
+    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
+                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
+                 synced: Sequence[bytes] | None = None) -> None:
+        super().__init__(co, key, homes, need, done)
+        self.context = context
+        self.op = op
+        self.op_args = op_args
+        self.synced = synced
+        self.coordinator = -1
+        self.result: Any = None
+
+    def start(self) -> None:
+        self._coordinate_next()
+
+    def _coordinate_next(self) -> None:
+        homes = self.homes
+        # A replica that failed as coordinator counts as a failure of the write.
+        while self.coordinator + 1 < len(homes):
+            self.coordinator += 1
+            link = homes[self.coordinator]
+            if not link.up:
+                self._failed(self.coordinator, DOWN)
+                continue
+            if self.failures > len(homes) - self.need:
+                break
+            payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
+                                          self.op_args, self.synced)
+            link.request(payload, self.on_coordinated)
+            return
+        self._fail()
+
+    def on_coordinated(self, reply: Any) -> None:
+        link = self.homes[self.coordinator]
+        if type(reply) is not list:
+            if is_replica_error(reply) or not isinstance(reply, ReplyError):
+                self._failed(self.coordinator, reply)
+                if isinstance(reply, ReplyError) and "Function not found" in reply.text:
+                    link.fail("function library missing; reloading")
+                self._coordinate_next()
+                return
+            self.finished = True
+            self.done(clean_error(reply))
+            return
+        blob = reply[0]
+        self.result = (blob, reply[1])
+        self.acks = 1
+        if blob is None:  # the operation wrote nothing (e.g. SET NX on an existing key)
+            self.finished = True
+            self.done(self.result)
+            return
+        for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
+            self.co.hint(link, missed, self.key)
+        payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
+        for i in range(self.coordinator + 1, len(self.homes)):
+            self.homes[i].request(payload, partial(self.on_ack, i))
+        self._check(self.result)
+
+    def on_ack(self, index: int, reply: Any) -> None:
+        if type(reply) is int:
+            self.acks += 1
+        else:
+            self._failed(index, reply)
+            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key)
+        self._check(self.result)
+
+
+def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:
+    """(tombstone, expire_at, value) when ``op`` is a blind write LWW sends in one round
+    trip; None for read-modify-write operations, which go through a coordinator."""
+    if op == b"del":
+        return (b"1", b"0", b"")
+    if op == b"set":
+        value, mode, at, cond, get = op_args
+        if cond or get != b"0" or mode == b"keep":
+            return None
+        return (b"0", at if mode == b"at" else b"0", value)
+    if op == b"rqset":
+        return (b"0", op_args[1], op_args[0])
+    return None
+
+
+class _LwwWrite(_WriteQuorum):
+    """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip."""
+
+    __slots__ = ("existed", "payload", "holder", "missed")
+
+    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
+                 sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
+        super().__init__(co, key, homes, need, done)
+        tombstone, expire_at, value = sibling
+        self.existed = 0
+        self.holder: Link | None = None  # the first home that took the write
+        self.missed: list[Link] = []
+        self.payload = command(b"FCALL", b"rq_lww", b"1", key, co.actor,
+                               b"%d" % (time.time_ns() // 1000), co.grace_ms, tombstone,
+                               expire_at, value)
+
+    def start(self) -> None:
+        for i, link in enumerate(self.homes):
+            link.request(self.payload, partial(self.on_ack, i))
+
+    def on_ack(self, index: int, reply: Any) -> None:
+        if type(reply) is int:
+            self.acks += 1
+            self.existed = max(self.existed, reply)
+            if self.holder is None:
+                self.holder = self.homes[index]
+                for missed in self.missed:
+                    self.co.hint(self.holder, missed, self.key)
+        else:
+            self._failed(index, reply)
+            if self.holder is None:
+                self.missed.append(self.homes[index])
+            else:
+                self.co.hint(self.holder, self.homes[index], self.key)
+        # No object bytes come back in one round trip: b"" stands for "written".
+        self._check((b"", self.existed))

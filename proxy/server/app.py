@@ -1,0 +1,278 @@
+"""The proxy process: replica links, the coordinator, the listener and the command
+dispatcher; client connections are served by proxy/clients.py.
+
+Every command of a client batch goes through ``dispatch``: table lookup, AUTH, arity,
+reserved keys, then the handler, which answers at once or defers its reply to a replica
+callback, unless it has to wait for the replies before it (``dispatch`` returns False).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .. import __version__
+from ..commands.commanddata import CommandData
+from ..commands.session import Session
+from ..commands.table import (
+    DEFERRED,
+    TABLE,
+    UNSUPPORTED,
+    Batch,
+    arity_ok,
+    check_reserved,
+    err_arity,
+    unknown_command,
+    unsupported,
+)
+from ..config import Config
+from ..protocol.resp import ReplyError
+from ..replication.canary import Canary
+from ..replication.coordinator import Coordinator, Events
+from ..replication.counters import LATENCY_BUCKETS, CommandStats
+from ..replication.handoff import Handoff
+from .clients import ClientConn
+from .links import Flusher, ReplicaLink
+from .listener import bind_listener
+from .reactor import Reactor
+
+log = logging.getLogger("redquorum.server")
+
+HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
+
+
+async def every(interval: float, tick: Callable[[], None]) -> None:
+    """Run ``tick`` now and then every ``interval`` seconds (the background duties of
+    proxy/replication are plain calls, so that layer does no I/O of its own)."""
+    while True:
+        tick()
+        await trio.sleep(interval)
+
+NOAUTH = ReplyError("NOAUTH Authentication required.")
+
+
+def library_code() -> bytes:
+    from importlib import resources
+
+    return resources.files("redquorum.replicas").joinpath("redquorum.lua").read_bytes()
+
+
+class Proxy:
+    """Everything one proxy process holds: config, replica links, coordinator, clients."""
+
+    def __init__(self, config: Config, events: Events | None = None) -> None:
+        from ..replication.ring import Ring
+
+        self.config = config
+        self.started = time.time()
+        self.flusher = Flusher()
+        self.reactor = Reactor(self.flusher)
+        self.proxy_id = default_proxy_id()
+        self.events = events or Events()
+        library = library_code()
+        self.links: dict[str, ReplicaLink] = {
+            r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
+                              timeout=config.replica_timeout, library=library,
+                              reactor=self.reactor,
+                              password=r.password,
+                              on_state=getattr(self.events, "replica_state", None))
+            for r in config.replicas
+        }
+        self.ring = Ring(tuple(self.links), config.n)
+        self.coordinator = Coordinator(
+            self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
+            tombstone_grace=config.tombstone_grace,
+            sibling_soft_limit=config.sibling_soft_limit,
+            sibling_hard_limit=config.sibling_hard_limit, events=self.events,
+            actor=self.proxy_id)
+        self.sessions: dict[int, Session] = {}
+        self._ids = itertools.count(1)
+        self.total_connections = 0
+        self.total_commands = 0
+        self.listen_address: tuple[str, int] | None = None
+        self.canary = Canary(self.coordinator, self.proxy_id, config.w)
+        self.handoff = Handoff(self.coordinator)
+        self.command_stats = CommandStats()
+        self._labels: dict[bytes, str] = {}
+        self.clients: dict[int, ClientConn] = {}
+        self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
+
+    # -- lifetime ------------------------------------------------------------
+
+    async def run(self, listener: socket.socket | None = None, *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect to the replicas and serve clients until cancelled."""
+        lsock = listener or bind_listener(self.config.listen)
+        self.listen_address = lsock.getsockname()[:2]
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.flusher.run)
+                nursery.start_soon(self.reactor.run)
+                for link in self.links.values():
+                    await nursery.start(link.run)
+                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
+                with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
+                    await self.commanddata.wait_tried()
+                nursery.start_soon(self._accept_loop, lsock)
+                nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
+                nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
+                task_status.started(self.listen_address)
+        finally:
+            lsock.close()
+            for client in list(self.clients.values()):
+                client.close()
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        while True:
+            try:
+                conn, addr = lsock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(lsock)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept a client: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._client_arrived(conn, addr)
+
+    # -- clients ----------------------------------------------------------------
+
+    def _client_arrived(self, conn: socket.socket, addr: Any) -> None:
+        ident = next(self._ids)
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        session = Session(ident, peer, self)
+        self.sessions[ident] = session
+        self.total_connections += 1
+        count_connection = getattr(self.events, "client_connected", None)
+        if count_connection:
+            count_connection(1)
+        client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
+        client.open()
+
+    def client_gone(self, session: Session) -> None:
+        self.clients.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is None:
+            return
+        count_connection = getattr(self.events, "client_connected", None)
+        if count_connection:
+            count_connection(-1)
+
+    def record_batch(self, batch: Batch, seconds: float) -> None:
+        """Count each command of a batch by outcome, with the batch's latency."""
+        labels = self._labels
+        entry = self.command_stats.entry
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        for name, result in zip(batch.names, batch.results, strict=False):
+            label = labels.get(name)
+            if label is None:
+                label = "other"
+                if name in TABLE:  # bounded: only real command names become labels
+                    label = labels[name] = TABLE[name].name
+            counts = entry(label)
+            if type(result) is not ReplyError:
+                counts[0] += 1
+            elif result.text.startswith("NOQUORUM"):
+                counts[2] += 1
+            else:
+                counts[1] += 1
+            histogram = counts[3]
+            histogram.counts[bucket] += 1
+            histogram.total += seconds
+
+    def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
+        """Run one command of ``batch``; False, doing nothing, when it has to wait for
+        the batch's pending replies: it touches a key an earlier write of the batch
+        touches, or it is a barrier (see ``Command.barrier``)."""
+        name = args[0].lower()
+        spec = TABLE.get(name)
+        keys: list[bytes] = []
+        if spec is not None:
+            if spec.first_key:
+                keys = spec.keys(args)
+                written = batch.written
+                if written and batch.pending and any(key in written for key in keys):
+                    return False
+            elif spec.barrier and batch.pending:
+                return False
+        self.total_commands += 1
+        batch.names.append(name)
+        if spec is None:
+            text = name.decode(errors="replace")
+            batch.results.append(unsupported(text) if text in UNSUPPORTED else unknown_command(args))
+            return True
+        if not session.authenticated and "noauth" not in spec.flags:
+            batch.results.append(NOAUTH)
+            return True
+        if not arity_ok(spec, len(args)):
+            batch.results.append(err_arity(spec.name))
+            return True
+        if keys:
+            bad = check_reserved(keys)
+            if bad is not None:
+                batch.results.append(bad)
+                return True
+            if spec.writes:
+                if batch.written is None:
+                    batch.written = set(keys)
+                else:
+                    batch.written.update(keys)
+        try:
+            result = spec.handler(self, session, args, batch)
+        except Exception:
+            log.exception("command %r failed", name)
+            result = ReplyError(f"ERR redquorum: internal error in '{spec.name}' (see the proxy log)")
+        if result is not DEFERRED:
+            batch.results.append(result)
+        return True
+
+    # -- helpers for commands ---------------------------------------------------
+
+    def authenticate(self, session: Session, password: bytes, user: bytes | None) -> Any:
+        from ..protocol.resp import OK
+
+        expected = self.config.password
+        if not expected:
+            if user is None:
+                return ReplyError("ERR AUTH <password> called without any password configured "
+                                  "for the default user. Are you sure your configuration is correct?")
+            return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+        if (user is None or user == b"default") and password == expected.encode():
+            session.authenticated = True
+            return OK
+        return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+
+    def client_line(self, s: Session) -> str:
+        age = int(time.time() - s.created)
+        return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
+                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
+                f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
+                f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
+                f"lib-ver={s.lib_ver.decode(errors='replace')}")
+
+    def version(self) -> str:
+        return __version__
+
+
+def default_proxy_id() -> str:
+    """Unique per process: heartbeats and LWW actors of several proxies never collide."""
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def _fmt(addr: tuple[str, int] | None) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else ""
