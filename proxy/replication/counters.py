@@ -76,7 +76,8 @@ class CommandStats:
 
 
 class RoundTripSamples:
-    """Recent replica round trips, reads and writes apart, for the PBS estimate (proxy/replication/pbs.py).
+    """Recent replica round trips, reads and writes apart, for the PBS estimate
+    (proxy/replication/pbs.py).
 
     The link records one reply in ``EVERY`` on average (a countdown on the hot path; the
     sampled reply costs a deque append and a random gap) into rings of ``SIZE``: the
