@@ -5,9 +5,9 @@ never runs on the proxy's event loop. Labels are bounded: replica ids, command n
 ops and reasons — never keys. Gauges that are ages (replica lag) are computed when
 scraped, so a dead replica's lag keeps growing instead of freezing at its last value.
 
-The PBS estimate (proxy/replication/pbs.py) is the exception: a Monte Carlo run over the links'
-sampled round trips is too slow for a scrape, so ``PbsEstimate.run`` recomputes it every
-``pbs_interval`` in a worker thread and scrapes export the latest result.
+The PBS estimate (proxy/replication/pbs.py) is the exception: a Monte Carlo run over the
+links' sampled round trips is too slow for a scrape, so ``PbsEstimate.run`` recomputes it
+every ``pbs_interval`` in a worker thread and scrapes export the latest result.
 """
 
 from __future__ import annotations
@@ -244,15 +244,16 @@ class PbsEstimate:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.latest = PbsResult()
-        self.computed = 0  # how many estimates have been made
 
     async def run(self, app: Proxy) -> None:
         while True:
             await trio.sleep(self.config.pbs_interval)
             samples = {link.id: (list(link.round_trips.writes), list(link.round_trips.reads))
                        for link in app.links.values()}
-            self.latest = await trio.to_thread.run_sync(estimate_pbs, self.config, samples)
-            self.computed += 1
+            try:
+                self.latest = await trio.to_thread.run_sync(estimate_pbs, self.config, samples)
+            except Exception:  # a failed estimate must not stop the proxy: keep the last one
+                log.exception("PBS estimate failed")
 
     def collect(self) -> Any:
         latest = self.latest
