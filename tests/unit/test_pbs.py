@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -347,3 +348,24 @@ def test_live_cli_without_a_proxy_fails_cleanly(capsys):
 
     code, out, err = run_cli(capsys, "--live", "--metrics-url", f"http://127.0.0.1:{free_port()}/metrics")
     assert code == 1 and not out and err.startswith("redquorum pbs: cannot read")
+
+
+async def test_a_failed_estimate_keeps_the_last_one_and_the_loop_going(monkeypatch, caplog):
+    """Regression: an exception in the worker thread's estimate ended the proxy's nursery."""
+    import trio
+    from redquorum import metrics
+
+    estimate = metrics.PbsEstimate(build({"pbs_interval": 0.05}, REPLICAS))
+    estimate.latest = metrics.PbsResult(p_consistent={0.0: 0.5})
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        raise RuntimeError("numerical trouble")
+
+    monkeypatch.setattr(metrics, "estimate_pbs", failing)
+    with trio.move_on_after(1.0):
+        await estimate.run(SimpleNamespace(links={}))
+    assert len(calls) >= 2
+    assert estimate.latest.p_consistent == {0.0: 0.5}
+    assert "PBS estimate failed" in caplog.text
