@@ -53,6 +53,8 @@ class Config:
     antientropy_interval: float = 10.0  # seconds between rounds
     antientropy_keys_per_second: float = 5000.0  # objects compared per second, at most
     antientropy_rebuild_interval: float = 3600.0  # seconds between rebuilds of a replica's digests
+    pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
+    pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -125,6 +127,8 @@ SETTINGS = {
     "antientropy_interval": ("antientropy", "interval"),
     "antientropy_keys_per_second": ("antientropy", "keys_per_second"),
     "antientropy_rebuild_interval": ("antientropy", "rebuild_interval"),
+    "pbs_t_ms": ("proxy", "pbs_t_ms"),
+    "pbs_interval": ("proxy", "pbs_interval"),
 }
 
 
@@ -183,6 +187,17 @@ def _replica_from_toml(entry: Any, path: str) -> Replica:
     host, port = parse_address(str(entry["address"]), f"replica {entry['id']!r} address")
     password = entry.get("password")
     return Replica(str(entry["id"]), host, port, None if password is None else str(password))
+
+
+def _times(value: Any, name: str) -> tuple[float, ...]:
+    """A list of milliseconds: a TOML array, or comma-separated from the environment or a flag."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{name} must be a list of milliseconds, got {value!r}")
+    times = tuple(_float(item, name) for item in items if not isinstance(item, str) or item.strip())
+    if not times or len(times) > 32 or any(not 0 <= t < 1e9 for t in times):
+        raise ConfigError(f"{name} must list 1 to 32 times in 0..1e9 ms, got {value!r}")
+    return tuple(sorted(set(times)))
 
 
 def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
@@ -249,6 +264,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
                         "antientropy.rebuild_interval")
     if ae_rebuild < 0:
         raise ConfigError("antientropy.rebuild_interval must not be negative (0: only when missing)")
+    pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
+    pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
+    if not 0.01 <= pbs_interval <= 86400:
+        raise ConfigError(f"pbs_interval={pbs_interval} is outside 0.01..86400 seconds")
 
     return Config(
         replicas=tuple(replicas),
@@ -269,4 +288,6 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         antientropy_interval=ae_interval,
         antientropy_keys_per_second=ae_rate,
         antientropy_rebuild_interval=ae_rebuild,
+        pbs_t_ms=pbs_t_ms,
+        pbs_interval=pbs_interval,
     )

@@ -57,6 +57,8 @@ CONTRACT = {
     "redquorum_antientropy_segments_diverged": {"replica"},
     "redquorum_antientropy_last_success_timestamp_seconds": set(),
     "redquorum_antientropy_round_duration_seconds": set(),
+    "redquorum_pbs_consistency_probability": {"t_ms"},
+    "redquorum_pbs_t_visibility_seconds": {"quantile"},
 }
 ALERTED = {  # each must be used by at least one alert
     "redquorum_replica_up", "redquorum_replica_lag_seconds", "redquorum_quorum_failures_total",
