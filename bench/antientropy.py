@@ -9,6 +9,8 @@
    one ``redquorum repair`` round, unthrottled: its duration and the objects and digest
    fields each replica looked up.
 3. The same cluster after FLUSHALL on one replica: how long a round takes to refill it.
+4. Replica memory per key, with and without digests (``used_memory`` after ``--keys``
+   16-byte values).
 
 Starts its own redis-servers on free loopback ports, stops them by PID. Asserts nothing.
 """
@@ -117,8 +119,18 @@ def main() -> None:
 
         raws[2].flushall()
         stats = trio.run(run_round, config)
-        print(f"a replica emptied with FLUSHALL: refilled with {stats.repaired.get(replicas[2].id, 0)} "
-              f"keys in {stats.duration:.1f} s ({stats.repaired.get(replicas[2].id, 0) / stats.duration:.0f} keys/s)")
+        refilled = stats.repaired.get(replicas[2].id, 0)
+        print(f"a replica emptied with FLUSHALL: refilled with {refilled} keys in "
+              f"{stats.duration:.1f} s ({refilled / stats.duration:.0f} keys/s)")
+        per_key = {}
+        for name, library in (("without", plain), ("with", source)):
+            raws[0].flushall()
+            raws[0].function_load(library, replace=True)
+            empty = raws[0].info("memory")["used_memory"]
+            fill(raws[:1], args.keys)
+            per_key[name] = (raws[0].info("memory")["used_memory"] - empty) / args.keys
+        print(f"replica memory per key (16-byte values): {per_key['without']:.0f} bytes without "
+              f"digests, {per_key['with']:.0f} with")
         for raw in raws:
             raw.close()
     finally:

@@ -259,6 +259,13 @@ local function holds_data()
   return false
 end
 
+-- rq_aae_release lease owner : ends a partition's repair lease if ``owner`` still holds it
+local function aae_release(keys, args)
+  if not crc_table then aae_init() end
+  if aae_call('GET', keys[1]) == args[1] then return aae_call('DEL', keys[1]) end
+  return 0
+end
+
 -- rq_aae_rebuild now_ms every_ms count : one bounded step of the digests' rebuild.
 -- Starts a new generation when there is none, when the complete one has no roots while
 -- the replica holds data (its digests were deleted), or when it is older than every_ms
@@ -1030,3 +1037,4 @@ redis.register_function{function_name = 'rq_aae_keys', callback = aae_keys, flag
 redis.register_function{function_name = 'rq_aae_objects', callback = aae_objects, flags = {'no-writes'}}
 redis.register_function('rq_aae_refresh', aae_refresh)
 redis.register_function('rq_aae_rebuild', aae_rebuild)
+redis.register_function('rq_aae_release', aae_release)

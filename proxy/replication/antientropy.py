@@ -14,8 +14,9 @@ collisions) their roots agree. A round:
 1. asks every up replica for all its roots in one call (``rq_aae_roots``); a replica
    whose digests are incomplete (no generation built yet) is left out;
 2. for each partition whose homes disagree, takes a lease on the partition's first up
-   home (``SET __rq:aae:lease:<p> <proxy> NX PX``): a partition another proxy is
-   repairing is skipped, so several proxies never repeat each other's work;
+   home (``SET __rq:aae:lease:<p> <proxy> NX PX``, released when the partition is done):
+   a partition another proxy is repairing is skipped, so several proxies never repeat
+   each other's work;
 3. asks the homes for that partition's segment digests (``rq_aae_segments``), then for
    the segments that differ, their keys' entries (``rq_aae_keys``);
 4. reads only the keys whose entries differ (``rq_aae_objects``), merges what the homes
@@ -269,7 +270,8 @@ class AntiEntropy:
 class _Partition:
     """One diverged partition: lease, segments, keys, objects, merges."""
 
-    __slots__ = ("ae", "stats", "p", "homes", "waiting", "replies", "dead", "writes", "fetched")
+    __slots__ = ("ae", "stats", "p", "homes", "waiting", "replies", "dead", "writes", "fetched",
+                 "holder")
 
     def __init__(self, ae: AntiEntropy, stats: RoundStats, p: int) -> None:
         self.ae = ae
@@ -280,6 +282,7 @@ class _Partition:
         self.replies: dict[str, Any] = {}
         self.dead = False
         self.writes = 0  # merges and refreshes sent, not answered yet
+        self.holder: Link | None = None  # where this proxy holds the partition's lease
         self.fetched = False  # every diverged key has been read and its writes sent
 
     def start(self) -> None:
@@ -298,6 +301,7 @@ class _Partition:
             self.stats.partitions_leased += 1
             self._end()
         elif reply == b"OK":
+            self.holder = self.homes[0]
             self._segments()
         else:
             self.stats.errors += 1
@@ -440,9 +444,19 @@ class _Partition:
         return got
 
     def _end(self) -> None:
-        if not self.dead:
-            self.dead = True
+        if self.dead:
+            return
+        self.dead = True
+        if self.holder is None:
             self.ae.partition_done(self.stats)
+            return
+        # done: another proxy may look at the partition again at once (the partition ends
+        # when the release is answered, so `redquorum repair` leaves no lease behind)
+        self.holder.request(command(b"FCALL", b"rq_aae_release", b"1", lease_key(self.p),
+                                    self.ae.owner), self._released)
+
+    def _released(self, reply: Any) -> None:
+        self.ae.partition_done(self.stats)
 
 
 def _common(segs: dict[str, dict[bytes, bytes]], s: bytes, but: str) -> bytes | None:

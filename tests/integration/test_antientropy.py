@@ -239,6 +239,9 @@ def test_dry_run_reports_divergence_and_writes_nothing(replicas):
     only, _ = repair_cli(replicas, "--replica-id", "r3")
     assert only["keys_repaired_by_replica"] == {"r3": 5}
     assert all(raws["r1"].get(k) is None for k in keys) and all(raws["r3"].get(k) for k in keys)
+    rest, _ = repair_cli(replicas)  # right after: the last run left no lease behind
+    assert rest["partitions_leased_elsewhere"] == 0 and rest["keys_repaired_by_replica"] == {"r1": 5}
+    assert not any(raw.keys("__rq:aae:lease:*") for raw in raws.values())
 
 
 def test_two_proxies_neither_double_the_work_nor_corrupt_data(replicas, make_proxy):

@@ -59,6 +59,8 @@ class FakeReplica:
                      for x in (k, e)] for i in range(0, len(rest), 2)]
         if function == b"rq_aae_objects":
             return [None] * int(args[2])
+        if function == b"rq_aae_release":
+            self.leases.discard(args[3])
         return 1
 
     def kinds(self) -> list[bytes]:
@@ -131,6 +133,21 @@ def test_a_round_ends_only_after_its_writes_are_answered():
     assert sum(len(r.queue) for r in replicas) == 9  # three keys on three homes
     deliver(replicas)
     assert ae.round.done and ae.round.errors == 0
+
+
+def test_the_lease_is_released_when_the_partition_is_done():
+    replicas = diverged_cluster([7], keys_each=3)
+    ae = exchange(replicas)
+    ae.tick(now=100.0)
+    deliver(replicas)
+    ae.tick(now=100.5)
+    deliver(replicas, hold=b"rq_aae_release")
+    holder = next(r for r in replicas if r.leases)
+    assert ae.round is not None and not ae.round.done
+    assert [a[3:] for a in holder.seen if a[1:2] == [b"rq_aae_release"]] == \
+        [[b"__rq:aae:lease:7", b"test"]]
+    deliver(replicas)
+    assert ae.round.done
 
 
 def test_a_partition_leased_by_another_proxy_is_skipped():
