@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
                         help="only compare and repair this replica")
     repair.add_argument("--dry-run", action="store_true", dest="dry_run",
                         help="only report the divergence; write nothing")
+    repair.add_argument("--rebuild", action="store_true",
+                        help="first rebuild every replica's digests from its data (after changes "
+                             "made directly on a replica: DEL, FLUSHALL, restored files)")
     repair.add_argument("--json", action="store_true", help="print the result as JSON")
     _antientropy(repair)
     repair.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
@@ -187,7 +190,7 @@ def run_repair(args: argparse.Namespace) -> int:
     from .server.repair import run_round
 
     flags = {k: v for k, v in _flags(args).items()
-             if k not in ("partition", "replica_id", "dry_run", "json")}
+             if k not in ("partition", "replica_id", "dry_run", "json", "rebuild")}
     config = load(flags)
     for p in args.partition or []:
         if not 0 <= p < PARTITIONS:
@@ -197,7 +200,8 @@ def run_repair(args: argparse.Namespace) -> int:
         raise ConfigError(f"--replica-id {args.replica_id!r} is not one of {', '.join(ids)}")
     bar = _ProgressBar(sys.stderr)
     stats = trio.run(lambda: run_round(config, dry_run=args.dry_run, partitions=args.partition,
-                                       only=args.replica_id, progress=bar.show))
+                                       only=args.replica_id, rebuild=args.rebuild,
+                                       progress=bar.show))
     bar.close(stats)
     report = {
         "dry_run": args.dry_run,

@@ -269,7 +269,7 @@ end
 -- rq_aae_rebuild now_ms every_ms count : one bounded step of the digests' rebuild.
 -- Starts a new generation when there is none, when the complete one has no roots while
 -- the replica holds data (its digests were deleted), or when it is older than every_ms
--- (0: never for age); SCANs about ``count`` keys into it; swaps it in when the scan is
+-- (0: never for age; negative: now); SCANs about ``count`` keys into it; swaps it in when the scan is
 -- done, then deletes the old generation in later steps.
 -- Returns {phase ('idle'|'building'|'built'|'dropping'), keys visited}.
 local function aae_rebuild(keys, args)
@@ -288,7 +288,7 @@ local function aae_rebuild(keys, args)
     return {'dropping', #reply[2]}
   end
   if not building then
-    local due = not gen or (every > 0 and now - (built_at or 0) >= every)
+    local due = not gen or every < 0 or (every > 0 and now - (built_at or 0) >= every)
       or (aae_call('EXISTS', AAE .. gen .. ':r') == 0 and holds_data())
     if not due then return {'idle', 0} end
     building = aae_str((aae_num(gen) or 0) + 1)

@@ -249,21 +249,34 @@ class AntiEntropy:
 
     # -- digest rebuilds ----------------------------------------------------------------
 
-    def rebuild_tick(self, every: float | None = None, count: int | None = None) -> None:
-        """One bounded rebuild step on every up replica (a no-op where none is due)."""
+    def rebuild_tick(self, every: float | None = None, count: int | None = None,
+                     done: Callable[[dict[str, str]], None] | None = None,
+                     replicas: Iterable[str] | None = None) -> None:
+        """One bounded rebuild step on every up replica (or those named in ``replicas``; a
+        no-op where none is due); ``done`` gets each one's phase once all have answered."""
         every_ms = int((self.rebuild_interval if every is None else every) * 1000)
         count = count or max(100, int(self.keys_per_second))
         now = b"%d" % (time.time_ns() // 1_000_000)
         payload = command(b"FCALL", b"rq_aae_rebuild", b"0", now, b"%d" % every_ms, b"%d" % count)
-        for link in self.links.values():
-            if link.up:
-                link.request(payload, self._rebuilt(link))
+        chosen = None if replicas is None else set(replicas)
+        up = [link for link in self.links.values()
+              if link.up and (chosen is None or link.id in chosen)]
+        phases: dict[str, str] = {}
+        remaining = [len(up)]
+        if not up and done is not None:
+            done(phases)
+        for link in up:
+            link.request(payload, self._rebuilt(link, phases, remaining, done))
 
-    def _rebuilt(self, link: Link) -> Callable[[Any], None]:
+    def _rebuilt(self, link: Link, phases: dict[str, str], remaining: list[int],
+                 done: Callable[[dict[str, str]], None] | None) -> Callable[[Any], None]:
         def got(reply: Any) -> None:
             if type(reply) is list and reply:
                 phase = reply[0].decode() if type(reply[0]) is bytes else str(reply[0])
-                self.rebuild_phase[link.id] = phase
+                self.rebuild_phase[link.id] = phases[link.id] = phase
+            remaining[0] -= 1
+            if remaining[0] == 0 and done is not None:
+                done(phases)
         return got
 
 

@@ -3,7 +3,8 @@
 
 The links, reactor and flusher are the server's own; the round is the same code a proxy's
 timer drives. Replicas whose digests are missing are rebuilt first (bounded steps until
-they have a complete generation), since a round leaves them out until then.
+they have a complete generation), since a round leaves them out until then; with
+``rebuild`` every replica's are.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ STEP = 0.02  # seconds between ticks of the round
 
 
 async def run_round(config: Config, *, dry_run: bool = False, partitions: list[int] | None = None,
-                    only: str | None = None, connect_timeout: float = 3.0,
+                    only: str | None = None, rebuild: bool = False, connect_timeout: float = 3.0,
                     progress: Callable[[RoundStats], None] | None = None) -> RoundStats:
-    """Connect to every replica, run one full round, disconnect; the round's figures."""
+    """Connect to every replica, run one full round, disconnect; the round's figures.
+    ``rebuild``: first rebuild every replica's digests from its data (what changed behind
+    the proxies' back is then seen at once)."""
     flusher = Flusher()
     reactor = Reactor(flusher)
     library = library_code()
@@ -49,8 +52,11 @@ async def run_round(config: Config, *, dry_run: bool = False, partitions: list[i
         with trio.move_on_after(connect_timeout):
             for link in links.values():
                 await link.wait_ready()
-        if not dry_run:
-            await _rebuild_missing(ae, links)
+        if rebuild:
+            await _rebuild_all(ae)
+            await _rebuild_missing(ae, settled=("idle",))  # and the old generations deleted
+        elif not dry_run:
+            await _rebuild_missing(ae)
         stats = ae.start_round()
         while not stats.done:
             await trio.sleep(STEP)
@@ -61,15 +67,35 @@ async def run_round(config: Config, *, dry_run: bool = False, partitions: list[i
     return stats
 
 
-async def _rebuild_missing(ae: AntiEntropy, links: dict[str, ReplicaLink]) -> None:
-    """Step the rebuild of replicas that have no complete digests, until they do."""
+async def _step(ae: AntiEntropy, every: float, replicas: set[str] | None = None) -> dict[str, str]:
+    """One rebuild step on every up replica (or those named); their phases once all answered."""
+    answered = trio.Event()
+    phases: dict[str, str] = {}
+
+    def done(got: dict[str, str]) -> None:
+        phases.update(got)
+        answered.set()
+    ae.rebuild_tick(every=every, done=done, replicas=replicas)
+    await answered.wait()
+    return phases
+
+
+async def _rebuild_all(ae: AntiEntropy) -> None:
+    """A new digest generation on every up replica, built to the end. A replica still
+    deleting an older generation finishes that first (phase 'dropping'), then starts."""
+    pending = {ident for ident, link in ae.links.items() if link.up}
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline:
+        phases = await _step(ae, every=-1, replicas=pending)
+        pending = {ident for ident in pending if phases.get(ident, "built") != "built"}
+
+
+async def _rebuild_missing(ae: AntiEntropy, settled: tuple[str, ...] = ("idle", "dropping")) -> None:
+    """Step the rebuilds under way (and those of replicas with no complete digests) until
+    every replica has a complete generation and none is building (``settled``: the phases
+    that count as done)."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        ae.rebuild_phase.clear()
-        ae.rebuild_tick(every=0)
-        while len(ae.rebuild_phase) < sum(1 for link in links.values() if link.up):
-            await trio.sleep(STEP)
-            if not any(link.up for link in links.values()):
-                return
-        if all(phase in ("idle", "dropping") for phase in ae.rebuild_phase.values()):
+        phases = await _step(ae, every=0)
+        if all(phase in settled for phase in phases.values()):
             return

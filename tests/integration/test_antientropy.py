@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zlib
+from functools import partial
 
 import pytest
 import trio
@@ -244,6 +245,24 @@ def test_dry_run_reports_divergence_and_writes_nothing(replicas):
     assert not any(raw.keys("__rq:aae:lease:*") for raw in raws.values())
 
 
+def test_repair_rebuild_sees_what_changed_behind_the_proxys_back(replicas):
+    raws = {r.id: replicas.raw(r.id) for r in replicas}
+    keys = [f"rebuild:{i}".encode() for i in range(30)]
+    diverge_on(raws["r1"], keys)
+    first, _ = repair_cli(replicas)
+    assert first["keys_repaired"] == 60
+    raws["r3"].delete(*keys[:7])  # behind the proxies' back: the digests still list them
+    blind, _ = repair_cli(replicas, "--dry-run")
+    assert blind["keys_diverged"] == 0
+    seen, _ = repair_cli(replicas, "--rebuild")
+    assert seen["keys_repaired_by_replica"] == {"r3": 7}
+    assert all(raws["r3"].get(k) == raws["r1"].get(k) for k in keys)
+    for raw in raws.values():
+        assert stored_digests(raw) == recomputed_digests(raw)
+        gen = raw.hget("__rq:aae:state", "gen").decode()
+        assert gen == "2" and not raw.keys("__rq:aae:1:*")  # the old generation is gone
+
+
 def test_two_proxies_neither_double_the_work_nor_corrupt_data(replicas, make_proxy):
     writer = make_proxy(replicas, extra=["--antientropy-enabled", "false"])
     base = [f"two:{i}".encode() for i in range(300)]
@@ -362,7 +381,7 @@ def test_metrics_show_the_rounds(replicas, make_proxy):
 
 # -- random workloads with failures: digests equal, and equal to a recomputation ----------
 
-OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "flush"]), st.integers(0, 11),
+OPS = st.lists(st.tuples(st.sampled_from(["set", "del", "flush", "del_behind"]), st.integers(0, 11),
                          st.integers(0, 2), st.sets(st.integers(0, 2), max_size=2)),
                min_size=1, max_size=40)
 
@@ -395,6 +414,9 @@ def test_digests_match_the_data_after_random_workloads_with_failures(shared_repl
             coord.flushall()
             epochs[coordinator] += 1
             continue
+        if op == "del_behind":  # one key deleted on one replica, the digests none the wiser
+            coord.delete(key)
+            continue
         actor = b"%s.%d" % (reps[coordinator].id.encode(), epochs[coordinator])
         if op == "set":
             reply = coord.fcall("rq_set", 1, key, actor, now + step, GRACE_MS, 100, b"v%d" % step, 0)
@@ -406,7 +428,7 @@ def test_digests_match_the_data_after_random_workloads_with_failures(shared_repl
             if i != coordinator and i not in dropped:  # the others the fan-out reached
                 raw.fcall("rq_replace", 1, key, GRACE_MS, reply[0], reply[2] or b"", reply[3])
     config = build({"n": 3}, [Replica(r.id, r.host, r.port) for r in reps])
-    stats = trio.run(run_round, config)
+    stats = trio.run(partial(run_round, config, rebuild=True))
     assert stats.errors == 0
     digests = [stored_digests(raw) for raw in raws]
     for raw, digest in zip(raws, digests, strict=True):
