@@ -102,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
                     "the background). A progress bar goes to stderr.")
     repair.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
     repair.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
-                        help="a replica (repeat for each; env REDQUORUM_REPLICAS)")
+                        help="a replica (repeat for each; env REDQUORUM_REPLICAS); a bare ID "
+                             "means --replica-id ID")
     repair.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
     repair.add_argument("--mode", choices=["causal", "lww"], help="as the proxies run (env REDQUORUM_MODE)")
     repair.add_argument("--partition", type=int, action="append", metavar="P",
@@ -191,6 +192,13 @@ def run_repair(args: argparse.Namespace) -> int:
 
     flags = {k: v for k, v in _flags(args).items()
              if k not in ("partition", "replica_id", "dry_run", "json", "rebuild")}
+    # `--replica ID` (no address) names the replica to repair, as `--replica-id ID` does
+    named = [r for r in args.replica or [] if "=" not in r]
+    if named:
+        if len(named) > 1 or (args.replica_id is not None and args.replica_id != named[0]):
+            raise ConfigError("repair one replica at a time (--replica-id ID)")
+        args.replica_id = named[0].strip()
+        flags["replica"] = [r for r in args.replica if "=" in r] or None
     config = load(flags)
     for p in args.partition or []:
         if not 0 <= p < PARTITIONS:

@@ -63,7 +63,6 @@ digests) starts a rebuild at its first write; an empty one needs none.
 local AAE = '__rq:aae:'
 local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
-local AAE_ZERO = '000000000000'
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local bxor, band, rshift, bnot, sha1hex
 local crc_table

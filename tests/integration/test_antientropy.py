@@ -237,7 +237,7 @@ def test_dry_run_reports_divergence_and_writes_nothing(replicas):
     report, _ = repair_cli(replicas, "--dry-run")
     assert report["keys_diverged"] == 5 and report["keys_repaired"] == 0
     assert all(raws["r1"].get(k) is None for k in keys)
-    only, _ = repair_cli(replicas, "--replica-id", "r3")
+    only, _ = repair_cli(replicas, "--replica", "r3")  # as --replica-id r3
     assert only["keys_repaired_by_replica"] == {"r3": 5}
     assert all(raws["r1"].get(k) is None for k in keys) and all(raws["r3"].get(k) for k in keys)
     rest, _ = repair_cli(replicas)  # right after: the last run left no lease behind

@@ -220,3 +220,16 @@ def test_settings_from_toml_environment_and_flags(tmp_path):
 def test_bad_settings_are_refused(raw, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         build(raw, [Replica("r1", "127.0.0.1", 7001)])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--partition", "4096"], "--partition 4096 is outside 0..4095"),
+    (["--replica-id", "r9"], "--replica-id 'r9' is not one of r1, r2"),
+    (["--replica", "r1", "--replica", "r2"], "repair one replica at a time"),
+])
+def test_repair_refuses_bad_arguments(argv, message, capsys):
+    from redquorum.cli import main
+
+    replicas = ["--replica", "r1=127.0.0.1:1", "--replica", "r2=127.0.0.1:2", "-n", "2"]
+    assert main(["repair", *replicas, *argv]) == 2
+    assert message in capsys.readouterr().err
