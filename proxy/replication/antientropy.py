@@ -154,7 +154,14 @@ class AntiEntropy:
     # -- driving -----------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        try:
+            self._tick(time.monotonic() if now is None else now)
+        except Exception:  # a background duty's surprise must not take the proxy down
+            log.exception("anti-entropy step failed")
+            if self.round is not None and not self.round.done:
+                self.round.errors += 1
+
+    def _tick(self, now: float) -> None:
         elapsed = now - self._last_tick if self._last_tick else 0.0
         self._last_tick = now
         burst = max(1.0, self.keys_per_second)  # at most a second's worth saved up
