@@ -147,6 +147,7 @@ class AntiEntropy:
         self._tokens = 0.0
         self._last_tick = 0.0
         self._queue: list[int] = []
+        self._parked: list[Callable[[], None]] = []  # partitions waiting for budget to go on
         self._roots: dict[str, dict[bytes, bytes]] = {}
         self._roots_pending = 0
         self._in_flight = 0
@@ -179,6 +180,7 @@ class AntiEntropy:
         stats = self.round = RoundStats(started=time.time())
         self._roots = {}
         self._queue = []
+        self._parked = []
         up = [link for link in self.links.values() if link.up]
         self._roots_pending = len(up)
         if not up:
@@ -221,6 +223,8 @@ class AntiEntropy:
         stats = self.round
         if stats is None or stats.done or self._roots_pending:
             return
+        while self._parked and self._tokens > 0:
+            self._parked.pop(0)()
         while self._queue and self._in_flight < PARALLEL and self._tokens > 0:
             self._in_flight += 1
             self._tokens -= 1  # its digests are work too: a partition costs a key's worth
@@ -235,6 +239,13 @@ class AntiEntropy:
 
     def spend(self, keys: int) -> None:
         self._tokens -= keys
+
+    def when_budget(self, go_on: Callable[[], None]) -> None:
+        """Run ``go_on`` now if the budget allows, else once ticks have refilled it."""
+        if self._tokens > 0:
+            go_on()
+        else:
+            self._parked.append(go_on)
 
     def _finish(self) -> None:
         stats = self.round
@@ -393,19 +404,21 @@ class _Partition:
         keys = sorted(differing(entries.values()))
         self.stats.keys_compared += len(listed)
         self.stats.keys_diverged += len(keys)
-        self.ae.spend(len(keys))
         if not keys or self.ae.dry_run:
+            self.ae.spend(len(keys))
             self._end()
             return
         self._fetch(keys)
 
     def _fetch(self, keys: list[bytes]) -> None:
+        """Read and merge ``keys`` a chunk at a time, each chunk paid from the budget."""
         chunk, rest = keys[:OBJECTS_PER_CALL], keys[OBJECTS_PER_CALL:]
+        self.ae.spend(len(chunk))
 
         def merge_then_next() -> None:
             self._merge(chunk)
             if rest:
-                self._fetch(rest)
+                self.ae.when_budget(lambda: self._fetch(rest))
             else:
                 self.fetched = True
                 self._written()

@@ -194,6 +194,28 @@ def test_keys_per_second_throttles_the_round():
     assert ae.round is not None and ae.round.done
 
 
+def test_a_large_partition_is_read_a_chunk_at_a_time_within_the_budget():
+    replicas = diverged_cluster([3], keys_each=600)  # three chunks of at most 256 keys
+    ae = exchange(replicas, keys_per_second=300)
+
+    def chunks() -> int:
+        return len([a for a in replicas[0].seen if a[:2] == [b"FCALL", b"rq_aae_objects"]])
+    ae.tick(now=100.0)
+    deliver(replicas)
+    ae.tick(now=100.1)  # 30 keys' worth: the partition starts, its first chunk overdraws
+    deliver(replicas)
+    assert chunks() == 1
+    ae.tick(now=100.8)  # 256 + 1 - 30 = 227 to make up at 300/s: not yet
+    deliver(replicas)
+    assert chunks() == 1
+    ae.tick(now=101.0)
+    deliver(replicas)
+    assert chunks() == 2
+    ae.tick(now=102.0)
+    deliver(replicas)
+    assert chunks() == 3 and ae.round is not None and ae.round.done
+
+
 def test_settings_from_toml_environment_and_flags(tmp_path):
     path = tmp_path / "rq.toml"
     path.write_text('[antientropy]\nenabled = false\ninterval = 2.5\nkeys_per_second = 100\n'
