@@ -26,9 +26,11 @@ collisions) their roots agree. A round:
    object already equals the merge gets its entry recomputed from its data
    (``rq_aae_refresh``): a key Redis dropped at its PXAT leaves the digests that way.
 
-So with 20 of 20,000 keys diverged a round reads the roots, about 20 segments and their
-few keys, and 20 objects per home. Objects read are throttled to ``keys_per_second``:
-``tick`` runs several times a second and starts partitions while its budget lasts.
+So with 20 of 20,000 keys diverged a round reads the roots, the segment digests of about
+20 partitions, the keys of about 20 segments, and 20 objects per home. Objects read are
+throttled to ``keys_per_second``: ``tick`` runs several times a second and refills a
+budget; a partition starts only while it lasts, and one with many diverged keys reads
+them 256 at a time, each chunk waiting for the budget. Rounds start every ``interval``.
 
 Digests miss what happens behind the proxy's back (DEL or FLUSHALL on a replica,
 eviction, a restore of older files): ``rebuild_tick`` drives every replica's periodic
