@@ -42,36 +42,41 @@ its keys' entries, a partition's root the XOR of its segments' digests. XOR make
 update O(1): XOR out the key's old entry, XOR in the new one (LuaBitOp works on 32-bit
 ints: the 48 bits are two 24-bit chunks). A digest of zero is stored as no field.
 
-Keys, all under __rq:aae: (hidden from clients), for digest generation g:
-  __rq:aae:state           hash: gen (the complete generation), building (one being
-                           rebuilt), cursor (its SCAN cursor), built_at (ms), drop/dcursor
-                           (an old generation being deleted)
-  __rq:aae:<g>:r           hash: partition -> root, all of them read in one call
-  __rq:aae:<g>:k:<p>:<s>   hash: key -> entry, the keys of one segment listed without a
-                           scan; plus the segment's own digest under a field no key of
-                           that segment can be (seg_field), so a write reads and writes the
-                           entry and the digest in one call each
-A write costs five calls: the state, the segment (read, write), the root (read, write).
+All of a partition's digests are one hash, so a write reads them in one call and writes
+them in one more (and the AOF gets one command more than the object's own):
+  __rq:aae:<g>:p:<p>   char(s) .. key -> the key's entry (a segment's keys listed without
+                       a scan of the keyspace); char(64 + s) -> segment s's digest;
+                       char(128) -> the partition's root. Key fields start with a byte
+                       below 64, so they never meet the others.
+  __rq:aae:state       hash: gen (the complete generation g), building (one being
+                       rebuilt), cursor (its SCAN cursor), built_at (ms), drop/dcursor (an
+                       old generation being deleted)
+All under __rq:aae: (hidden from clients). A write costs three calls: the state, the
+partition's read, its write.
 
 Changes made behind the proxy's back (DEL, FLUSHALL, eviction, Redis dropping a key at
 its PXAT) do not pass here: rq_aae_rebuild builds a new generation from a SCAN of the
 data in bounded steps while writes keep both generations current, then swaps it in. A
 replica with no digest state at all (emptied, or restored from files older than the
-digests) starts a rebuild at its first write; an empty one needs none.
+digests) starts a rebuild at its first write; an empty one needs none; one where a few
+random objects have no entry (digests deleted, keys written directly) starts one at once.
 ]]
 
 local AAE = '__rq:aae:'
 local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
+local AAE_PARTITIONS = 4096
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
+local aae_char, aae_unpack
 local bxor, band, rshift, bnot, sha1hex
-local crc_table
+local crc_table, seg_fields, ROOT_FIELD
 
 local function aae_init()
   local g = _G  -- the globals themselves: this file's locals of the same names may be unset
   aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor =
     g.redis.call, g.string.byte, g.string.sub, g.string.format, g.tonumber, g.ipairs, g.tostring,
     g.math.floor
+  aae_char, aae_unpack = g.string.char, g.unpack
   bxor, band, rshift, bnot, sha1hex = g.bit.bxor, g.bit.band, g.bit.rshift, g.bit.bnot, g.redis.sha1hex
   local t = {}
   for i = 0, 255 do
@@ -81,6 +86,9 @@ local function aae_init()
     end
     t[i] = c
   end
+  seg_fields = {}
+  for s = 0, AAE_SEGMENTS - 1 do seg_fields[s] = aae_char(64 + s) end
+  ROOT_FIELD = aae_char(128)
   crc_table = t
 end
 
@@ -95,14 +103,7 @@ end
 
 local function aae_place(key)
   local c = crc32(key)
-  return band(c, 4095), band(rshift(c, 12), AAE_SEGMENTS - 1)
-end
-
--- The segment digest's field in the segment's hash: '' is the key whose crc32 is 0, which
--- lives in segment 0 of partition 0, where '\0' (partition 3981) serves instead.
-local function seg_field(p, s)
-  if p == 0 and s == 0 then return '\0' end
-  return ''
+  return band(c, AAE_PARTITIONS - 1), band(rshift(c, 12), AAE_SEGMENTS - 1)
 end
 
 local function aae_entry(key, blob)
@@ -119,32 +120,33 @@ local function hex_xor(a, b)
   return aae_format('%06x%06x', hi, lo)
 end
 
-local function aae_root_xor(gen, p, delta)
-  local roots = AAE .. gen .. ':r'
-  local v = hex_xor(aae_call('HGET', roots, p), delta)
-  if v then aae_call('HSET', roots, p, v) else aae_call('HDEL', roots, p) end
+local function partition_hash(gen, p)
+  return AAE .. gen .. ':p:' .. p
 end
 
 -- Sets key's entry in generation gen (entry false: the key is gone).
 local function aae_apply(gen, key, p, s, entry)
-  local hash, field = AAE .. gen .. ':k:' .. p .. ':' .. s, seg_field(p, s)
-  local held = aae_call('HMGET', hash, key, field)
+  local hash, kf, sf = partition_hash(gen, p), aae_char(s) .. key, seg_fields[s]
+  local held = aae_call('HMGET', hash, kf, sf, ROOT_FIELD)
   local old = held[1]
   if old == entry then return end
   local delta = hex_xor(old, entry)
-  local seg = hex_xor(held[2], delta)
-  if entry and seg then
-    aae_call('HSET', hash, key, entry, field, seg)
-  elseif entry then
-    aae_call('HSET', hash, key, entry)
-    aae_call('HDEL', hash, field)
-  elseif seg then
-    aae_call('HDEL', hash, key)
-    aae_call('HSET', hash, field, seg)
-  else
-    aae_call('HDEL', hash, key, field)
+  local seg, root = hex_xor(held[2], delta), hex_xor(held[3], delta)
+  if entry and seg and root then  -- the usual case: one call
+    aae_call('HSET', hash, kf, entry, sf, seg, ROOT_FIELD, root)
+    return
   end
-  aae_root_xor(gen, p, delta)
+  local set, gone = {}, {}
+  for _, f in aae_ipairs({{kf, entry}, {sf, seg}, {ROOT_FIELD, root}}) do
+    if f[2] then
+      set[#set + 1] = f[1]
+      set[#set + 1] = f[2]
+    else
+      gone[#gone + 1] = f[1]
+    end
+  end
+  if #set > 0 then aae_call('HSET', hash, aae_unpack(set)) end
+  if #gone > 0 then aae_call('HDEL', hash, aae_unpack(gone)) end
 end
 
 local function now_ms()
@@ -173,8 +175,8 @@ local function aae_store(key, blob)
   if building then aae_apply(building, key, p, s, entry) end
 end
 
--- rq_aae_roots : {1 when the digests are complete else 0, {partition, root, ...},
--- 1 while a rebuild runs else 0, built_at ms}
+-- rq_aae_roots first count : {1 when the digests are complete else 0, {partition, root,
+-- ...} for partitions first .. first + count - 1, 1 while a rebuild runs else 0, built_at}
 local function aae_roots(keys, args)
   if not crc_table then aae_init() end
   local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at')
@@ -184,7 +186,18 @@ local function aae_roots(keys, args)
     if aae_call('DBSIZE') == 0 then return {1, {}, 0, 0} end  -- nothing held: exact
     return {0, {}, building, 0}
   end
-  return {1, aae_call('HGETALL', AAE .. st[1] .. ':r'), building, aae_num(st[3]) or 0}
+  local first = aae_num(args[1]) or 0
+  local last = first + (aae_num(args[2]) or AAE_PARTITIONS) - 1
+  if last > AAE_PARTITIONS - 1 then last = AAE_PARTITIONS - 1 end
+  local out = {}
+  for p = first, last do
+    local root = aae_call('HGET', partition_hash(st[1], p), ROOT_FIELD)
+    if root then
+      out[#out + 1] = aae_str(p)
+      out[#out + 1] = root
+    end
+  end
+  return {1, out, building, aae_num(st[3]) or 0}
 end
 
 -- rq_aae_segments partition : {segment, digest, ...} (zero digests left out)
@@ -193,12 +206,12 @@ local function aae_segments(keys, args)
   local gen = aae_call('HGET', AAE_STATE, 'gen')
   local out = {}
   if not gen then return out end
-  local p = aae_num(args[1])
+  local held = aae_call('HMGET', partition_hash(gen, aae_num(args[1])),
+    aae_unpack(seg_fields, 0, AAE_SEGMENTS - 1))
   for s = 0, AAE_SEGMENTS - 1 do
-    local d = aae_call('HGET', AAE .. gen .. ':k:' .. p .. ':' .. s, seg_field(p, s))
-    if d then
+    if held[s + 1] then
       out[#out + 1] = aae_str(s)
-      out[#out + 1] = d
+      out[#out + 1] = held[s + 1]
     end
   end
   return out
@@ -208,16 +221,16 @@ end
 local function aae_keys(keys, args)
   if not crc_table then aae_init() end
   local gen = aae_call('HGET', AAE_STATE, 'gen')
-  local out = {}
+  local out, fields = {}, {}
   for i = 1, #args, 2 do
     local listed = {}
     if gen then
-      local p, s = aae_num(args[i]), aae_num(args[i + 1])
-      local flat = aae_call('HGETALL', AAE .. gen .. ':k:' .. p .. ':' .. s)
-      local field = seg_field(p, s)
+      local p, s = args[i], aae_num(args[i + 1])
+      fields[p] = fields[p] or aae_call('HGETALL', partition_hash(gen, p))
+      local flat = fields[p]
       for j = 1, #flat, 2 do
-        if flat[j] ~= field then
-          listed[#listed + 1] = flat[j]
+        if aae_byte(flat[j], 1) == s then
+          listed[#listed + 1] = aae_sub(flat[j], 2)
           listed[#listed + 1] = flat[j + 1]
         end
       end
@@ -248,14 +261,18 @@ local function aae_refresh(keys, args)
   return #keys
 end
 
--- True when a few random keys include an object (not digests, hints or leases).
-local function holds_data()
+-- False when a few random objects of this replica include one the digests of generation
+-- gen do not list: they were deleted, or keys were written around the function library.
+local function spot_check(gen)
   for _ = 1, 8 do
     local key = aae_call('RANDOMKEY')
-    if not key then return false end
-    if aae_sub(key, 1, 9) ~= AAE and aae_call('TYPE', key)['ok'] == 'string' then return true end
+    if not key then return true end
+    if aae_sub(key, 1, 9) ~= AAE and aae_call('TYPE', key)['ok'] == 'string' then
+      local p, s = aae_place(key)
+      return aae_call('HEXISTS', partition_hash(gen, p), aae_char(s) .. key) == 1
+    end
   end
-  return false
+  return true
 end
 
 -- rq_aae_release lease owner : ends a partition's repair lease if ``owner`` still holds it
@@ -266,10 +283,10 @@ local function aae_release(keys, args)
 end
 
 -- rq_aae_rebuild now_ms every_ms count : one bounded step of the digests' rebuild.
--- Starts a new generation when there is none, when the complete one has no roots while
--- the replica holds data (its digests were deleted), or when it is older than every_ms
--- (0: never for age; negative: now); SCANs about ``count`` keys into it; swaps it in when the scan is
--- done, then deletes the old generation in later steps.
+-- Starts a new generation when there is none, when a spot check finds an object the
+-- complete one does not list, or when it is older than every_ms (0: never for age;
+-- negative: now); SCANs about ``count`` keys into it; swaps it in when the scan is done,
+-- then deletes the old generation in later steps.
 -- Returns {phase ('idle'|'building'|'built'|'dropping'), keys visited}.
 local function aae_rebuild(keys, args)
   if not crc_table then aae_init() end
@@ -288,7 +305,7 @@ local function aae_rebuild(keys, args)
   end
   if not building then
     local due = not gen or every < 0 or (every > 0 and now - (built_at or 0) >= every)
-      or (aae_call('EXISTS', AAE .. gen .. ':r') == 0 and holds_data())
+      or not spot_check(gen)
     if not due then return {'idle', 0} end
     building = aae_str((aae_num(gen) or 0) + 1)
     cursor = '0'

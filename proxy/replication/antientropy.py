@@ -11,8 +11,9 @@ entries, so a write updates them in O(1). Equal objects are equal bytes (Lua is 
 encoder), so two homes hold the same data for a partition exactly when (up to hash
 collisions) their roots agree. A round:
 
-1. asks every up replica for all its roots in one call (``rq_aae_roots``); a replica
-   whose digests are incomplete (no generation built yet) is left out;
+1. asks every up replica for its roots, a quarter of the partitions per call
+   (``rq_aae_roots``); a replica whose digests are incomplete (no generation built yet)
+   is left out;
 2. for each partition whose homes disagree, takes a lease on the partition's first up
    home (``SET __rq:aae:lease:<p> <proxy> NX PX``, released when the partition is done):
    a partition another proxy is repairing is skipped, so several proxies never repeat
@@ -63,6 +64,7 @@ ZERO = b"000000000000"  # an absent digest: XOR of nothing
 LEASE_PREFIX = b"__rq:aae:lease:"
 PARALLEL = 8  # partitions being repaired at once
 OBJECTS_PER_CALL = 256  # keys per rq_aae_objects call
+ROOTS_PER_CALL = 1024  # partitions' roots per rq_aae_roots call: about a millisecond each
 
 
 def lease_key(partition: int) -> bytes:
@@ -156,20 +158,22 @@ class AntiEntropy:
 
     # -- driving -----------------------------------------------------------------------
 
-    def tick(self, now: float | None = None) -> None:
+    def tick(self, now: float | None = None, *, start_rounds: bool = True) -> None:
+        """Refill the budget and go on with the round; with ``start_rounds``, start one
+        when ``interval`` has passed since the last began."""
         try:
-            self._tick(time.monotonic() if now is None else now)
+            self._tick(time.monotonic() if now is None else now, start_rounds)
         except Exception:  # a background duty's surprise must not take the proxy down
             log.exception("anti-entropy step failed")
             if self.round is not None and not self.round.done:
                 self.round.errors += 1
 
-    def _tick(self, now: float) -> None:
+    def _tick(self, now: float, start_rounds: bool) -> None:
         elapsed = now - self._last_tick if self._last_tick else 0.0
         self._last_tick = now
         burst = max(1.0, self.keys_per_second)  # at most a second's worth saved up
         self._tokens = min(burst, self._tokens + elapsed * self.keys_per_second)
-        if not self.active and now >= self._next_round:
+        if start_rounds and not self.active and now >= self._next_round:
             self._next_round = now + self.interval
             self.start_round()
         self._advance()
@@ -184,25 +188,31 @@ class AntiEntropy:
         self._queue = []
         self._parked = []
         up = [link for link in self.links.values() if link.up]
-        self._roots_pending = len(up)
+        self._roots_pending = len(up) * (PARTITIONS // ROOTS_PER_CALL)
         if not up:
             self._finish()
             return stats
-        payload = command(b"FCALL", b"rq_aae_roots", b"0")
-        for link in up:
-            link.request(payload, self._rooted(link, stats))
+        incomplete: set[str] = set()
+        for first in range(0, PARTITIONS, ROOTS_PER_CALL):
+            payload = command(b"FCALL", b"rq_aae_roots", b"0", b"%d" % first, b"%d" % ROOTS_PER_CALL)
+            for link in up:
+                link.request(payload, self._rooted(link, stats, incomplete))
         return stats
 
-    def _rooted(self, link: Link, stats: RoundStats) -> Callable[[Any], None]:
+    def _rooted(self, link: Link, stats: RoundStats, incomplete: set[str]) -> Callable[[Any], None]:
         def got(reply: Any) -> None:
             if stats is not self.round:
                 return
             if type(reply) is list and len(reply) >= 2 and reply[0] == 1:
-                self._roots[link.id] = _pairs(reply[1])
-            elif type(reply) is not list:
-                stats.errors += 1
+                self._roots.setdefault(link.id, {}).update(_pairs(reply[1]))
+            else:  # digests incomplete, or no answer: this replica sits the round out
+                incomplete.add(link.id)
+                if type(reply) is not list:
+                    stats.errors += 1
             self._roots_pending -= 1
             if self._roots_pending == 0:
+                for ident in incomplete:
+                    self._roots.pop(ident, None)
                 self._plan(stats)
         return got
 

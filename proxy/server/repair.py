@@ -60,7 +60,7 @@ async def run_round(config: Config, *, dry_run: bool = False, partitions: list[i
         stats = ae.start_round()
         while not stats.done:
             await trio.sleep(STEP)
-            ae.tick()
+            ae.tick(start_rounds=False)  # this round only
             if progress is not None:
                 progress(stats)
         nursery.cancel_scope.cancel()

@@ -34,21 +34,23 @@ GRACE_MS = 3_600_000
 # -- digests, read back and recomputed ---------------------------------------------------
 
 def stored_digests(raw) -> tuple[dict, dict, dict]:
-    """(roots, segments, entries) of the replica's complete digest generation."""
+    """(roots, segments, entries) of the replica's complete digest generation, from its
+    partition hashes: char(s) + key -> entry, char(64 + s) -> segment digest, char(128) -> root."""
     gen = raw.hget("__rq:aae:state", "gen")
     assert gen is not None, "the replica has no complete digests"
-    gen = gen.decode()
-    roots = {int(p): d.decode() for p, d in raw.hgetall(f"__rq:aae:{gen}:r").items()}
+    roots: dict[int, str] = {}
     segments: dict[int, dict[int, str]] = {}
-    entries = {}
-    for name in raw.scan_iter(match=f"__rq:aae:{gen}:k:*", count=1000):
-        p, s = map(int, name.decode().split(":")[-2:])
-        found = {k: e.decode() for k, e in raw.hgetall(name).items()}
-        digest = found.pop(b"\0" if (p, s) == (0, 0) else b"", None)
-        if digest is not None:
-            segments.setdefault(p, {})[s] = digest
-        if found:
-            entries[(p, s)] = found
+    entries: dict[tuple[int, int], dict[bytes, str]] = {}
+    for name in raw.scan_iter(match=f"__rq:aae:{gen.decode()}:p:*", count=1000):
+        p = int(name.decode().rsplit(":", 1)[1])
+        for field, value in raw.hgetall(name).items():
+            kind, rest = field[0], field[1:]
+            if kind < 64:
+                entries.setdefault((p, kind), {})[rest] = value.decode()
+            elif kind < 128:
+                segments.setdefault(p, {})[kind - 64] = value.decode()
+            else:
+                roots[p] = value.decode()
     return roots, segments, entries
 
 
@@ -76,7 +78,7 @@ def recomputed_digests(raw) -> tuple[dict, dict, dict]:
 
 
 def roots_of(raw) -> dict:
-    reply = raw.fcall("rq_aae_roots", 0)
+    reply = raw.fcall("rq_aae_roots", 0, 0, 4096)
     return {} if reply[0] != 1 else dict(zip(reply[1][::2], reply[1][1::2], strict=True))
 
 
@@ -218,12 +220,13 @@ def test_cost_follows_divergence(replicas, make_proxy):
     assert report["keys_repaired_by_replica"] == {"r2": 20, "r3": 20}
     assert report["segments_diverged"] <= 20
     assert report["keys_compared"] < 200
-    # a full comparison reads 20,000 objects per replica; this one about 4 per diverged key
-    # (the round's read, the merge's and a digest refresh) and, for each of the 20 diverged
-    # partitions, its 64 segment digests and the diverged segment's keys
+    # a full comparison reads 20,000 objects per replica; this one about 3 per diverged key
+    # (the round's read, the merge's and a digest refresh), the 4096 partition roots (one
+    # field each, once per round), and for each of the 20 diverged partitions its segment
+    # digests and keys (one call each) and the digests the repairs rewrite
     for objects, digests in spent.values():
-        assert objects <= 20 * 5, spent
-        assert digests <= 20 * (64 + 8) + 10, spent
+        assert objects <= 20 * 4, spent
+        assert digests <= 4096 + 20 * 8 + 10, spent
     assert "keys compared" in progress and "keys repaired 40" in progress
     assert converged(replicas, diverged)
     again, _ = repair_cli(replicas, "--dry-run")
@@ -329,7 +332,7 @@ def test_a_delete_behind_the_proxys_back_is_caught_by_the_periodic_rebuild(repli
     assert stored_digests(raw2) == recomputed_digests(raw2)
 
 
-@pytest.mark.parametrize("lost", ["all digests", "the roots"])
+@pytest.mark.parametrize("lost", ["all digests", "the partition hashes"])
 def test_a_replica_whose_digests_are_gone_is_rebuilt_at_once(replicas, make_proxy, lost):
     proxy = make_proxy(replicas, extra=AE_FAST, metrics=True)  # rebuilds otherwise hourly
     client = proxy.client()
@@ -341,8 +344,8 @@ def test_a_replica_whose_digests_are_gone_is_rebuilt_at_once(replicas, make_prox
     gen = raw2.hget("__rq:aae:state", "gen").decode()
     if lost == "all digests":
         raw2.delete(*raw2.keys("__rq:aae:*"))
-    else:
-        raw2.delete(f"__rq:aae:{gen}:r")
+    else:  # the state still names a complete generation: a spot check finds it empty
+        raw2.delete(*raw2.keys(f"__rq:aae:{gen}:p:*"))
 
     def rebuilt() -> bool:
         state = raw2.hgetall("__rq:aae:state")

@@ -50,7 +50,9 @@ class FakeReplica:
             return b"OK"
         function = args[1]
         if function == b"rq_aae_roots":
-            return [1, [x for p, d in self.roots.items() for x in (b"%d" % p, d)], 0, 0]
+            first, count = int(args[3]), int(args[4])
+            return [1, [x for p, d in self.roots.items() if first <= p < first + count
+                        for x in (b"%d" % p, d)], 0, 0]
         if function == b"rq_aae_segments":
             return [x for s, d in self.segments.get(int(args[3]), {}).items() for x in (s, d)]
         if function == b"rq_aae_keys":
