@@ -282,7 +282,9 @@ def test_two_proxies_neither_double_the_work_nor_corrupt_data(replicas, make_pro
     wait_for(lambda: converged(replicas, base), timeout=60, what="the replicas to converge")
     time.sleep(1.5)  # a few more rounds on both proxies: nothing more to do
     repaired = [int(info_field(c, "antientropy_keys_repaired")) for c in clients]
-    assert sum(repaired) == 100, repaired  # 50 keys into r2 and r3, once each
+    # 50 keys into r2 and r3, once each (a proxy's own heartbeat, written as the proxies
+    # start, may be caught between its coordinator and the other homes: at most 2 more)
+    assert 100 <= sum(repaired) <= 102, repaired
     for k in keys:
         assert clients[1].get(k) == b"only-here-" + k
     for r in replicas:
@@ -291,8 +293,8 @@ def test_two_proxies_neither_double_the_work_nor_corrupt_data(replicas, make_pro
 
 @pytest.mark.parametrize("mode", ["causal", "lww"])
 def test_a_tombstone_never_resurrects_a_deleted_value(replicas, make_proxy, mode):
-    proxy = make_proxy(replicas, extra=AE_FAST, mode=mode)
-    client = proxy.client()
+    writer = make_proxy(replicas, extra=["--antientropy-enabled", "false"], mode=mode)
+    client = writer.client()
     keys = [f"tomb:{i}".encode() for i in range(30)]
     for k in keys:
         client.set(k, b"doomed")
@@ -301,12 +303,16 @@ def test_a_tombstone_never_resurrects_a_deleted_value(replicas, make_proxy, mode
     r3.stop()
     for k in keys:
         assert client.delete(k) == 1
+    client.close()
+    writer.stop()
     for ident in ("r1", "r2"):  # no hints: anti-entropy alone must carry the tombstones
         replicas.raw(ident).delete("__rq:hints:r3")
     r3.start()
     wait_for(r3.ready, what="r3 to restart")
     raw3 = replicas.raw("r3")
-    assert all(not clock.decode(raw3.get(k)).siblings[0].tombstone for k in keys)
+    assert all(not clock.decode(raw3.get(k)).siblings[0].tombstone for k in keys)  # the old value
+    proxy = make_proxy(replicas, extra=AE_FAST, mode=mode)
+    client = proxy.client()
 
     def tombstoned() -> bool:
         return all(all(s.tombstone for s in clock.decode(raw3.get(k)).siblings) for k in keys)
