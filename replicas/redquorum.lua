@@ -182,6 +182,48 @@ local function count_live(sibs, now_ms)
 end
 
 ---------------------------------------------------------------------------
+-- Actor epochs. A replica mints dots (actor, counter) one past what its stored clock
+-- shows, so a replica that lost data (restarted empty, from an older snapshot, with the
+-- tail of its AOF gone, flushed behind the proxy's back) would mint again dots the other
+-- replicas hold for older values, and they would drop its new writes as already seen.
+-- So each redis-server process writes under an actor of its own, `<replica id>~<6 hex>`
+-- (Riak's vnode epochs): rq_actor, which every proxy link calls when it connects, starts
+-- a new one when the process is new (INFO's run_id changed), and a write that finds the
+-- actor key gone (a flush) starts one too. Clocks gain an entry per replica restart.
+
+local ACTOR_KEY, ACTOR_RUN_KEY = '__rq:actor', '__rq:actor:run'
+
+local function run_id()
+  return string.match(call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+local function new_actor(replica, run)
+  local t = call('TIME')
+  local actor = replica .. '~' .. string.sub(redis.sha1hex(run .. ':' .. t[1] .. ':' .. t[2]), 1, 6)
+  call('SET', ACTOR_KEY, actor)
+  call('SET', ACTOR_RUN_KEY, run)
+  return actor
+end
+
+-- The actor this process mints dots under; `replica` (the proxy's name for this
+-- replica) prefixes a new one.
+local function own_actor(replica)
+  local actor = call('GET', ACTOR_KEY)
+  if actor then return actor end
+  return new_actor(replica, run_id())
+end
+
+-- rq_actor replica_id : the actor of this redis-server process, started anew when the
+-- process is (so a restart never reuses the counters of the actor it had before).
+local function actor_of(keys, args)
+  if not ready then init() end
+  local run = run_id()
+  local actor = call('GET', ACTOR_KEY)
+  if actor and call('GET', ACTOR_RUN_KEY) == run then return actor end
+  return new_actor(args[1], run)
+end
+
+---------------------------------------------------------------------------
 -- Operations: each gets the current winner (or nil), now_ms and its arguments, and returns
 -- either a new sibling (value, expire_at, tombstone) and a reply, or nil and a reply
 -- (nothing to write). Errors are raised with Redis's own texts.
@@ -449,6 +491,7 @@ end
 
 local function put(keys, args)
   if not ready then init() end
+  args[1] = own_actor(args[1])
   local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   return put_on(keys[1], old, clock, sibs, args)
@@ -462,6 +505,7 @@ end
 local function set(keys, args)
   if not ready then init() end
   local key = keys[1]
+  args[1] = own_actor(args[1])
   local old = call('GET', key)
   local clock, sibs = decode(old)
   local newest = 0
@@ -498,6 +542,7 @@ end
 local function put_synced(keys, args)
   if not ready then init() end
   local count = tonumber(args[1])
+  args[count + 2] = own_actor(args[count + 2])
   local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   for i = 2, count + 1 do
@@ -569,7 +614,24 @@ local function sync_args(old, args)
   return clock, sibs
 end
 
-local function merge(keys, args)
+-- True when ``s2`` holds a sibling under a dot ``s1`` holds with other content: the dot
+-- was minted twice (a replica that lost data, before actor epochs). Not an ack.
+local function dot_conflict(s1, s2)
+  local d1 = {}
+  for _, s in ipairs(s1) do d1[dot_key(s)] = s end
+  for _, s in ipairs(s2) do
+    local mine = d1[dot_key(s)]
+    if mine ~= nil and (mine[3] ~= s[3] or mine[4] ~= s[4] or mine[5] ~= s[5] or mine[6] ~= s[6]) then
+      return true
+    end
+  end
+  return false
+end
+
+-- ``fresh``: the object is a write the coordinator just made (rq_replace), whose new dot
+-- no replica can hold yet; one that does holds another write under it, and storing
+-- nothing must not be answered as an ack.
+local function merge(keys, args, fresh)
   if not ready then init() end
   local key = keys[1]
   local grace = args[1]  -- write_blob converts it when it needs it
@@ -588,6 +650,9 @@ local function merge(keys, args)
     if supersedes(c2, s2, c1, s1) then
       write_blob(key, blob, s2, grace)
       return 1
+    end
+    if fresh and dot_conflict(s1, s2) then
+      error({err = 'ERR redquorum: dot conflict: the replica holds another write under the new dot'})
     end
     local clock, sibs = sync(c1, s1, c2, s2)
     if store(key, clock, sibs, grace, old) == old then return 0 end
@@ -617,7 +682,7 @@ local function replace(keys, args)
     end
     return 1
   end
-  return merge(keys, {args[1], new})
+  return merge(keys, {args[1], new}, true)
 end
 
 -- Last-write-wins mode keeps one sibling: the highest (timestamp, actor).
@@ -730,6 +795,7 @@ local function randomkey(keys, args)
   return false
 end
 
+redis.register_function('rq_actor', actor_of)
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)

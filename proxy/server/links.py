@@ -131,7 +131,8 @@ class ReplicaLink:
         on_state: Callable[[ReplicaLink, bool], None] | None = None,
     ) -> None:
         self.id = replica_id
-        self.actor = replica_id.encode()  # this replica's name in version vectors
+        self.actor = replica_id.encode()  # prefixes the actors the replica writes under
+        self.epoch = ""  # the actor its current process writes under (rq_actor)
         self.host = host
         self.port = port
         self.up = False
@@ -446,6 +447,9 @@ class ReplicaLink:
             commands.append(encode_command("AUTH", self._password))
         commands.append(encode_command("CLIENT", "SETNAME", "redquorum"))
         commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
+        # A new redis-server process writes under a new actor (replicas/redquorum.lua,
+        # "Actor epochs"): started here, before any write of this connection.
+        commands.append(encode_command("FCALL", "rq_actor", "0", self.id))
         data = b"".join(commands)
         while data:
             await trio.lowlevel.wait_writable(sock)
@@ -462,3 +466,5 @@ class ReplicaLink:
                 got += 1
                 if isinstance(reply, ReplyError):
                     raise ReplyError(f"handshake: {reply.text}")
+                if got == len(commands) and type(reply) is bytes:
+                    self.epoch = reply.decode(errors="replace")

@@ -66,6 +66,22 @@ def _collating_locale(root: Path) -> dict[str, str]:
     return {"LOCPATH": str(root), "LC_ALL": "en_US.UTF-8"}
 
 
+class PinnedActors(redis.Redis):
+    """A replica whose dot-minting functions write as the actor each call names.
+
+    On a real replica the functions mint dots under the actor of the redis-server process
+    (``__rq:actor``, replicas/redquorum.lua); the Python mirror names the actor of every
+    write, so the test sets the replica's actor to it before each call.
+    """
+
+    def fcall(self, function, numkeys, *args):
+        if function in ("rq_put", "rq_set"):
+            self.set(b"__rq:actor", args[numkeys])
+        elif function == "rq_put_synced":
+            self.set(b"__rq:actor", args[numkeys + 1 + int(args[numkeys])])
+        return super().fcall(function, numkeys, *args)
+
+
 @dataclass
 class Server:
     client: redis.Redis
@@ -79,8 +95,8 @@ def server(tmp_path_factory):
     with _environment(**env):
         replicas = launch(1, root / "data")
     try:
-        client = redis.Redis(host=replicas[0].host, port=replicas[0].port, protocol=2,
-                             socket_timeout=10)
+        client = PinnedActors(host=replicas[0].host, port=replicas[0].port, protocol=2,
+                              socket_timeout=10)
         client.execute_command("FUNCTION", "LOAD", "REPLACE", LUA.read_text())
         collates = client.eval("return ('B' < 'a') and 0 or 1", 0) == 1
         yield Server(client, collates)
