@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.resp import OK, ReplyError
 from ..replication import clock
 from ..replication.clock import BadContext, Versioned
+from .strings import EXPIRE_TOKENS, expire_ms
 from .table import DEFERRED, NOT_INT, SYNTAX, Batch, command, err_arity, now_ms, parse_int, read, write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,12 +39,9 @@ def cmd_rq_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     if len(args) > 4:
         if len(args) != 6 or args[4].upper() not in (b"EX", b"PX"):
             return SYNTAX
-        number = parse_int(args[5])
-        if number is None:
-            return NOT_INT
-        if number <= 0:
-            return ReplyError("ERR invalid expire time in 'rq.set' command")
-        expire_at = now_ms() + number * (1000 if args[4].upper() == b"EX" else 1)
+        expire_at = expire_ms(EXPIRE_TOKENS[args[4].upper()], args[5], "rq.set")
+        if isinstance(expire_at, ReplyError):
+            return expire_at
     convert = _object_reply
     if app.config.mode == "lww":  # one round trip, no object comes back: the value won
         value = args[3]
