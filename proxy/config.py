@@ -48,6 +48,7 @@ class Config:
     sibling_hard_limit: int = 100
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
+    context_secret: str | None = None  # signs RQ contexts; else one kept on the replicas
     workers: int = 1
 
     def describe(self) -> str:
@@ -96,6 +97,7 @@ SETTINGS = {
     "listen": ("proxy", "listen"),
     "metrics_listen": ("proxy", "metrics_listen"),
     "password": ("proxy", "password"),
+    "context_secret": ("proxy", "context_secret"),
     "workers": ("proxy", "workers"),
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
@@ -219,6 +221,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
     password = raw.get("password")
+    context_secret = raw.get("context_secret")
+    if context_secret is not None and len(str(context_secret)) < 16:
+        raise ConfigError("context_secret must be at least 16 characters (every proxy of "
+                          "the cluster needs the same one)")
 
     return Config(
         replicas=tuple(replicas),
@@ -234,5 +240,6 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         sibling_hard_limit=hard,
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
+        context_secret=str(context_secret) if context_secret is not None else None,
         workers=workers,
     )
