@@ -624,9 +624,10 @@ end
 -- Last-write-wins mode. Every path keeps exactly one sibling: the highest (timestamp,
 -- actor), tombstones and expired values included, so a read answers from that one
 -- sibling alone (nil when it is dead). The rest of a sibling breaks exact ties, so every
--- replica keeps the same one whatever order objects arrive in. The clock stays empty:
--- a version vector says nothing the winner's (timestamp, actor) does not, and one entry
--- per writer would grow with every proxy restart (proxy actors are per process).
+-- replica keeps the same one whatever order objects arrive in. The clock is that one
+-- sibling's dot alone: a version vector says nothing the winner's (timestamp, actor) does
+-- not, and an entry per writer would grow with every proxy restart (proxy actors are per
+-- process); the dot keeps the object valid for causal mode, should the cluster switch back.
 
 local function lww_less(x, y)
   if x[3] ~= y[3] then return x[3] < y[3] end
@@ -656,11 +657,9 @@ local function lww_reduce(old, args, first, last)
   return best
 end
 
-local LWW_CLOCK = {}  -- never written to
-
 local function store_lww(key, best, grace, old)
   if best == nil then return old, 0 end
-  return store(key, LWW_CLOCK, {best}, grace, old)
+  return store(key, {[best[1]] = best[2]}, {best}, grace, old)
 end
 
 -- rq_lww key | actor ts_us grace_ms tombstone expire_at_ms value
@@ -730,7 +729,7 @@ local function put_lww(keys, args)
   if value == nil then return {false, exp} end
   local ts = now_us
   if best and best[3] >= ts then ts = best[3] + 1 end
-  local blob, pxat = store(key, LWW_CLOCK, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  local blob, pxat = store(key, {[actor] = ts}, {{actor, ts, ts, tomb, exp, value}}, grace, old)
   return {blob, reply, old or false, pxat}
 end
 

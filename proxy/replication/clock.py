@@ -149,13 +149,13 @@ def lww_order(s: Sibling) -> tuple[int, bytes, int, bool, int, bytes]:
 
 def lww_resolve(objects: Iterable[Versioned]) -> Versioned:
     """Last-write-wins: the newest sibling of all the objects, tombstones and expired
-    values included, alone under an empty clock (the script's ``rq_merge_lww``)."""
+    values included, alone, its dot the whole clock (the script's ``rq_merge_lww``)."""
     best = None
     for obj in objects:
         for s in obj.siblings:
             if best is None or lww_order(s) > lww_order(best):
                 best = s
-    return EMPTY if best is None else Versioned((), (best,))
+    return EMPTY if best is None else Versioned((best.dot,), (best,))
 
 
 def lww_update(obj: Versioned, actor: bytes, value: bytes, now_us: int, *,
@@ -164,7 +164,8 @@ def lww_update(obj: Versioned, actor: bytes, value: bytes, now_us: int, *,
     sibling, dot (actor, timestamp), its timestamp above every one held."""
     held = lww_resolve([obj]).siblings
     timestamp = max(now_us, held[0].timestamp + 1) if held else now_us
-    return Versioned((), (Sibling(actor, timestamp, timestamp, tombstone, expire_at, value),))
+    return Versioned(((actor, timestamp),),
+                     (Sibling(actor, timestamp, timestamp, tombstone, expire_at, value),))
 
 
 def update(

@@ -21,7 +21,7 @@ Theory of operation
    In ``lww`` mode blind writes (SET, DEL) skip the coordinator: every home keeps the
    higher (timestamp, actor) in one round trip (``rq_lww``). Read-modify-write ones run
    ``rq_put_lww`` and ``rq_replace_lww``, and reads resolve with ``clock.lww_resolve``:
-   every path keeps the one newest sibling, under an empty clock.
+   every path keeps the one newest sibling, its dot the whole clock.
 3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
    where it landed: a later read may or may not see it (README, "Failed writes").
 4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
