@@ -50,6 +50,8 @@ class Config:
     password: str | None = None  # clients must AUTH with this when set
     context_secret: str | None = None  # signs RQ contexts; else one kept on the replicas
     workers: int = 1
+    pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
+    pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -108,6 +110,8 @@ SETTINGS = {
     "sibling_soft_limit": ("quorum", "sibling_soft_limit"),
     "sibling_hard_limit": ("quorum", "sibling_hard_limit"),
     "heartbeat_interval": ("proxy", "heartbeat_interval"),
+    "pbs_t_ms": ("proxy", "pbs_t_ms"),
+    "pbs_interval": ("proxy", "pbs_interval"),
 }
 
 
@@ -168,6 +172,17 @@ def _replica_from_toml(entry: Any, path: str) -> Replica:
     return Replica(str(entry["id"]), host, port, None if password is None else str(password))
 
 
+def _times(value: Any, name: str) -> tuple[float, ...]:
+    """A list of milliseconds: a TOML array, or comma-separated from the environment or a flag."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{name} must be a list of milliseconds, got {value!r}")
+    times = tuple(_float(item, name) for item in items if not isinstance(item, str) or item.strip())
+    if not times or len(times) > 32 or any(not 0 <= t < 1e9 for t in times):
+        raise ConfigError(f"{name} must list 1 to 32 times in 0..1e9 ms, got {value!r}")
+    return tuple(sorted(set(times)))
+
+
 def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     ids = [r.id for r in replicas]
     for ident in ids:
@@ -225,6 +240,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     if context_secret is not None and len(str(context_secret)) < 16:
         raise ConfigError("context_secret must be at least 16 characters (every proxy of "
                           "the cluster needs the same one)")
+    pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
+    pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
+    if not 0.01 <= pbs_interval <= 86400:
+        raise ConfigError(f"pbs_interval={pbs_interval} is outside 0.01..86400 seconds")
 
     return Config(
         replicas=tuple(replicas),
@@ -242,4 +261,6 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         password=str(password) if password else None,
         context_secret=str(context_secret) if context_secret is not None else None,
         workers=workers,
+        pbs_t_ms=pbs_t_ms,
+        pbs_interval=pbs_interval,
     )
