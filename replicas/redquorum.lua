@@ -639,7 +639,7 @@ local function lww_less(x, y)
   return false
 end
 
-local function newest(best, sibs)
+local function lww_newest(best, sibs)
   for _, s in ipairs(sibs) do
     if best == nil or lww_less(best, s) then best = s end
   end
@@ -649,10 +649,10 @@ end
 -- The newest sibling of the stored object and of the objects in args[first..last].
 local function lww_reduce(old, args, first, last)
   local _, sibs = decode(old)
-  local best = newest(nil, sibs)
+  local best = lww_newest(nil, sibs)
   for i = first, last do
     local _, s2 = decode(args[i])
-    best = newest(best, s2)
+    best = lww_newest(best, s2)
   end
   return best
 end

@@ -29,7 +29,7 @@ def test_a_forged_huge_counter_is_refused_and_the_key_stays_writable(client):
     assert client.delete("k") == 1
     assert rq_set(client, "k", "", "b")[1] == {"b"}
     assert all(int(part.split(b":")[1]) < 100
-               for e in inspect(client, "k") for part in e["clock"].split(b","))
+               for e in inspect(client, "k") for part in e["clock"].split(b",") if part)
 
 
 def test_a_forged_context_of_many_actors_is_refused(client):

