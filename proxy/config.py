@@ -48,6 +48,7 @@ class Config:
     sibling_hard_limit: int = 100
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
+    context_secret: str | None = None  # signs RQ contexts; else one kept on the replicas
     workers: int = 1
     pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
     pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
@@ -98,6 +99,7 @@ SETTINGS = {
     "listen": ("proxy", "listen"),
     "metrics_listen": ("proxy", "metrics_listen"),
     "password": ("proxy", "password"),
+    "context_secret": ("proxy", "context_secret"),
     "workers": ("proxy", "workers"),
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
@@ -234,6 +236,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
     password = raw.get("password")
+    context_secret = raw.get("context_secret")
+    if context_secret is not None and len(str(context_secret)) < 16:
+        raise ConfigError("context_secret must be at least 16 characters (every proxy of "
+                          "the cluster needs the same one)")
     pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
     pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
     if not 0.01 <= pbs_interval <= 86400:
@@ -253,6 +259,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         sibling_hard_limit=hard,
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
+        context_secret=str(context_secret) if context_secret is not None else None,
         workers=workers,
         pbs_t_ms=pbs_t_ms,
         pbs_interval=pbs_interval,

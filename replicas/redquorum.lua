@@ -685,15 +685,46 @@ local function replace(keys, args)
   return merge(keys, {args[1], new}, true)
 end
 
--- Last-write-wins mode keeps one sibling: the highest (timestamp, actor).
-local function newest(sibs)
-  local best
+---------------------------------------------------------------------------
+-- Last-write-wins mode. Every path keeps exactly one sibling: the highest (timestamp,
+-- actor), tombstones and expired values included, so a read answers from that one
+-- sibling alone (nil when it is dead). The rest of a sibling breaks exact ties, so every
+-- replica keeps the same one whatever order objects arrive in. The clock is that one
+-- sibling's dot alone: a version vector says nothing the winner's (timestamp, actor) does
+-- not, and an entry per writer would grow with every proxy restart (proxy actors are per
+-- process); the dot keeps the object valid for causal mode, should the cluster switch back.
+
+local function lww_less(x, y)
+  if x[3] ~= y[3] then return x[3] < y[3] end
+  if x[1] ~= y[1] then return bytes_less(x[1], y[1]) end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  if x[4] ~= y[4] then return x[4] < y[4] end
+  if x[5] ~= y[5] then return x[5] < y[5] end
+  if x[6] ~= y[6] then return bytes_less(x[6], y[6]) end
+  return false
+end
+
+local function lww_newest(best, sibs)
   for _, s in ipairs(sibs) do
-    if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
-      best = s
-    end
+    if best == nil or lww_less(best, s) then best = s end
   end
   return best
+end
+
+-- The newest sibling of the stored object and of the objects in args[first..last].
+local function lww_reduce(old, args, first, last)
+  local _, sibs = decode(old)
+  local best = lww_newest(nil, sibs)
+  for i = first, last do
+    local _, s2 = decode(args[i])
+    best = lww_newest(best, s2)
+  end
+  return best
+end
+
+local function store_lww(key, best, grace, old)
+  if best == nil then return old, 0 end
+  return store(key, {[best[1]] = best[2]}, {best}, grace, old)
 end
 
 -- rq_lww key | actor ts_us grace_ms tombstone expire_at_ms value
@@ -702,32 +733,69 @@ end
 local function lww(keys, args)
   if not ready then init() end
   local key = keys[1]
-  local actor, ts, grace = args[1], tonumber(args[2]), tonumber(args[3])
-  local tomb, exp, value = tonumber(args[4]), tonumber(args[5]), args[6]
+  local ts = tonumber(args[2])
+  local incoming = {args[1], ts, ts, tonumber(args[4]), tonumber(args[5]), args[6]}
   local old = call('GET', key)
-  local clock, sibs = decode(old)
+  local best = lww_reduce(old, args, 1, 0)
   local existed = 0
-  if winner(sibs, floor(ts / 1000)) then existed = 1 end
-  local best = newest(sibs)
-  if best and (best[3] > ts or (best[3] == ts and not bytes_less(best[1], actor))) then
-    return existed
-  end
-  if (clock[actor] or 0) < ts then clock[actor] = ts end
-  store(key, clock, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  if best and alive(best, floor(ts / 1000)) then existed = 1 end
+  if best == nil or lww_less(best, incoming) then best = incoming end
+  store_lww(key, best, args[3], old)
   return existed
 end
 
--- rq_merge_lww key | grace_ms object... : like rq_merge, then keep only the newest sibling.
+-- rq_merge_lww key | grace_ms object... : keep the newest sibling of all.
+-- Returns 1 when the stored object changed, else 0.
 local function merge_lww(keys, args)
   if not ready then init() end
   local key = keys[1]
-  local grace = tonumber(args[1])
   local old = call('GET', key)
-  local clock, sibs = sync_args(old, args)
-  local best = newest(sibs)
-  if best then sibs = {best} end
-  if store(key, clock, sibs, grace, old) == old then return 0 end
+  if store_lww(key, lww_reduce(old, args, 2, #args), args[1], old) == old then return 0 end
   return 1
+end
+
+-- rq_replace_lww key | grace_ms new old pxat : rq_replace for a write made by rq_put_lww,
+-- whose new sibling is newer than anything ``old`` held; anything else is rq_merge_lww.
+local function replace_lww(keys, args)
+  if not ready then init() end
+  local key, new, expected = keys[1], args[2], args[3]
+  local cur = call('GET', key)
+  if cur == new then return 0 end
+  if cur == expected or (cur == false and expected == '') then
+    if args[4] == '0' then
+      call('SET', key, new)
+    else
+      call('SET', key, new, 'PXAT', args[4])
+    end
+    return 1
+  end
+  return merge_lww(keys, {args[1], new})
+end
+
+-- rq_put_lww key | count object... actor now_us context grace_ms sibling_hard_limit op
+-- op-args... : rq_put_synced for read-modify-write operations in last-write-wins mode.
+-- The operation applies to the newest sibling of the stored and synced objects (nothing
+-- when that one is dead); the result is one sibling with dot (actor, timestamp), its
+-- timestamp above every one seen. The context and the sibling limit play no part.
+-- Returns what rq_put returns.
+local function put_lww(keys, args)
+  if not ready then init() end
+  local key = keys[1]
+  local count = tonumber(args[1])
+  local old = call('GET', key)
+  local best = lww_reduce(old, args, 2, count + 1)
+  local i = count + 2
+  local actor, now_us, grace, op = args[i], tonumber(args[i + 1]), args[i + 3], OPS[args[i + 5]]
+  if op == nil then error({err = 'ERR redquorum: unknown operation ' .. tostring(args[i + 5])}) end
+  local now_ms = floor(now_us / 1000)
+  local cur = nil
+  if best and alive(best, now_ms) then cur = best end
+  local value, exp, tomb, reply = op(cur, now_ms, unpack(args, i + 6))
+  if value == nil then return {false, exp} end
+  local ts = now_us
+  if best and best[3] >= ts then ts = best[3] + 1 end
+  local blob, pxat = store(key, {[actor] = ts}, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  return {blob, reply, old or false, pxat}
 end
 
 -- rq_inspect key : {stored bytes or false, PTTL}
@@ -803,6 +871,8 @@ redis.register_function('rq_merge', merge)
 redis.register_function('rq_replace', replace)
 redis.register_function('rq_lww', lww)
 redis.register_function('rq_merge_lww', merge_lww)
+redis.register_function('rq_replace_lww', replace_lww)
+redis.register_function('rq_put_lww', put_lww)
 redis.register_function{function_name = 'rq_inspect', callback = inspect, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_live_count', callback = live_count, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_scan', callback = scan, flags = {'no-writes'}}

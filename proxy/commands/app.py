@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..replication.canary import Canary
+    from ..replication.contexts import ContextSigner
     from ..replication.coordinator import Coordinator
     from ..replication.events import Events
     from ..replication.links import Link
@@ -28,6 +29,7 @@ class App(Protocol):
     sessions: dict[int, Session]
     events: Events
     canary: Canary
+    contexts: ContextSigner
     commanddata: CommandData
     started: float
     total_connections: int

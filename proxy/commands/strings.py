@@ -34,6 +34,7 @@ from .table import (
     now_ms,
     parse_int,
     read,
+    stored_expiry,
     unwrap,
     value_of,
     write,
@@ -73,6 +74,7 @@ def cmd_mget(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
 _EX, _PX, _EXAT, _PXAT, _KEEPTTL, _PERSIST, _NX, _XX, _GET = (1 << i for i in range(9))
 _EXPIRES = _EX | _PX | _EXAT | _PXAT
 _TOKENS = {b"EX": _EX, b"PX": _PX, b"EXAT": _EXAT, b"PXAT": _PXAT}
+EXPIRE_TOKENS = _TOKENS  # for RQ.SET's EX and PX
 
 
 def parse_string_options(args: list[bytes], start: int, for_set: bool
@@ -122,7 +124,7 @@ def expire_ms(flags: int, expire: bytes, name: str) -> int | ReplyError:
         number += now_ms()
     if number > MAX_INT64:  # Redis's signed overflow turns negative and fails
         return err_expire(name)
-    return number
+    return stored_expiry(number)
 
 
 def _set_reply(get: bool) -> Callable[[bytes | None, Any], Any]:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 RESERVED_PREFIX = b"__rq:"
 DEFERRED = object()
 MAX_INT64 = 2**63 - 1
+# The latest absolute expiry stored (ms, year 287,396): the replicas' Lua numbers are
+# doubles, so a later one would be rounded there (the largest ones past int64).
+MAX_EXPIRE_MS = 2**53 - 1
 
 
 class Batch:
@@ -173,6 +176,11 @@ def parse_int(data: bytes) -> int | None:
     if b"%d" % value != data or not -MAX_INT64 - 1 <= value <= MAX_INT64:
         return None
     return value
+
+
+def stored_expiry(ms: int) -> int:
+    """An absolute expiry Redis accepted, as the replicas keep it: at most year 287,396."""
+    return min(ms, MAX_EXPIRE_MS)
 
 
 def now_ms() -> int:

@@ -38,6 +38,7 @@ from ..commands.table import (
 from ..config import Config
 from ..protocol.resp import ReplyError
 from ..replication.canary import Canary
+from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
 from ..replication.counters import LATENCY_BUCKETS, CommandStats
 from ..replication.handoff import Handoff
@@ -49,6 +50,7 @@ from .reactor import Reactor
 log = logging.getLogger("redquorum.server")
 
 HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
+SECRET_INTERVAL = 1.0  # seconds between reads of the context secret on the replicas
 
 
 async def every(interval: float, tick: Callable[[], None]) -> None:
@@ -102,6 +104,8 @@ class Proxy:
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
+        self.contexts = ContextSigner(config.context_secret)
+        self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
         self.command_stats = CommandStats()
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
@@ -123,6 +127,10 @@ class Proxy:
                 nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
+                nursery.start_soon(every, SECRET_INTERVAL, self.secret_keeper.refresh)
+                with trio.move_on_after(1.0):  # RQ.GET and RQ.SET need it
+                    while not self.contexts.ready:
+                        await trio.sleep(0.005)
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
                 nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
