@@ -29,6 +29,8 @@ log = logging.getLogger("redquorum.metrics")
 
 VERSION_BUCKETS = (1, 2, 3, 5, 10, 25, 100, 1000)
 AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 86400)
+QUORUM_OPS = ("read", "write")
+REPAIR_REASONS = ("missing", "outdated")  # what the coordinator's read repair reports
 
 
 class Metrics(Events):
@@ -62,10 +64,22 @@ class Metrics(Events):
                                 ["version", "n", "w", "r", "mode"], registry=reg)
         self.build_info.labels(__version__, str(config.n), str(config.w), str(config.r),
                                config.mode).set(1)
-        for replica in config.replicas:
-            self.replica_up.labels(replica.id).set(0)
+        self._export_known_series()
         reg.register(_LagCollector(self))
         reg.register(_HotPathCollector(self))
+
+    def _export_known_series(self) -> None:
+        """Every label value known in advance gets its series at zero from start-up (as the
+        Prometheus client libraries recommend): rate() over it is then 0, not empty, and an
+        alert on increase() sees the first event instead of a series that just appeared."""
+        for op in QUORUM_OPS:
+            self.quorum_failures.labels(op)
+        for replica in self.config.replicas:
+            self.replica_up.labels(replica.id).set(0)
+            self.staleness_versions.labels(replica.id)
+            self.staleness_seconds.labels(replica.id)
+            for reason in REPAIR_REASONS:
+                self.read_repairs.labels(replica.id, reason)
 
     def attach(self, app: Proxy) -> None:
         self.app = app

@@ -102,7 +102,7 @@ class Proxy:
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
-        self.command_stats = CommandStats()
+        self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
