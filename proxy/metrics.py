@@ -153,6 +153,11 @@ class _LagCollector:
         pending = GaugeMetricFamily(
             "redquorum_hints_pending", "Hinted-handoff hints waiting for the replica (as last counted)",
             labels=["replica"])
+        oldest = GaugeMetricFamily(
+            "redquorum_hints_oldest_age_seconds",
+            "How long hints for the replica have been pending without a break, as this proxy "
+            "counted them (0 when none; a lower bound on the oldest hint's age)",
+            labels=["replica"])
         replayed = CounterMetricFamily(
             "redquorum_hints_replayed", "Hints replayed into the replica by this proxy",
             labels=["replica"])
@@ -162,10 +167,13 @@ class _LagCollector:
                 family.add_metric([replica], lag)
             for replica, count in app.handoff.pending_for().items():
                 pending.add_metric([replica], count)
+            for replica, age in app.handoff.oldest_ages().items():
+                oldest.add_metric([replica], age)
             for replica, count in list(app.handoff.replayed.items()):
                 replayed.add_metric([replica], count)
         yield family
         yield pending
+        yield oldest
         yield replayed
 
 

@@ -17,6 +17,7 @@ replay ships the holder's latest object.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ class Handoff:
         self.links = coordinator.links
         self.pending: dict[tuple[str, str], int] = {}  # (holder, target) → hints held
         self.replayed: dict[str, int] = {ident: 0 for ident in self.links}
+        # target → when this proxy first counted hints for it since its count was last 0
+        self.pending_since: dict[str, float] = {}
 
     def pending_for(self) -> dict[str, int]:
         """Hints waiting, per target replica (as last counted)."""
@@ -44,6 +47,14 @@ class Handoff:
         for (_, target), count in list(self.pending.items()):
             totals[target] += count
         return totals
+
+    def oldest_ages(self) -> dict[str, float]:
+        """Per target: how long hints have been pending without a break, as this proxy
+        counted them (0 when none). Hints carry no timestamp, so this is a lower bound on
+        the oldest hint's age: the time since the count went from 0 to more."""
+        now = time.time()
+        return {ident: now - self.pending_since[ident] if ident in self.pending_since else 0.0
+                for ident in self.links}
 
     def round(self) -> None:
         links = list(self.links.values())
@@ -62,7 +73,15 @@ class Handoff:
         def counted(reply: Any) -> None:
             if type(reply) is int:
                 self.pending[(holder.id, target.id)] = reply
+                self._recount(target.id)
         holder.request(command(b"SCARD", hints_key(target.id)), counted)
+
+    def _recount(self, target: str) -> None:
+        total = sum(count for (_, t), count in self.pending.items() if t == target)
+        if total and target not in self.pending_since:
+            self.pending_since[target] = time.time()
+        elif not total:
+            self.pending_since.pop(target, None)
 
     def _taken(self, holder: Link, target: Link) -> Callable[[Any], None]:
         def taken(keys: Any) -> None:

@@ -58,5 +58,9 @@ class Ring:
         """All nodes for ``key``: the n homes first, then fallbacks."""
         return self._lists[zlib.crc32(key) & (PARTITIONS - 1)]
 
+    def partition_homes(self) -> list[tuple[str, ...]]:
+        """The n homes of every partition, by partition number."""
+        return [order[: self.n] for order in self._lists]
+
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         return self._lists[zlib.crc32(key) & (PARTITIONS - 1)][: self.n]
