@@ -243,6 +243,8 @@ class Labels:
                     self.need(mod.matching.labels, lhs, "on(...) left side")
                     self.need(mod.matching.labels, rhs, "on(...) right side")
             op = str(node.op)
+            if op == "or" and type(node.rhs).__name__ == "Call" and node.rhs.func.name == "vector":
+                return lhs  # a constant fallback for an empty result: the series are the lhs's
             if op == "or":
                 return None if lhs is None or rhs is None else lhs & rhs
             if mod is not None and mod.card == pp.VectorMatchCardinality.ManyToOne:
