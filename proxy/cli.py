@@ -13,6 +13,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, load, parse_address
+from .logs import configure as configure_logging
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
 from .workers import run_workers
@@ -49,6 +50,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                   default=os.environ.get("REDQUORUM_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object per line with ts, level, logger, msg and "
+                        "the event's fields (env REDQUORUM_LOG_FORMAT)")
+    p.add_argument("--log-keys", dest="log_keys", action="store_const", const=True,
+                   help="log lines may name keys; by default only a key's length and hash "
+                        "(env REDQUORUM_LOG_KEYS)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "pbs":
         return run_pbs(args)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         if args.command == "up":
             return run_up(args)

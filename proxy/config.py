@@ -48,6 +48,7 @@ class Config:
     sibling_hard_limit: int = 100
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
+    log_keys: bool = False  # log lines may name keys (else only their length and a hash)
     workers: int = 1
     pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
     pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
@@ -86,6 +87,17 @@ def _int(value: Any, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _float(value: Any, name: str) -> float:
     try:
         return float(value)
@@ -98,6 +110,7 @@ SETTINGS = {
     "listen": ("proxy", "listen"),
     "metrics_listen": ("proxy", "metrics_listen"),
     "password": ("proxy", "password"),
+    "log_keys": ("proxy", "log_keys"),
     "workers": ("proxy", "workers"),
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
@@ -253,6 +266,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         sibling_hard_limit=hard,
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
+        log_keys=_bool(raw.get("log_keys", False), "log_keys"),
         workers=workers,
         pbs_t_ms=pbs_t_ms,
         pbs_interval=pbs_interval,

@@ -40,6 +40,11 @@ class Handoff:
         self.replayed: dict[str, int] = {ident: 0 for ident in self.links}
         # target → when this proxy first counted hints for it since its count was last 0
         self.pending_since: dict[str, float] = {}
+        # target → (started at, replayed count then, pending then) while a replay runs
+        self.replaying: dict[str, tuple[float, int, int]] = {}
+        # target → (time, replayed count) at the start of the last round it was idle: a
+        # replay's first hints go in the round that first counts them, before it is logged
+        self._idle_mark: dict[str, tuple[float, int]] = {}
 
     def pending_for(self) -> dict[str, int]:
         """Hints waiting, per target replica (as last counted)."""
@@ -58,6 +63,9 @@ class Handoff:
 
     def round(self) -> None:
         links = list(self.links.values())
+        # the previous round's counts are all in by now: whole totals, not one holder's
+        for target, pending in self.pending_for().items():
+            self._replay_state(target, pending)
         for holder in links:
             if not holder.up:
                 continue
@@ -82,6 +90,27 @@ class Handoff:
             self.pending_since[target] = time.time()
         elif not total:
             self.pending_since.pop(target, None)
+
+    def _replay_state(self, target: str, pending: int) -> None:
+        """One log line when hints for an up replica start being replayed, one when none
+        are left (hints for a replica that is down only accumulate)."""
+        now, replayed_now = time.time(), self.replayed.get(target, 0)
+        if target not in self.replaying:
+            since, replayed_then = self._idle_mark.get(target, (now, replayed_now))
+            self._idle_mark[target] = (now, replayed_now)
+        if pending and target not in self.replaying and self.links[target].up:
+            self.replaying[target] = (since, replayed_then, pending)
+            log.info("hint replay into %s started: %d hints pending", target, pending,
+                     extra={"event": "hint_replay_started", "replica": target, "pending": pending})
+        elif not pending and target in self.replaying:
+            started, replayed_before, pending_then = self.replaying.pop(target)
+            replayed = replayed_now - replayed_before
+            seconds = now - started
+            self._idle_mark[target] = (now, replayed_now)
+            log.info("hint replay into %s finished: %d hints replayed in %.1fs (%d were pending)",
+                     target, replayed, seconds, pending_then,
+                     extra={"event": "hint_replay_finished", "replica": target, "replayed": replayed,
+                            "pending_at_start": pending_then, "seconds": round(seconds, 3)})
 
     def _taken(self, holder: Link, target: Link) -> Callable[[Any], None]:
         def taken(keys: Any) -> None:
