@@ -87,3 +87,17 @@ def test_sibling_soft_limit_is_logged_once_per_key(replicas, make_proxy, log_key
     assert ("account:alice" in text) is log_keys
     if not log_keys:
         assert "(length 13, hash " in lines[0]
+
+
+def test_log_keys_setting_from_file_environment_and_flag(tmp_path):
+    from redquorum.config import ConfigError, load
+
+    conf = tmp_path / "redquorum.toml"
+    conf.write_text('[proxy]\nlog_keys = true\n[[replicas]]\nid = "a"\naddress = "127.0.0.1:6001"\n')
+    assert load({"config": str(conf)}, environ={}).log_keys is True
+    assert load({"config": str(conf)}, environ={"REDQUORUM_LOG_KEYS": "no"}).log_keys is False
+    only_replica = {"REDQUORUM_REPLICAS": "a=127.0.0.1:6001"}
+    assert load({}, environ=only_replica).log_keys is False
+    assert load({"log_keys": True}, environ=only_replica).log_keys is True
+    with pytest.raises(ConfigError, match="log_keys must be true or false"):
+        load({}, environ={**only_replica, "REDQUORUM_LOG_KEYS": "sometimes"})
