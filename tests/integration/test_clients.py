@@ -1,6 +1,6 @@
 """Real clients against the proxy: redis-py (RESP2 and its default RESP3 handshake), an
 interactive redis-cli session on a pseudo-terminal, redis-benchmark, and Node's ioredis
-(installed from the npm registry into a cache directory; skipped without node/npm)."""
+(scripts/bootstrap.sh installs node, npm and ioredis into the repo's ignored .cache/node)."""
 
 from __future__ import annotations
 
