@@ -71,7 +71,7 @@ class ReplicaStatus:
     up: bool = False
     error: str | None = None
     keys: int | None = None
-    keys_exact: bool = True
+    keys_exact: bool | None = None  # False: DBSIZE less the hint sets only (a large keyspace)
     memory_bytes: int | None = None
     homes: int = 0  # partitions the replica is one of the n homes of
     coordinates: int = 0  # partitions whose first home it is

@@ -122,3 +122,23 @@ def test_configuration_errors_exit_2(replicas):
     assert done.returncode == 2
     assert "w=4 is outside 1..n" in done.stderr
     assert status("--metrics-url", "nowhere", *replica_flags(replicas)).returncode == 2
+
+
+def test_a_large_keyspace_is_counted_without_a_scan(replicas, proxy, monkeypatch):
+    """Above EXACT_KEYS_LIMIT only the hint sets are subtracted from DBSIZE (no SCAN over
+    the whole keyspace), and the count says it is approximate."""
+    from redquorum import status as status_module
+    from redquorum.config import Replica, build
+
+    client = proxy.client()
+    for i in range(30):
+        client.set(f"big:{i}", i)
+    replicas.raw("r1").sadd("__rq:hints:r2", "big:0")
+    config = build({}, [Replica(r.id, r.host, r.port) for r in replicas])
+    monkeypatch.setattr(status_module, "EXACT_KEYS_LIMIT", 10)
+    found = status_module.collect(config, [])
+    r1 = next(r for r in found.replicas if r.id == "r1")
+    assert r1.keys_exact is False
+    heartbeats = len(replicas.raw("r1").keys("__rq:hb:*"))
+    assert r1.keys == 30 + heartbeats  # the hint set is left out, the heartbeat key is not
+    assert "~" in status_module.render_table(found)
