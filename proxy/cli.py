@@ -13,6 +13,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, load, parse_address
+from .logs import configure as configure_logging
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
 from .workers import run_workers
@@ -49,6 +50,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                   default=os.environ.get("REDQUORUM_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object per line with ts, level, logger, msg and "
+                        "the event's fields (env REDQUORUM_LOG_FORMAT)")
+    p.add_argument("--log-keys", dest="log_keys", action="store_const", const=True,
+                   help="log lines may name keys; by default only a key's length and hash "
+                        "(env REDQUORUM_LOG_KEYS)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
     p.add_argument("--version", action="version", version=f"redquorum {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,pbs}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,pbs,status}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
                         description="Start N local redis-server replicas on free loopback ports "
@@ -77,6 +85,26 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="processes sharing the listening port (default 1; env REDQUORUM_WORKERS)")
     _common(serve)
+
+    status = sub.add_parser(
+        "status", help="show every replica, the quorum settings and whether quorums can form",
+        description="Read every replica (and, with --metrics-url, the proxies' metrics) and "
+                    "print one table. Exit status 0 when every key can form its read and write "
+                    "quorums, 1 when some cannot, 2 on a configuration error.")
+    status.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
+    status.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
+                        help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
+    status.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
+    status.add_argument("-w", type=int, help="write quorum (env REDQUORUM_W)")
+    status.add_argument("-r", type=int, help="read quorum (env REDQUORUM_R)")
+    status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
+                        help="a proxy's metrics endpoint, e.g. http://127.0.0.1:9379/metrics "
+                             "(repeat for each proxy): adds canary lag and hint ages")
+    status.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="how long each replica and endpoint has to answer (default 2)")
+    status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    status.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
+                        choices=["debug", "info", "warning", "error"])
     _pbs_parser(sub)
     return p
 
@@ -118,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "pbs":
         return run_pbs(args)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         if args.command == "up":
             return run_up(args)
+        if args.command == "status":
+            return run_status(args)
         return run_serve(args)
     except ConfigError as exc:
         print(f"redquorum: configuration error: {exc}", file=sys.stderr)
@@ -136,6 +165,27 @@ def run_serve(args: argparse.Namespace) -> int:
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .status import collect, render_json, render_table
+
+    flags = _flags(args)
+    for name in ("metrics_url", "timeout", "json", "log_level"):
+        flags.pop(name, None)
+    config = load(flags)
+    urls = [_metrics_url(url) for url in args.metrics_url or []]
+    status = collect(config, urls, timeout=args.timeout)
+    print(render_json(status) if args.json else render_table(status))
+    return 0 if status.quorum_possible else 1
+
+
+def _metrics_url(text: str) -> str:
+    """HOST:PORT or a URL; a bare address means its /metrics."""
+    if "://" not in text:
+        host, port = parse_address(text, "metrics URL")
+        return f"http://{host}:{port}/metrics"
+    return text
 
 
 def run_up(args: argparse.Namespace) -> int:

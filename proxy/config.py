@@ -49,6 +49,7 @@ class Config:
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
     context_secret: str | None = None  # signs RQ contexts; else one kept on the replicas
+    log_keys: bool = False  # log lines may name keys (else only their length and a hash)
     workers: int = 1
     pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
     pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
@@ -87,6 +88,17 @@ def _int(value: Any, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _float(value: Any, name: str) -> float:
     try:
         return float(value)
@@ -100,6 +112,7 @@ SETTINGS = {
     "metrics_listen": ("proxy", "metrics_listen"),
     "password": ("proxy", "password"),
     "context_secret": ("proxy", "context_secret"),
+    "log_keys": ("proxy", "log_keys"),
     "workers": ("proxy", "workers"),
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
@@ -260,6 +273,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
         context_secret=str(context_secret) if context_secret is not None else None,
+        log_keys=_bool(raw.get("log_keys", False), "log_keys"),
         workers=workers,
         pbs_t_ms=pbs_t_ms,
         pbs_interval=pbs_interval,

@@ -55,9 +55,12 @@ class CommandStats:
 
     __slots__ = ("_entries",)
 
-    def __init__(self) -> None:
-        # name -> [ok, error, noquorum, histogram]
+    def __init__(self, names: tuple[str, ...] = ()) -> None:
+        # name -> [ok, error, noquorum, histogram]; the names known in advance start at
+        # zero, so their series exist (and rate() over them is 0, not empty) from start-up.
         self._entries: dict[str, list] = {}
+        for name in names:
+            self.entry(name)
 
     def entry(self, name: str) -> list:
         found = self._entries.get(name)
@@ -68,7 +71,7 @@ class CommandStats:
     @property
     def outcomes(self) -> dict[tuple[str, str], int]:
         return {(name, outcome): entry[i] for name, entry in list(self._entries.items())
-                for i, outcome in enumerate(OUTCOMES) if entry[i]}
+                for i, outcome in enumerate(OUTCOMES)}
 
     @property
     def latency(self) -> dict[str, LocalHistogram]:

@@ -42,6 +42,8 @@ from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
 from ..replication.counters import LATENCY_BUCKETS, CommandStats
 from ..replication.handoff import Handoff
+from ..replication.links import SHUTTING_DOWN
+from ..replication.ring import PARTITIONS
 from .clients import ClientConn
 from .links import Flusher, ReplicaLink
 from .listener import bind_listener
@@ -87,10 +89,11 @@ class Proxy:
                               timeout=config.replica_timeout, library=library,
                               reactor=self.reactor,
                               password=r.password,
-                              on_state=getattr(self.events, "replica_state", None))
+                              on_state=self._replica_state)
             for r in config.replicas
         }
         self.ring = Ring(tuple(self.links), config.n)
+        self._quorum_lost: dict[str, bool] | None = None  # per op; None until links started
         self.coordinator = Coordinator(
             self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
             tombstone_grace=config.tombstone_grace,
@@ -106,7 +109,7 @@ class Proxy:
         self.handoff = Handoff(self.coordinator)
         self.contexts = ContextSigner(config.context_secret)
         self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
-        self.command_stats = CommandStats()
+        self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -124,6 +127,8 @@ class Proxy:
                 nursery.start_soon(self.reactor.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
+                self._quorum_lost = {}
+                self._check_quorums()  # every link has tried once: a quorum lost from the start shows
                 nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
@@ -157,6 +162,37 @@ class Proxy:
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._client_arrived(conn, addr)
+
+    # -- replica states ---------------------------------------------------------
+
+    def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        forward = getattr(self.events, "replica_state", None)
+        if forward is not None:
+            forward(link, up)
+        if self._quorum_lost is not None and link.last_error != SHUTTING_DOWN:
+            self._check_quorums()
+
+    def _check_quorums(self) -> None:
+        """One log line when an operation's quorum becomes impossible for some keys (a
+        partition with fewer than w or r homes up), one when it is possible for all again."""
+        assert self._quorum_lost is not None
+        up = {ident for ident, link in self.links.items() if link.up}
+        down = sorted(set(self.links) - up)
+        for op, need in (("read", self.config.r), ("write", self.config.w)):
+            short = self.ring.partitions_short(up, need)
+            if (short > 0) == self._quorum_lost.get(op, False):
+                continue
+            self._quorum_lost[op] = short > 0
+            fields = {"op": op, "needed": need, "replicas_up": len(up), "replicas": len(self.links),
+                      "down": ",".join(down)}
+            if short:
+                share = short / PARTITIONS
+                log.warning("%s quorum lost for %.0f%% of keys (%d of %d replicas up; down: %s)",
+                            op, 100 * share, len(up), len(self.links), ", ".join(down),
+                            extra={"event": "quorum_lost", "keys_share": round(share, 4), **fields})
+            else:
+                log.info("%s quorum regained for all keys (%d of %d replicas up)", op, len(up),
+                         len(self.links), extra={"event": "quorum_regained", **fields})
 
     # -- clients ----------------------------------------------------------------
 

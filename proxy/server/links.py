@@ -277,7 +277,9 @@ class ReplicaLink:
                     task_status.started()
                     started = True
                     log.warning("replica %s (%s) is not reachable: %s", self.id, self.address,
-                                self.last_error)
+                                self.last_error, extra={"event": "replica_down", "replica": self.id,
+                                                        "address": self.address,
+                                                        "reason": self.last_error})
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
@@ -311,11 +313,14 @@ class ReplicaLink:
         if up:
             self.connected_since = time.time()
             self._ready.set()
-            log.info("replica %s (%s) is up", self.id, self.address)
+            log.info("replica %s (%s) is up", self.id, self.address,
+                     extra={"event": "replica_up", "replica": self.id, "address": self.address})
         else:
             self._ready = trio.Event()
             level = logging.INFO if self.last_error == SHUTTING_DOWN else logging.WARNING
-            log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error)
+            log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error,
+                    extra={"event": "replica_down", "replica": self.id, "address": self.address,
+                           "reason": self.last_error})
         if self._on_state is not None:
             self._on_state(self, up)
 
