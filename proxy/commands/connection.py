@@ -170,6 +170,11 @@ def _subcommand(container: str, args: list[bytes]) -> tuple[str, ReplyError | No
     return sub, None
 
 
+def subcommand_error(container: str, args: list[bytes]) -> ReplyError | None:
+    """The error Redis gives for a container command's subcommand before running it."""
+    return _subcommand(container, args)[1]
+
+
 def _refused(container: str, sub: str) -> ReplyError:
     name = f"{container.upper()} {sub.upper()}"
     if container == "config":

@@ -33,7 +33,7 @@ class Batch:
     filled during dispatch never finishes a batch early.
     """
 
-    __slots__ = ("results", "names", "pending", "on_done", "written")
+    __slots__ = ("results", "names", "pending", "on_done", "written", "fenced")
 
     def __init__(self) -> None:
         self.results: list[Any] = []
@@ -41,6 +41,8 @@ class Batch:
         self.pending = 0
         self.on_done: Callable[[], None] | None = None
         self.written: set[bytes] | None = None  # keys the batch writes, made on the first
+        # an EXEC was dispatched: every later command waits for the pending replies
+        self.fenced = False
 
     def defer(self) -> Callable[[Any], None]:
         index = len(self.results)
@@ -70,6 +72,9 @@ class Command:
     # keyless, and reads or writes the whole keyspace (KEYS, SCAN, FLUSHALL...) or changes
     # how replies are encoded (HELLO, RESET): waits for every reply before it in a batch
     barrier: bool = False
+    # not queued between MULTI and EXEC: runs at once (EXEC, DISCARD, MULTI, WATCH, QUIT,
+    # RESET, as Redis)
+    in_multi: bool = False
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         if not self.first_key:
@@ -83,17 +88,19 @@ def arity_ok(c: Command, argc: int) -> bool:
 
 
 TABLE: dict[bytes, Command] = {}
+RUN_IN_MULTI = ("exec", "discard", "multi", "watch", "quit", "reset")
 
 
 def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (0, 0, 0),
             group: str = "generic", summary: str = "") -> Callable[[Callable[..., Any]], Any]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         names = tuple(flags.split())
-        barrier = not keys[0] and (name.lower() in ("hello", "reset") or "write" in names
-                                   or "readonly" in names)
+        barrier = not keys[0] and (name.lower() in ("hello", "reset", "exec")
+                                   or "write" in names or "readonly" in names)
         TABLE[name.lower().encode()] = Command(name.lower(), fn, arity, names, *keys, group=group,
                                                summary=summary, writes="write" in names,
-                                               barrier=barrier)
+                                               barrier=barrier,
+                                               in_multi=name.lower() in RUN_IN_MULTI)
         return fn
     return register
 
@@ -142,7 +149,7 @@ UNSUPPORTED = set(
     xack xclaim xautoclaim xpending xtrim xdel xinfo xsetid pfadd pfcount pfmerge pfdebug
     pfselftest geoadd geodist geohash geopos georadius georadiusbymember geosearch
     geosearchstore georadius_ro georadiusbymember_ro setbit getbit bitcount bitpos bitop
-    bitfield bitfield_ro multi exec discard watch unwatch subscribe unsubscribe psubscribe
+    bitfield bitfield_ro subscribe unsubscribe psubscribe
     punsubscribe publish pubsub ssubscribe sunsubscribe spublish eval evalsha eval_ro
     evalsha_ro script fcall fcall_ro function cluster readonly readwrite asking wait waitaof
     failover replicaof slaveof sync psync replconf move swapdb migrate restore restore-asking

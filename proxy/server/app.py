@@ -35,6 +35,8 @@ from ..commands.table import (
     unknown_command,
     unsupported,
 )
+from ..commands.transactions import abort_transaction
+from ..commands.transactions import queue as queue_command
 from ..config import Config
 from ..protocol.resp import ReplyError
 from ..replication.canary import Canary
@@ -197,10 +199,18 @@ class Proxy:
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
         the batch's pending replies: it touches a key an earlier write of the batch
-        touches, or it is a barrier (see ``Command.barrier``)."""
+        touches, it is a barrier (see ``Command.barrier``), or it follows an EXEC.
+        Between MULTI and EXEC, commands are queued instead (proxy/commands/transactions.py)."""
         name = args[0].lower()
         spec = TABLE.get(name)
         keys: list[bytes] = []
+        if batch.fenced and batch.pending:
+            return False
+        if session.multi is not None and (spec is None or not spec.in_multi):
+            self.total_commands += 1
+            batch.names.append(name)
+            batch.results.append(queue_command(self, session, args, spec))
+            return True
         if spec is not None:
             if spec.first_key:
                 keys = spec.keys(args)
@@ -219,7 +229,10 @@ class Proxy:
             batch.results.append(NOAUTH)
             return True
         if not arity_ok(spec, len(args)):
-            batch.results.append(err_arity(spec.name))
+            error = err_arity(spec.name)
+            if session.multi is not None:  # EXEC x, DISCARD x... inside MULTI, as Redis
+                error = abort_transaction(session, spec, error)
+            batch.results.append(error)
             return True
         if keys:
             bad = check_reserved(keys)
