@@ -148,12 +148,11 @@ UNSUPPORTED = set(
     zremrangebylex zintercard zmpop bzmpop xadd xrange xrevrange xlen xread xreadgroup xgroup
     xack xclaim xautoclaim xpending xtrim xdel xinfo xsetid pfadd pfcount pfmerge pfdebug
     pfselftest geoadd geodist geohash geopos georadius georadiusbymember geosearch
-    geosearchstore georadius_ro georadiusbymember_ro setbit getbit bitcount bitpos bitop
-    bitfield bitfield_ro subscribe unsubscribe psubscribe
+    geosearchstore georadius_ro georadiusbymember_ro subscribe unsubscribe psubscribe
     punsubscribe publish pubsub ssubscribe sunsubscribe spublish eval evalsha eval_ro
     evalsha_ro script fcall fcall_ro function cluster readonly readwrite asking wait waitaof
     failover replicaof slaveof sync psync replconf move swapdb migrate restore restore-asking
-    dump object sort sort_ro lcs monitor debug save bgsave bgrewriteaof lastsave shutdown
+    dump object sort sort_ro monitor debug save bgsave bgrewriteaof lastsave shutdown
     slowlog latency memory module acl role lolwut sync config""".split()
 )
 
