@@ -411,6 +411,11 @@ def cmd_config(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
                 if stringmatch(pattern, name.encode(), nocase=True):
                     found[name] = value
         return found
+    if sub == "resetstat":
+        app.info_stats.reset()
+        app.total_commands = 0
+        app.total_connections = 0
+        return OK
     return _help(CONFIG_HELP)
 
 
@@ -418,6 +423,8 @@ CONFIG_HELP = [
     "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GET <pattern>",
     "    Return parameters matching the glob-like <pattern> and their values.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
     "HELP",
     "    Prints this help.",
 ]

@@ -109,6 +109,11 @@ def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] =
 # errors with Redis's texts
 
 
+class Rejected(ReplyError):
+    """An error given before the command ran (arity, NOAUTH, reserved key, refused while
+    queued in MULTI): INFO counts it in rejected_calls, not in calls."""
+
+
 def err_arity(name: str) -> ReplyError:
     return ReplyError(f"ERR wrong number of arguments for '{name}' command")
 

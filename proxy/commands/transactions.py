@@ -33,6 +33,7 @@ from .table import (
     UNSUPPORTED,
     Batch,
     Command,
+    Rejected,
     arity_ok,
     check_reserved,
     command,
@@ -62,7 +63,7 @@ def queue(app: App, s: Session, args: list[bytes], spec: Command | None) -> Any:
     error = queue_error(args, spec)
     if error is not None:
         s.multi_dirty = True
-        return error
+        return Rejected(error.text) if spec is not None else error
     assert s.multi is not None
     s.multi.append(args)
     return QUEUED
@@ -77,7 +78,7 @@ def abort_transaction(s: Session, spec: Command, error: ReplyError) -> ReplyErro
         return error
     s.discard_transaction()
     reason = error.text.removeprefix("ERR ")
-    return ReplyError(f"EXECABORT Transaction discarded because of: {reason}")
+    return Rejected(f"EXECABORT Transaction discarded because of: {reason}")
 
 
 def queue_error(args: list[bytes], spec: Command | None) -> ReplyError | None:

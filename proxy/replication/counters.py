@@ -8,6 +8,7 @@ operation they were 10-12% of the proxy's CPU. A list index and a bisect cost 0.
 from __future__ import annotations
 
 from bisect import bisect_left
+from math import ceil, log2
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
@@ -71,3 +72,67 @@ class CommandStats:
     @property
     def latency(self) -> dict[str, LocalHistogram]:
         return {name: entry[3] for name, entry in list(self._entries.items())}
+
+
+FINE_STEPS = 16  # latency buckets per doubling: 4.4% apart, as HdrHistogram's precision
+FINE_BUCKETS = 40 * FINE_STEPS  # 1 µs to 2^40 µs (12 days)
+MAX_ERROR_CODES = 128  # as Redis: past that many distinct codes, new ones are not counted
+PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
+
+
+def fine_bucket(usec: float) -> int:
+    """The latency bucket of ``usec``: bucket k holds 2^(k/16) ≤ usec < 2^((k+1)/16)."""
+    if usec < 1.0:
+        return 0
+    return min(int(log2(usec) * FINE_STEPS), FINE_BUCKETS - 1)
+
+
+class InfoStats:
+    """What INFO's commandstats, errorstats and latencystats sections show, kept as Redis
+    keeps them and cleared by CONFIG RESETSTAT (the Prometheus counters above stay
+    monotonic). Per command: [calls, usec, rejected_calls, failed_calls, latency bucket
+    counts]; calls include the failed ones, not the rejected ones (refused before running:
+    arity, NOAUTH, reserved keys). Errors are counted by their first word."""
+
+    __slots__ = ("commands", "errors", "error_replies")
+
+    def __init__(self) -> None:
+        self.commands: dict[str, list] = {}
+        self.errors: dict[str, int] = {}
+        self.error_replies = 0
+
+    def entry(self, name: str) -> list:
+        found = self.commands.get(name)
+        if found is None:
+            found = self.commands[name] = [0, 0.0, 0, 0, [0] * FINE_BUCKETS]
+        return found
+
+    def error(self, text: str) -> None:
+        self.error_replies += 1
+        code = text.split(" ", 1)[0]
+        if code in self.errors:
+            self.errors[code] += 1
+        elif len(self.errors) < MAX_ERROR_CODES:
+            self.errors[code] = 1
+
+    def reset(self) -> None:
+        self.commands.clear()
+        self.errors.clear()
+        self.error_replies = 0
+
+
+def percentiles(counts: list[int]) -> list[tuple[str, float]]:
+    """p50, p99, p99.9 in µs: the upper edge of the bucket holding each rank."""
+    total = sum(counts)
+    out = []
+    for name, percent in PERCENTILES:
+        rank = max(1, ceil(total * percent / 100))
+        running = 0
+        for bucket, count in enumerate(counts):
+            running += count
+            if running >= rank:
+                out.append((name, 2 ** ((bucket + 1) / FINE_STEPS)))
+                break
+        else:
+            out.append((name, 0.0))
+    return out

@@ -29,19 +29,20 @@ from ..commands.table import (
     TABLE,
     UNSUPPORTED,
     Batch,
+    Rejected,
     arity_ok,
     check_reserved,
     err_arity,
     unknown_command,
     unsupported,
 )
-from ..commands.transactions import abort_transaction
+from ..commands.transactions import QUEUED, abort_transaction
 from ..commands.transactions import queue as queue_command
 from ..config import Config
 from ..protocol.resp import ReplyError
 from ..replication.canary import Canary
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import LATENCY_BUCKETS, CommandStats
+from ..replication.counters import LATENCY_BUCKETS, CommandStats, InfoStats, fine_bucket
 from ..replication.handoff import Handoff
 from .clients import ClientConn
 from .links import Flusher, ReplicaLink
@@ -60,7 +61,7 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         tick()
         await trio.sleep(interval)
 
-NOAUTH = ReplyError("NOAUTH Authentication required.")
+NOAUTH = Rejected("NOAUTH Authentication required.")
 
 
 def library_code() -> bytes:
@@ -105,6 +106,7 @@ class Proxy:
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
         self.command_stats = CommandStats()
+        self.info_stats = InfoStats()
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -175,10 +177,15 @@ class Proxy:
             count_connection(-1)
 
     def record_batch(self, batch: Batch, seconds: float) -> None:
-        """Count each command of a batch by outcome, with the batch's latency."""
+        """Count each command of a batch by outcome, with the batch's latency: for
+        Prometheus (``command_stats``) and for INFO (``info_stats``)."""
         labels = self._labels
         entry = self.command_stats.entry
+        info = self.info_stats
+        info_entry = info.entry
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        usec = seconds * 1e6
+        fine = fine_bucket(usec)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
@@ -186,7 +193,8 @@ class Proxy:
                 if name in TABLE:  # bounded: only real command names become labels
                     label = labels[name] = TABLE[name].name
             counts = entry(label)
-            if type(result) is not ReplyError:
+            kind = type(result)
+            if kind is not ReplyError and kind is not Rejected:
                 counts[0] += 1
             elif result.text.startswith("NOQUORUM"):
                 counts[2] += 1
@@ -195,6 +203,19 @@ class Proxy:
             histogram = counts[3]
             histogram.counts[bucket] += 1
             histogram.total += seconds
+            if kind is ReplyError or kind is Rejected:
+                info.error(result.text)
+            if label == "other" or result is QUEUED:
+                continue  # unknown commands have no stats; queued ones run at EXEC
+            stats = info_entry(label)
+            if kind is Rejected:
+                stats[2] += 1
+                continue
+            stats[0] += 1
+            stats[1] += usec
+            stats[4][fine] += 1
+            if kind is ReplyError:
+                stats[3] += 1
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
@@ -229,7 +250,7 @@ class Proxy:
             batch.results.append(NOAUTH)
             return True
         if not arity_ok(spec, len(args)):
-            error = err_arity(spec.name)
+            error = Rejected(err_arity(spec.name).text)
             if session.multi is not None:  # EXEC x, DISCARD x... inside MULTI, as Redis
                 error = abort_transaction(session, spec, error)
             batch.results.append(error)
@@ -237,7 +258,7 @@ class Proxy:
         if keys:
             bad = check_reserved(keys)
             if bad is not None:
-                batch.results.append(bad)
+                batch.results.append(Rejected(bad.text))
                 return True
             if spec.writes:
                 if batch.written is None:

@@ -175,7 +175,7 @@ def test_fetch_and_keep_loading_from_a_real_server(servers):
     async def main():
         info, docs, version = await fetch(live.host, live.port)
         assert set(info) == set(served_names()) == set(docs)
-        assert [e[0] for e in info["config"][9]] == ["config|get", "config|help"]
+        assert [e[0] for e in info["config"][9]] == ["config|get", "config|help", "config|resetstat"]
         assert version
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
