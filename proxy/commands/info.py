@@ -114,8 +114,8 @@ def _stats(app: App) -> list[str]:
 
 def _commandstats(app: App) -> list[str]:
     lines = []
-    for name, (calls, usec, rejected, failed, _) in sorted(app.info_stats.commands.items()):
-        if calls or rejected or failed:
+    for name, calls, usec, rejected, failed, _ in app.info_stats.commands():
+        if name != "other" and (calls or rejected or failed):
             per_call = usec / calls if calls else 0.0
             lines.append(f"cmdstat_{name}:calls={calls},usec={int(usec)},"
                          f"usec_per_call={per_call:.2f},rejected_calls={rejected},"
@@ -130,9 +130,9 @@ def _errorstats(app: App) -> list[str]:
 
 def _latencystats(app: App) -> list[str]:
     lines = []
-    for name, entry in sorted(app.info_stats.commands.items()):
-        if entry[0]:
-            values = ",".join(f"{p}={value:.3f}" for p, value in percentiles(entry[4]))
+    for name, calls, _, _, _, fine in app.info_stats.commands():
+        if name != "other" and calls:
+            values = ",".join(f"{p}={value:.3f}" for p, value in percentiles(fine))
             lines.append(f"latency_percentiles_usec_{name}:{values}")
     return lines
 

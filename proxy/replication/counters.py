@@ -44,25 +44,44 @@ class LocalHistogram:
 
 
 OUTCOMES = ("ok", "error", "noquorum")
+FINE_STEPS = 16  # latency buckets per doubling: 4.4% apart, as HdrHistogram's precision
+FINE_BUCKETS = 40 * FINE_STEPS  # 1 µs to 2^40 µs (12 days)
+MAX_ERROR_CODES = 128  # as Redis: past that many distinct codes, new ones are not counted
+PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
+OK, ERROR, NOQUORUM, HISTOGRAM, FINE, REJECTED, QUEUED, EXCLUDED = range(8)
+
+
+def fine_bucket(usec: float) -> int:
+    """The latency bucket of ``usec``: bucket k holds 2^(k/16) ≤ usec < 2^((k+1)/16)."""
+    if usec < 1.0:
+        return 0
+    return min(int(log2(usec) * FINE_STEPS), FINE_BUCKETS - 1)
 
 
 class CommandStats:
     """Per command name: how many ended ok / error / noquorum, and their latency.
 
     A batch's commands share one latency (the batch's), so its bucket is found once per
-    batch and each command costs a dict lookup and three increments."""
+    batch and each command costs a dict lookup and a few increments. Each entry also
+    holds what INFO needs beyond Prometheus (see ``InfoStats``): a fine latency
+    histogram of the calls, the rejected and queued commands, and the seconds of those
+    two (not calls in Redis's sense)."""
 
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        # name -> [ok, error, noquorum, histogram]
+        # name -> [ok, error, noquorum, histogram, fine counts, rejected, queued, excluded s]
         self._entries: dict[str, list] = {}
 
     def entry(self, name: str) -> list:
         found = self._entries.get(name)
         if found is None:
-            found = self._entries[name] = [0, 0, 0, LocalHistogram()]
+            found = self._entries[name] = [0, 0, 0, LocalHistogram(), [0] * FINE_BUCKETS,
+                                           0, 0, 0.0]
         return found
+
+    def entries(self) -> list[tuple[str, list]]:
+        return list(self._entries.items())
 
     @property
     def outcomes(self) -> dict[tuple[str, str], int]:
@@ -74,38 +93,23 @@ class CommandStats:
         return {name: entry[3] for name, entry in list(self._entries.items())}
 
 
-FINE_STEPS = 16  # latency buckets per doubling: 4.4% apart, as HdrHistogram's precision
-FINE_BUCKETS = 40 * FINE_STEPS  # 1 µs to 2^40 µs (12 days)
-MAX_ERROR_CODES = 128  # as Redis: past that many distinct codes, new ones are not counted
-PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
-
-
-def fine_bucket(usec: float) -> int:
-    """The latency bucket of ``usec``: bucket k holds 2^(k/16) ≤ usec < 2^((k+1)/16)."""
-    if usec < 1.0:
-        return 0
-    return min(int(log2(usec) * FINE_STEPS), FINE_BUCKETS - 1)
-
-
 class InfoStats:
-    """What INFO's commandstats, errorstats and latencystats sections show, kept as Redis
-    keeps them and cleared by CONFIG RESETSTAT (the Prometheus counters above stay
-    monotonic). Per command: [calls, usec, rejected_calls, failed_calls, latency bucket
-    counts]; calls include the failed ones, not the rejected ones (refused before running:
-    arity, NOAUTH, reserved keys). Errors are counted by their first word."""
+    """What INFO's commandstats, errorstats and latencystats sections show, as Redis
+    counts: calls include failed calls, not rejected ones (refused before running:
+    arity, NOAUTH, reserved keys) nor commands queued by MULTI (they count when EXEC
+    runs them); errors are counted by their first word.
 
-    __slots__ = ("commands", "errors", "error_replies")
+    The per-command figures are read from the ``CommandStats`` entries, which only grow
+    (Prometheus counters must), less what they held at the last CONFIG RESETSTAT
+    (``reset`` keeps that snapshot): the hot path counts each command once."""
 
-    def __init__(self) -> None:
-        self.commands: dict[str, list] = {}
+    __slots__ = ("command_stats", "errors", "error_replies", "_base")
+
+    def __init__(self, command_stats: CommandStats) -> None:
+        self.command_stats = command_stats
         self.errors: dict[str, int] = {}
         self.error_replies = 0
-
-    def entry(self, name: str) -> list:
-        found = self.commands.get(name)
-        if found is None:
-            found = self.commands[name] = [0, 0.0, 0, 0, [0] * FINE_BUCKETS]
-        return found
+        self._base: dict[str, tuple] = {}
 
     def error(self, text: str) -> None:
         self.error_replies += 1
@@ -116,9 +120,33 @@ class InfoStats:
             self.errors[code] = 1
 
     def reset(self) -> None:
-        self.commands.clear()
         self.errors.clear()
         self.error_replies = 0
+        self._base = {name: _snapshot(entry) for name, entry in self.command_stats.entries()}
+
+    def commands(self) -> list[tuple[str, int, float, int, int, list[int]]]:
+        """(name, calls, usec, rejected_calls, failed_calls, latency bucket counts) since
+        the last reset, sorted by name."""
+        rows = []
+        for name, entry in sorted(self.command_stats.entries()):
+            now = _snapshot(entry)
+            base = self._base.get(name)
+            ok, error, noquorum, seconds, fine, rejected, queued, excluded = (
+                now if base is None else _minus(now, base))
+            calls = ok + error + noquorum - rejected - queued
+            usec = max(0.0, (seconds - excluded) * 1e6)
+            rows.append((name, calls, usec, rejected, error + noquorum - rejected, fine))
+        return rows
+
+
+def _snapshot(entry: list) -> tuple:
+    return (entry[OK], entry[ERROR], entry[NOQUORUM], entry[HISTOGRAM].total,
+            list(entry[FINE]), entry[REJECTED], entry[QUEUED], entry[EXCLUDED])
+
+
+def _minus(now: tuple, base: tuple) -> tuple:
+    return tuple([a - b for a, b in zip(x, y, strict=True)] if isinstance(x, list) else x - y
+                 for x, y in zip(now, base, strict=True))
 
 
 def percentiles(counts: list[int]) -> list[tuple[str, float]]:

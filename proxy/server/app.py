@@ -106,7 +106,7 @@ class Proxy:
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
         self.command_stats = CommandStats()
-        self.info_stats = InfoStats()
+        self.info_stats = InfoStats(self.command_stats)
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -177,15 +177,12 @@ class Proxy:
             count_connection(-1)
 
     def record_batch(self, batch: Batch, seconds: float) -> None:
-        """Count each command of a batch by outcome, with the batch's latency: for
-        Prometheus (``command_stats``) and for INFO (``info_stats``)."""
+        """Count each command of a batch by outcome, with the batch's latency (for
+        Prometheus and INFO: proxy/replication/counters.py)."""
         labels = self._labels
         entry = self.command_stats.entry
-        info = self.info_stats
-        info_entry = info.entry
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
-        usec = seconds * 1e6
-        fine = fine_bucket(usec)
+        fine = fine_bucket(seconds * 1e6)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
@@ -193,29 +190,28 @@ class Proxy:
                 if name in TABLE:  # bounded: only real command names become labels
                     label = labels[name] = TABLE[name].name
             counts = entry(label)
-            kind = type(result)
-            if kind is not ReplyError and kind is not Rejected:
-                counts[0] += 1
-            elif result.text.startswith("NOQUORUM"):
-                counts[2] += 1
-            else:
-                counts[1] += 1
             histogram = counts[3]
             histogram.counts[bucket] += 1
             histogram.total += seconds
+            kind = type(result)
             if kind is ReplyError or kind is Rejected:
-                info.error(result.text)
-            if label == "other" or result is QUEUED:
-                continue  # unknown commands have no stats; queued ones run at EXEC
-            stats = info_entry(label)
-            if kind is Rejected:
-                stats[2] += 1
-                continue
-            stats[0] += 1
-            stats[1] += usec
-            stats[4][fine] += 1
-            if kind is ReplyError:
-                stats[3] += 1
+                self._count_error(counts, result, seconds, fine)
+            elif result is QUEUED:  # it runs, and counts as a call, at EXEC
+                counts[0] += 1
+                counts[6] += 1
+                counts[7] += seconds
+            else:
+                counts[0] += 1
+                counts[4][fine] += 1
+
+    def _count_error(self, counts: list, error: ReplyError, seconds: float, fine: int) -> None:
+        counts[2 if error.text.startswith("NOQUORUM") else 1] += 1
+        self.info_stats.error(error.text)
+        if type(error) is Rejected:  # refused before running: not a call
+            counts[5] += 1
+            counts[7] += seconds
+        else:
+            counts[4][fine] += 1
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
