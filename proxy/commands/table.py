@@ -75,6 +75,8 @@ class Command:
     # not queued between MULTI and EXEC: runs at once (EXEC, DISCARD, MULTI, WATCH, QUIT,
     # RESET, as Redis)
     in_multi: bool = False
+    # CLIENT, COMMAND, CONFIG: statistics are kept per subcommand ("config|get"), as Redis
+    container: bool = False
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         if not self.first_key:
@@ -89,6 +91,7 @@ def arity_ok(c: Command, argc: int) -> bool:
 
 TABLE: dict[bytes, Command] = {}
 RUN_IN_MULTI = ("exec", "discard", "multi", "watch", "quit", "reset")
+CONTAINERS = ("client", "command", "config")
 
 
 def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (0, 0, 0),
@@ -100,7 +103,8 @@ def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] =
         TABLE[name.lower().encode()] = Command(name.lower(), fn, arity, names, *keys, group=group,
                                                summary=summary, writes="write" in names,
                                                barrier=barrier,
-                                               in_multi=name.lower() in RUN_IN_MULTI)
+                                               in_multi=name.lower() in RUN_IN_MULTI,
+                                               container=name.lower() in CONTAINERS)
         return fn
     return register
 

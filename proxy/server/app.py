@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..commands.commanddata import CommandData
+from ..commands.commanddata import SUBCOMMANDS, CommandData
 from ..commands.session import Session
 from ..commands.table import (
     DEFERRED,
@@ -186,9 +186,9 @@ class Proxy:
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
-                label = "other"
-                if name in TABLE:  # bounded: only real command names become labels
-                    label = labels[name] = TABLE[name].name
+                label = label_of(name)
+                if label != "other":  # bounded: only served command names become labels
+                    labels[name] = label
             counts = entry(label)
             histogram = counts[3]
             histogram.counts[bucket] += 1
@@ -261,6 +261,8 @@ class Proxy:
                     batch.written = set(keys)
                 else:
                     batch.written.update(keys)
+        if spec.container and len(args) > 1:
+            batch.names[-1] = name + b"|" + args[1].lower()
         try:
             result = spec.handler(self, session, args, batch)
         except Exception:
@@ -297,6 +299,17 @@ class Proxy:
 
     def version(self) -> str:
         return __version__
+
+
+def label_of(name: bytes) -> str:
+    """The statistics name of a command: its table name, ``container|subcommand`` for
+    a subcommand served, else the container's name; "other" for unknown commands."""
+    container, _, sub = name.partition(b"|")
+    spec = TABLE.get(container)
+    if spec is None:
+        return "other"
+    text = sub.decode(errors="replace")
+    return f"{spec.name}|{text}" if text in SUBCOMMANDS.get(spec.name, ()) else spec.name
 
 
 def default_proxy_id() -> str:
