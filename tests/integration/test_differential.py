@@ -1,7 +1,7 @@
 """Differential tests: the same command sequences against a real redis-server and against
 redquorum (3 replicas), reply by reply, in RESP2 and RESP3.
 
-Hypothesis generates sequences over a small key space (strings, bitmaps, LCS), with expiry (short ones followed
+Hypothesis generates sequences over a small key space (strings, bitmaps, LCS, MULTI/EXEC), with expiry (short ones followed
 by a pause, so both sides see them expire), wrong argument counts and bad options. The
 replies are compared with their exact RESP types (simple vs bulk string, RESP2 vs RESP3
 nulls, maps, sets, verbatim strings). Normalised only where the two must differ:
@@ -424,6 +424,26 @@ COMMANDS = st.one_of(
                      [["FLUSHDB", "x"]]]),
 )
 
+# MULTI … EXEC/DISCARD around commands whose replies do not depend on timing, with
+# queue-time errors (wrong arity, unknown command, nested MULTI, WATCH inside MULTI) that
+# make EXEC abort or not, as Redis decides.
+QUEUE_ERRORS = st.sampled_from([[["GET"]], [["SET", "a"]], [["SETBIT", "a", "1"]], [["LCS", "a"]],
+                                [["BITOP", "AND", "d"]], [["NOSUCH", "x"]], [["MULTI"]],
+                                [["WATCH", "a"]], [["EXEC", "x"]], [["DISCARD", "x"]]])
+IN_TRANSACTION = st.one_of(
+    simple("GET", keys), simple("SET", keys, texts), simple("INCR", keys),
+    simple("APPEND", keys, texts), variadic("DEL", keys, min_size=1), variadic("MGET", keys, 1),
+    simple("SETBIT", keys, bit_offsets, bit_values), simple("GETBIT", keys, bit_offsets),
+    bitcount_command(), bitfield_command(), lcs_command(), simple("INCRBYFLOAT", keys, floats),
+    st.tuples(st.sampled_from(["AND", "OR", "XOR", "NOT"]), keys,
+              st.lists(keys, min_size=1, max_size=2)).map(lambda t: [["BITOP", t[0], t[1], *t[2]]]),
+    QUEUE_ERRORS,
+)
+TRANSACTION = st.tuples(
+    st.lists(st.one_of(IN_TRANSACTION, IN_TRANSACTION, IN_TRANSACTION, QUEUE_ERRORS), max_size=5),
+    st.sampled_from(["EXEC", "EXEC", "EXEC", "DISCARD"]),
+).map(lambda t: [["MULTI"], *[c for chunk in t[0] for c in chunk], [t[1]]])
+
 # Wrong argument counts: a supported command with 0..4 random arguments.
 ARITY = st.tuples(
     st.sampled_from(["GET", "SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GETDEL", "GETEX",
@@ -438,7 +458,8 @@ ARITY = st.tuples(
 ).filter(lambda t: t[0].upper() not in ("PING", "TIME") or len(t[1]) > 1
          ).map(lambda t: [[t[0], *t[1]]])
 
-SEQUENCES = st.lists(st.one_of(COMMANDS, COMMANDS, COMMANDS, ARITY), min_size=1, max_size=14
+SEQUENCES = st.lists(st.one_of(COMMANDS, COMMANDS, COMMANDS, ARITY, TRANSACTION), min_size=1,
+                     max_size=14
                      ).map(lambda chunks: [c for chunk in chunks for c in chunk])
 
 
