@@ -7,9 +7,9 @@ operation they were 10-12% of the proxy's CPU. A list index and a bisect cost 0.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
-from math import ceil, log2
+from math import ceil
 from random import Random
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -53,11 +53,13 @@ PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
 OK, ERROR, NOQUORUM, HISTOGRAM, FINE, REJECTED, QUEUED, EXCLUDED = range(8)
 
 
-def fine_bucket(usec: float) -> int:
-    """The latency bucket of ``usec``: bucket k holds 2^(k/16) ≤ usec < 2^((k+1)/16)."""
-    if usec < 1.0:
-        return 0
-    return min(int(log2(usec) * FINE_STEPS), FINE_BUCKETS - 1)
+# upper edges in seconds of the fine latency buckets but the last: bucket k holds
+# latencies below 2^((k+1)/16) µs (and at least the previous edge)
+FINE_EDGES = tuple(2 ** ((k + 1) / FINE_STEPS) / 1e6 for k in range(FINE_BUCKETS - 1))
+
+
+def fine_bucket(seconds: float) -> int:
+    return bisect_right(FINE_EDGES, seconds)
 
 
 class CommandStats:

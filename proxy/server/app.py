@@ -182,7 +182,7 @@ class Proxy:
         labels = self._labels
         entry = self.command_stats.entry
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
-        fine = fine_bucket(seconds * 1e6)
+        fine = fine_bucket(seconds)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
