@@ -290,9 +290,10 @@ class Proxy:
 
     def client_line(self, s: Session) -> str:
         age = int(time.time() - s.created)
+        flags, multi = ("x", len(s.multi)) if s.multi is not None else ("N", -1)
         return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
-                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
-                f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags={flags} db=0 "
+                f"sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
                 f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
                 f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
                 f"lib-ver={s.lib_ver.decode(errors='replace')}")

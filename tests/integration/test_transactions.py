@@ -135,6 +135,8 @@ def test_nothing_queued_runs_before_exec(proxy):
         assert c.call("SET", "q", "1") == Simple("QUEUED")
         assert c.call("INCR", "q") == Simple("QUEUED")
         assert other.call("GET", "q") is NIL_BULK
+        listed = other.call("CLIENT", "LIST").decode()
+        assert "flags=x db=0 sub=0 psub=0 ssub=0 multi=2 " in listed  # as Redis shows it
         assert c.call("EXEC") == [Simple("OK"), 2]
         assert other.call("GET", "q") == b"2"
 
