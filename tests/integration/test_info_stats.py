@@ -110,3 +110,16 @@ def test_noquorum_is_counted_by_its_first_word(replicas, make_proxy):
     assert "errorstat_NOQUORUM:count=1" in stats["Errorstats"]
     line = next(x for x in stats["Commandstats"] if x.startswith("cmdstat_set:"))
     assert COMMANDSTAT.fullmatch(line)[2] == "1" and line.endswith("failed_calls=1")
+
+
+def test_protocol_errors_are_counted(ports):
+    counts = []
+    for port in ports:
+        with RawClient(port) as c:
+            c.call("CONFIG", "RESETSTAT")
+        with RawClient(port) as bad:
+            bad.sock.sendall(b"*1\r\n$x\r\n")
+            assert bad.read().text.startswith("ERR Protocol error")
+        with RawClient(port) as c:
+            counts.append(info(c, "errorstats")["Errorstats"])
+    assert counts[1] == counts[0] == ["errorstat_ERR:count=1"]
