@@ -23,6 +23,7 @@ import trio
 
 from .. import __version__
 from ..commands.commanddata import SUBCOMMANDS, CommandData
+from ..commands.connection import subcommand_error
 from ..commands.session import Session
 from ..commands.table import (
     DEFERRED,
@@ -263,6 +264,10 @@ class Proxy:
                     batch.written.update(keys)
         if spec.container and len(args) > 1:
             batch.names[-1] = name + b"|" + args[1].lower()
+            refused = subcommand_error(spec.name, args)
+            if refused is not None:
+                batch.results.append(Rejected(refused.text))
+                return True
         try:
             result = spec.handler(self, session, args, batch)
         except Exception:

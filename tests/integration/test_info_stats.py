@@ -47,7 +47,8 @@ def info(client: RawClient, *sections: str) -> dict[str, list[str]]:
 
 
 WORKLOAD = [["SET", "a", "1"], ["GET"], ["INCR", "a", "x"], ["SET", "a", "x"], ["INCR", "a"],
-            ["FOO"], ["GET", "a"], ["MULTI"], ["INCR"], ["SET", "b", "1"], ["EXEC"]]
+            ["FOO"], ["GET", "a"], ["MULTI"], ["INCR"], ["SET", "b", "1"], ["EXEC"],
+            ["CONFIG", "GET"], ["CLIENT", "ID"], ["CLIENT", "ID", "x"]]
 
 
 def test_statistics_sections_count_as_redis(ports):
@@ -65,14 +66,15 @@ def test_statistics_sections_count_as_redis(ports):
         matches = [COMMANDSTAT.fullmatch(line) for line in section]
         assert all(matches), section
         return {m[1]: (m[2], m[5], m[6]) for m in matches
-                if m[1] in ("set", "get", "incr", "exec", "config|resetstat")}
+                if m[1] in ("set", "get", "incr", "exec", "config|resetstat", "config|get",
+                            "client|id")}
 
     assert counts(got["Commandstats"]) == counts(expected["Commandstats"])
     assert got["Errorstats"] == expected["Errorstats"]
     assert all(LATENCYSTAT.fullmatch(line) for line in got["Latencystats"])
     latency_names = {LATENCYSTAT.fullmatch(line)[1] for line in got["Latencystats"]}
     assert {"set", "get", "incr", "exec"} <= latency_names
-    assert "total_error_replies:6" in got["Stats"] and "total_error_replies:6" in expected["Stats"]
+    assert "total_error_replies:8" in got["Stats"] and "total_error_replies:8" in expected["Stats"]
 
 
 def test_resetstat_clears_the_statistics(ports):
