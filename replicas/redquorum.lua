@@ -367,6 +367,23 @@ OPS.setrange = function(cur, now_ms, offset, piece)
   return v, exp, 0, #v
 end
 
+-- setbit offset on : Redis's SETBIT (zero padding up to the bit's byte); the reply is the
+-- bit's previous value. Offsets stay below 2^32, exact in a double.
+OPS.setbit = function(cur, now_ms, offset, on)
+  offset, on = tonumber(offset), tonumber(on)
+  local v, exp = '', 0
+  if cur then v, exp = cur[6], cur[5] end
+  local byte = floor(offset / 8)
+  local weight = 2 ^ (7 - offset % 8)
+  local grown = #v <= byte
+  if grown then v = v .. string.rep('\0', byte + 1 - #v) end
+  local old = sbyte(v, byte + 1)
+  local was = floor(old / weight) % 2
+  if was == on and not grown then return nil, was end
+  v = string.sub(v, 1, byte) .. string.char(old + (on - was) * weight) .. string.sub(v, byte + 2)
+  return v, exp, 0, was
+end
+
 -- getdel: a tombstone if there is a value, answering it
 OPS.getdel = function(cur, now_ms)
   if cur then return '', 0, 1, cur[6] end

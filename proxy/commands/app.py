@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..replication.canary import Canary
     from ..replication.contexts import ContextSigner
     from ..replication.coordinator import Coordinator
+    from ..replication.counters import InfoStats
     from ..replication.events import Events
     from ..replication.links import Link
     from .commanddata import CommandData
@@ -34,6 +35,7 @@ class App(Protocol):
     started: float
     total_connections: int
     total_commands: int
+    info_stats: InfoStats
     listen_address: tuple[str, int] | None
 
     def version(self) -> str: ...

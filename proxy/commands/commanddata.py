@@ -34,7 +34,7 @@ SUBCOMMANDS: dict[str, dict[str, int]] = {
                "no-touch": 3, "setinfo": 4, "setname": 3},
     "command": {"count": 2, "docs": -2, "getkeys": -4, "getkeysandflags": -4, "help": 2,
                 "info": -2, "list": -2},
-    "config": {"get": -3, "help": 2},
+    "config": {"get": -3, "help": 2, "resetstat": 2},
 }
 
 

@@ -170,6 +170,11 @@ def _subcommand(container: str, args: list[bytes]) -> tuple[str, ReplyError | No
     return sub, None
 
 
+def subcommand_error(container: str, args: list[bytes]) -> ReplyError | None:
+    """The error Redis gives for a container command's subcommand before running it."""
+    return _subcommand(container, args)[1]
+
+
 def _refused(container: str, sub: str) -> ReplyError:
     name = f"{container.upper()} {sub.upper()}"
     if container == "config":
@@ -406,6 +411,11 @@ def cmd_config(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
                 if stringmatch(pattern, name.encode(), nocase=True):
                     found[name] = value
         return found
+    if sub == "resetstat":
+        app.info_stats.reset()
+        app.total_commands = 0
+        app.total_connections = 0
+        return OK
     return _help(CONFIG_HELP)
 
 
@@ -413,6 +423,8 @@ CONFIG_HELP = [
     "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GET <pattern>",
     "    Return parameters matching the glob-like <pattern> and their values.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
     "HELP",
     "    Prints this help.",
 ]

@@ -13,7 +13,8 @@ class Session:
     """One client connection's state."""
 
     __slots__ = ("id", "addr", "proto", "name", "lib_name", "lib_ver", "r", "w",
-                 "authenticated", "closing", "created", "last_command")
+                 "authenticated", "closing", "created", "last_command", "multi", "multi_dirty",
+                 "watch_refused")
 
     def __init__(self, ident: int, addr: str, app: App) -> None:
         self.id = ident
@@ -31,3 +32,9 @@ class Session:
         self.r = app.config.r
         self.w = app.config.w
         self.authenticated = not app.config.password
+        self.discard_transaction()
+
+    def discard_transaction(self) -> None:
+        self.multi: list[list[bytes]] | None = None  # the commands queued since MULTI
+        self.multi_dirty = False  # a command was refused while queueing: EXEC aborts
+        self.watch_refused = False  # a WATCH was refused: the next EXEC aborts

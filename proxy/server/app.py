@@ -22,25 +22,29 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..commands.commanddata import CommandData
+from ..commands.commanddata import SUBCOMMANDS, CommandData
+from ..commands.connection import subcommand_error
 from ..commands.session import Session
 from ..commands.table import (
     DEFERRED,
     TABLE,
     UNSUPPORTED,
     Batch,
+    Rejected,
     arity_ok,
     check_reserved,
     err_arity,
     unknown_command,
     unsupported,
 )
+from ..commands.transactions import QUEUED, abort_transaction
+from ..commands.transactions import queue as queue_command
 from ..config import Config
 from ..protocol.resp import ReplyError
 from ..replication.canary import Canary
 from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import LATENCY_BUCKETS, CommandStats
+from ..replication.counters import LATENCY_BUCKETS, CommandStats, InfoStats, fine_bucket
 from ..replication.handoff import Handoff
 from ..replication.links import SHUTTING_DOWN
 from ..replication.ring import PARTITIONS
@@ -62,7 +66,7 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         tick()
         await trio.sleep(interval)
 
-NOAUTH = ReplyError("NOAUTH Authentication required.")
+NOAUTH = Rejected("NOAUTH Authentication required.")
 
 
 def library_code() -> bytes:
@@ -110,6 +114,7 @@ class Proxy:
         self.contexts = ContextSigner(config.context_secret)
         self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
         self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
+        self.info_stats = InfoStats(self.command_stats)
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -217,34 +222,57 @@ class Proxy:
             count_connection(-1)
 
     def record_batch(self, batch: Batch, seconds: float) -> None:
-        """Count each command of a batch by outcome, with the batch's latency."""
+        """Count each command of a batch by outcome, with the batch's latency (for
+        Prometheus and INFO: proxy/replication/counters.py)."""
         labels = self._labels
         entry = self.command_stats.entry
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        fine = fine_bucket(seconds)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
-                label = "other"
-                if name in TABLE:  # bounded: only real command names become labels
-                    label = labels[name] = TABLE[name].name
+                label = label_of(name)
+                if label != "other":  # bounded: only served command names become labels
+                    labels[name] = label
             counts = entry(label)
-            if type(result) is not ReplyError:
-                counts[0] += 1
-            elif result.text.startswith("NOQUORUM"):
-                counts[2] += 1
-            else:
-                counts[1] += 1
             histogram = counts[3]
             histogram.counts[bucket] += 1
             histogram.total += seconds
+            kind = type(result)
+            if kind is ReplyError or kind is Rejected:
+                self._count_error(counts, result, seconds, fine)
+            elif result is QUEUED:  # it runs, and counts as a call, at EXEC
+                counts[0] += 1
+                counts[6] += 1
+                counts[7] += seconds
+            else:
+                counts[0] += 1
+                counts[4][fine] += 1
+
+    def _count_error(self, counts: list, error: ReplyError, seconds: float, fine: int) -> None:
+        counts[2 if error.text.startswith("NOQUORUM") else 1] += 1
+        self.info_stats.error(error.text)
+        if type(error) is Rejected:  # refused before running: not a call
+            counts[5] += 1
+            counts[7] += seconds
+        else:
+            counts[4][fine] += 1
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
         the batch's pending replies: it touches a key an earlier write of the batch
-        touches, or it is a barrier (see ``Command.barrier``)."""
+        touches, it is a barrier (see ``Command.barrier``), or it follows an EXEC.
+        Between MULTI and EXEC, commands are queued instead (proxy/commands/transactions.py)."""
         name = args[0].lower()
         spec = TABLE.get(name)
         keys: list[bytes] = []
+        if batch.fenced and batch.pending:
+            return False
+        if session.multi is not None and (spec is None or not spec.in_multi):
+            self.total_commands += 1
+            batch.names.append(name)
+            batch.results.append(queue_command(self, session, args, spec))
+            return True
         if spec is not None:
             if spec.first_key:
                 keys = spec.keys(args)
@@ -263,18 +291,27 @@ class Proxy:
             batch.results.append(NOAUTH)
             return True
         if not arity_ok(spec, len(args)):
-            batch.results.append(err_arity(spec.name))
+            error = Rejected(err_arity(spec.name).text)
+            if session.multi is not None:  # EXEC x, DISCARD x... inside MULTI, as Redis
+                error = abort_transaction(session, spec, error)
+            batch.results.append(error)
             return True
         if keys:
             bad = check_reserved(keys)
             if bad is not None:
-                batch.results.append(bad)
+                batch.results.append(Rejected(bad.text))
                 return True
             if spec.writes:
                 if batch.written is None:
                     batch.written = set(keys)
                 else:
                     batch.written.update(keys)
+        if spec.container and len(args) > 1:
+            batch.names[-1] = name + b"|" + args[1].lower()
+            refused = subcommand_error(spec.name, args)
+            if refused is not None:
+                batch.results.append(Rejected(refused.text))
+                return True
         try:
             result = spec.handler(self, session, args, batch)
         except Exception:
@@ -302,15 +339,27 @@ class Proxy:
 
     def client_line(self, s: Session) -> str:
         age = int(time.time() - s.created)
+        flags, multi = ("x", len(s.multi)) if s.multi is not None else ("N", -1)
         return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
-                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
-                f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags={flags} db=0 "
+                f"sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
                 f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
                 f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
                 f"lib-ver={s.lib_ver.decode(errors='replace')}")
 
     def version(self) -> str:
         return __version__
+
+
+def label_of(name: bytes) -> str:
+    """The statistics name of a command: its table name, ``container|subcommand`` for
+    a subcommand served, else the container's name; "other" for unknown commands."""
+    container, _, sub = name.partition(b"|")
+    spec = TABLE.get(container)
+    if spec is None:
+        return "other"
+    text = sub.decode(errors="replace")
+    return f"{spec.name}|{text}" if text in SUBCOMMANDS.get(spec.name, ()) else spec.name
 
 
 def default_proxy_id() -> str:

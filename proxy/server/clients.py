@@ -179,7 +179,9 @@ class ClientConn:
         else:
             data = b"".join([encode(r, proto) for r in results])
         if self.error is not None:
-            data += encode(ReplyError(f"ERR {self.error}"))
+            error = ReplyError(f"ERR {self.error}")
+            self.app.info_stats.error(error.text)  # Redis counts protocol errors too
+            data += encode(error)
         self._send(data)
 
     # -- output --------------------------------------------------------------
