@@ -41,6 +41,32 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval", metavar="SECONDS",
                    help="freshness canary period (default 1; env REDQUORUM_HEARTBEAT_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
+    p.add_argument("--protected-mode", dest="protected_mode", choices=["yes", "no"],
+                   help="refuse to start on a non-loopback address without a password "
+                        "(default yes; env REDQUORUM_PROTECTED_MODE)")
+    p.add_argument("--maxclients", type=int, metavar="N",
+                   help="most client connections at once (default 10000; env REDQUORUM_MAXCLIENTS)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="close clients idle this long (default 0: never; env REDQUORUM_TIMEOUT)")
+    p.add_argument("--client-output-buffer-limit", dest="client_output_buffer_limit",
+                   metavar="'HARD SOFT SECONDS'",
+                   help="close a client whose unsent replies pass HARD, or SOFT for SECONDS "
+                        "(default '256mb 64mb 60'; env REDQUORUM_CLIENT_OUTPUT_BUFFER_LIMIT)")
+    p.add_argument("--tls-cert-file", dest="tls_cert_file", metavar="FILE",
+                   help="TLS on the client listener with this certificate (and --tls-key-file)")
+    p.add_argument("--tls-key-file", dest="tls_key_file", metavar="FILE",
+                   help="the private key of --tls-cert-file")
+    p.add_argument("--tls-ca-cert-file", dest="tls_ca_cert_file", metavar="FILE",
+                   help="CA certificates that client certificates must chain to")
+    p.add_argument("--tls-auth-clients", dest="tls_auth_clients",
+                   choices=["yes", "no", "optional"],
+                   help="require client certificates (default yes, as Redis)")
+    p.add_argument("--tls-protocols", dest="tls_protocols", metavar="'TLSv1.2 TLSv1.3'",
+                   help="TLS versions accepted (default: TLSv1.2 and TLSv1.3)")
+    p.add_argument("--tls-ciphers", dest="tls_ciphers", metavar="LIST",
+                   help="OpenSSL cipher list for TLSv1.2 and below")
+    p.add_argument("--tls-ciphersuites", dest="tls_ciphersuites", metavar="LIST",
+                   help="OpenSSL TLSv1.3 cipher suites")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
 
