@@ -32,6 +32,7 @@ class App(Protocol):
     started: float
     total_connections: int
     total_commands: int
+    rejected_connections: int
     listen_address: tuple[str, int] | None
 
     def version(self) -> str: ...

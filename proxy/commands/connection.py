@@ -427,8 +427,9 @@ def config_values(app: App) -> dict[str, str]:
         "databases": "1",
         "maxmemory": "0",
         "maxmemory-policy": "noeviction",
-        "maxclients": "10000",
-        "timeout": "0",
+        "maxclients": str(app.config.maxclients),
+        "timeout": f"{app.config.timeout:g}",
+        "client-output-buffer-limit": _output_limit_text(app.config.output_limit),
         "port": str(port),
         "bind": host,
         "cluster-enabled": "no",
@@ -437,9 +438,14 @@ def config_values(app: App) -> dict[str, str]:
         "lua-time-limit": "5000",
         "busy-reply-threshold": "5000",
         "slowlog-log-slower-than": "10000",
-        "requirepass": "",
-        "protected-mode": "no",
+        "requirepass": "",  # never the password itself
+        "protected-mode": "yes" if app.config.protected_mode else "no",
     }
+
+
+def _output_limit_text(limit: Any) -> str:
+    return (f"normal {limit.hard} {limit.soft} {limit.soft_seconds:g} replica 0 0 0 "
+            "pubsub 0 0 0")
 
 
 # ---------------------------------------------------------------------------

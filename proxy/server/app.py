@@ -49,6 +49,8 @@ from .reactor import Reactor
 log = logging.getLogger("redquorum.server")
 
 HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
+SWEEP_INTERVAL = 1.0  # seconds between checks of idle clients and stalled output
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 
 
 async def every(interval: float, tick: Callable[[], None]) -> None:
@@ -99,6 +101,11 @@ class Proxy:
         self._ids = itertools.count(1)
         self.total_connections = 0
         self.total_commands = 0
+        self.rejected_connections = 0
+        self.output_limit_closes = 0
+        limit = config.output_limit
+        # unsent reply bytes past which a client's next requests wait (clients.py)
+        self.output_hold = limit.soft or limit.hard
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
@@ -126,6 +133,7 @@ class Proxy:
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
                 nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
+                nursery.start_soon(every, SWEEP_INTERVAL, self.sweep_clients)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
@@ -153,6 +161,9 @@ class Proxy:
     # -- clients ----------------------------------------------------------------
 
     def _client_arrived(self, conn: socket.socket, addr: Any) -> None:
+        if len(self.clients) >= self.config.maxclients:
+            self._refuse(conn)
+            return
         ident = next(self._ids)
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         session = Session(ident, peer, self)
@@ -163,6 +174,32 @@ class Proxy:
             count_connection(1)
         client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
         client.open()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Redis's answer past ``maxclients``: one error line, then close."""
+        self.rejected_connections += 1
+        try:
+            conn.send(MAX_CLIENTS_REACHED)
+        except OSError:
+            pass
+        conn.close()
+
+    def sweep_clients(self) -> None:
+        """Close clients idle longer than ``timeout`` (as Redis: neither read from nor
+        written to; a client waiting for replicas is not idle) and those whose output
+        stayed over the soft limit."""
+        now = time.monotonic()
+        idle = self.config.timeout
+        for client in list(self.clients.values()):
+            if client.closed:
+                continue
+            if client.over_soft_since and client.check_output_limits(now):
+                continue
+            if idle and client.batch is None and now - client.active > idle:
+                client.close()
+
+    def output_limit_closed(self) -> None:
+        self.output_limit_closes += 1
 
     def client_gone(self, session: Session) -> None:
         self.clients.pop(session.id, None)

@@ -3,10 +3,15 @@ named users (ACL), authentication failures."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
-from tests.harness import ROOT
+import pytest
+
+from tests.harness import ROOT, ProxyProcess, wait_for
+from tests.resp_client import RawClient
 
 
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -47,3 +52,181 @@ def test_protected_mode_allows_loopback_a_password_or_an_explicit_no():
             assert "protected mode" in str(exc)
         else:
             raise AssertionError(f"protected mode let {users} listen openly")
+
+
+# ---------------------------------------------------------------------------
+# resource limits
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """Read and drop whatever ``sock`` receives until the peer closes it (True) or
+    ``timeout`` passes (False)."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(1 << 20):
+                return True
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_clients_pipelining_huge_replies_without_reading_are_cut_off_and_block_no_one(
+        replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--client-output-buffer-limit", "64mb 8mb 2"])
+    client = proxy.client()
+    assert client.set("huge", b"v" * (1 << 20))
+    floods = []
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", proxy.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$4\r\nhuge\r\n" * 1000)  # 1000 MiB of replies each
+        floods.append(sock)
+    peak = 0
+    served = 0
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 3 or int(client.info("clients")["connected_clients"]) > 1:
+            assert time.monotonic() - started < 60, "the clients that never read stay connected"
+            assert client.set(f"ok{served}", served)  # a NOQUORUM would raise here
+            assert client.get(f"ok{served}") == b"%d" % served
+            served += 1
+            peak = max(peak, rss_bytes(proxy.process.pid))
+    finally:
+        for sock in floods:
+            sock.close()
+    print(f"served {served} SET+GET pairs meanwhile; proxy peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < 512 * 2**20
+    assert int(client.info("stats")["rejected_connections"]) == 0
+
+
+def test_maxclients_refuses_with_redis_error(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--maxclients", "3"])
+    held: list[RawClient] = []
+    try:
+        for _ in range(3):  # the harness's readiness probes may still hold a slot a moment
+            held.append(wait_for(lambda: _admitted(proxy.port), timeout=5, what="a slot"))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as extra:
+            assert extra.recv(100) == b"-ERR max number of clients reached\r\n"
+            assert extra.recv(100) == b""  # and closed
+        held.pop().close()
+        wait_for(lambda: _pings(proxy.port), timeout=5, what="a free slot")
+    finally:
+        for c in held:
+            c.close()
+    with proxy.client() as c:
+        assert int(c.info("stats")["rejected_connections"]) >= 1
+        assert c.config_get("maxclients") == {"maxclients": "3"}
+
+
+def _admitted(port: int) -> RawClient | None:
+    c = RawClient(port)
+    if c.call("PING") == "PONG":
+        return c
+    c.close()
+    return None
+
+
+def _pings(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(100) == b"+PONG\r\n"
+
+
+def test_idle_clients_are_closed_after_timeout(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--timeout", "1"])
+    with socket.create_connection(("127.0.0.1", proxy.port)) as idle:
+        idle.sendall(b"PING\r\n")
+        assert idle.recv(100) == b"+PONG\r\n"
+        assert closed_by_peer(idle, timeout=15)
+    with RawClient(proxy.port) as busy:  # a client that keeps talking stays
+        for _ in range(6):
+            assert busy.call("PING") == "PONG"
+            time.sleep(0.4)
+
+
+def test_output_over_the_hard_limit_closes_the_client(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--client-output-buffer-limit", "4mb 0 0"], timeout=2)
+    client = proxy.client()
+    assert client.set("big", b"x" * (16 << 20))
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        time.sleep(0.5)  # the reply meets a full socket: most of it stays unsent
+        assert closed_by_peer(sock, timeout=15)
+    # as in Redis, the hard limit holds for any reply that does not fit at once
+    assert client.set("small", "x") and client.get("small") == b"x"
+
+
+PASSWORD = "correct horse"
+
+
+class LockedProxy(ProxyProcess):
+    """A proxy whose default user needs a password: PING answers NOAUTH once it serves."""
+
+    ready_reply = b"-NOAUTH"
+
+
+@pytest.fixture
+def make_locked(tmp_path):
+    started: list[ProxyProcess] = []
+
+    def make(replica_list, **kwargs) -> ProxyProcess:
+        kwargs.setdefault("log_path", tmp_path / f"locked{len(started)}.log")
+        proxy = LockedProxy(list(replica_list), **kwargs)
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.mark.parametrize(("data", "reply"), [
+    (b"*11\r\n", b"-ERR Protocol error: unauthenticated multibulk length\r\n"),
+    (b"*2\r\n$4\r\nAUTH\r\n$16385\r\n", b"-ERR Protocol error: unauthenticated bulk length\r\n"),
+])
+def test_unauthenticated_clients_get_redis_request_limits(replicas, make_locked, data, reply):
+    proxy = make_locked(replicas, extra=["--password", PASSWORD])
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(data)
+        assert sock.recv(200) == reply
+        assert sock.recv(200) == b""
+
+
+def test_authentication_lifts_the_request_limits_within_one_pipeline(replicas, make_locked):
+    proxy = make_locked(replicas, extra=["--password", PASSWORD])
+    with RawClient(proxy.port) as c:
+        value = "v" * 20000
+        replies = c.pipeline([["AUTH", PASSWORD], ["SET", "k", value],
+                              ["MSET", *[f"k{i}" for i in range(12) for _ in (0, 1)]],
+                              ["GET", "k"]])
+        assert replies == ["OK", "OK", "OK", value.encode()]
+        assert c.call("RESET") == "RESET"  # unauthenticated again: the limits are back
+        c.send(*["PING"] * 11)
+        assert c.read().text == "ERR Protocol error: unauthenticated multibulk length"
+
+
+def test_glob_patterns_with_many_stars_cost_linear_work(proxy):
+    from redquorum.protocol.glob import stringmatch
+
+    evil = b"a*" * 3000 + b"b"
+    assert stringmatch(evil, b"a" * 5000) is False  # recursed once per star before
+    assert stringmatch(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", b"a" * 200) is False
+    assert stringmatch(b"*a*a*b*", b"xaxab") is True
+    with proxy.client() as c:
+        assert c.config_get(evil.decode()) == {}
+        assert c.config_get("max*cl*s") == {"maxclients": "10000"}
+        assert c.set("app:1", 1) and c.keys("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b") == []
