@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .commands.acl import build_users
 from .config import ConfigError, load, parse_address
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = load(_flags(args))
+    build_users(config)  # a bad ACL rule stops here, before anything listens
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
@@ -149,6 +151,7 @@ def run_up(args: argparse.Namespace) -> int:
     # Validate before starting anything: the same checks as with real replicas.
     placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
     config = build(raw, placeholder)
+    build_users(config)
     for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
         if address is not None:
             parse_address(f"{address[0]}:{address[1]}", what)

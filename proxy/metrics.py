@@ -56,6 +56,9 @@ class Metrics(Events):
                                 ["replica"], registry=reg)
         self.quorum_failures = Counter("redquorum_quorum_failures", "Operations that missed their quorum",
                                        ["op"], registry=reg)
+        self.auth_failures = Counter("redquorum_auth_failures",
+                                     "Failed AUTH and HELLO AUTH attempts (wrong password, "
+                                     "unknown or disabled user)", registry=reg)
         self.client_connections = Gauge("redquorum_client_connections", "Open client connections",
                                         registry=reg)
         self.build_info = Gauge("redquorum_build_info", "Version and quorum settings",
@@ -74,6 +77,9 @@ class Metrics(Events):
 
     def replica_state(self, link: ReplicaLink, up: bool) -> None:
         self.replica_up.labels(link.id).set(1 if up else 0)
+
+    def auth_failure(self) -> None:
+        self.auth_failures.inc()
 
     def client_connected(self, delta: int) -> None:
         self.client_connections.inc(delta)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..replication.coordinator import Coordinator
     from ..replication.events import Events
     from ..replication.links import Link
+    from .acl import AclUser
     from .commanddata import CommandData
     from .session import Session
     from .table import Batch
@@ -34,6 +35,7 @@ class App(Protocol):
     total_commands: int
     rejected_connections: int
     listen_address: tuple[str, int] | None
+    users: dict[str, AclUser]
 
     def version(self) -> str: ...
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool: ...

@@ -30,6 +30,7 @@ MAX_REPLY = 16 * 1024 * 1024  # a reply this big is not COMMAND DOCS of ~50 comm
 # >0 exact, <0 at least -arity, the container and subcommand names count). Dispatch uses
 # these whether or not the replica's data is loaded; other subcommands are refused.
 SUBCOMMANDS: dict[str, dict[str, int]] = {
+    "acl": {"cat": -2, "getuser": 3, "help": 2, "list": 2, "users": 2, "whoami": 2},
     "client": {"getname": 2, "help": 2, "id": 2, "info": 2, "list": -2, "no-evict": 3,
                "no-touch": 3, "setinfo": 4, "setname": 3},
     "command": {"count": 2, "docs": -2, "getkeys": -4, "getkeysandflags": -4, "help": 2,

@@ -79,7 +79,9 @@ def _one(p: bytes, pi: int, c: int) -> int:
             pi += 1
         if negate:
             matched = not matched
-        return pi + 1 if matched else -1
+        if not matched:
+            return -1
+        return pi + 1 if pi < plen else plen  # an unclosed class ends with the pattern
     if head == 92 and pi + 1 < plen:
         pi += 1
         head = p[pi]

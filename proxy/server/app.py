@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from .. import __version__
+from ..commands.acl import build_users
 from ..commands.commanddata import CommandData
 from ..commands.session import Session
 from ..commands.table import (
@@ -61,6 +62,9 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         await trio.sleep(interval)
 
 NOAUTH = ReplyError("NOAUTH Authentication required.")
+WRONGPASS = ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+AUTH_LOG_BURST = 10  # failed authentications logged one by one per AUTH_LOG_WINDOW...
+AUTH_LOG_WINDOW = 10.0  # ...seconds; past that, one line says how many were not logged
 
 
 def library_code() -> bytes:
@@ -76,6 +80,11 @@ class Proxy:
         from ..replication.ring import Ring
 
         self.config = config
+        self.users = build_users(config)
+        self.auth_failures = 0
+        self._auth_log_window = 0.0
+        self._auth_logged = 0
+        self._auth_unlogged = 0
         self.started = time.time()
         self.flusher = Flusher()
         self.reactor = Reactor(self.flusher)
@@ -258,6 +267,12 @@ class Proxy:
         if not arity_ok(spec, len(args)):
             batch.results.append(err_arity(spec.name))
             return True
+        user = session.user
+        if not user.unrestricted and "noauth" not in spec.flags:
+            denied = user.denied(spec, args, keys)
+            if denied is not None:
+                batch.results.append(denied)
+                return True
         if keys:
             bad = check_reserved(keys)
             if bad is not None:
@@ -280,25 +295,48 @@ class Proxy:
     # -- helpers for commands ---------------------------------------------------
 
     def authenticate(self, session: Session, password: bytes, user: bytes | None) -> Any:
+        """Redis's AUTH: ``user`` None is AUTH <password>, for the default user."""
         from ..protocol.resp import OK
 
-        expected = self.config.password
-        if not expected:
-            if user is None:
-                return ReplyError("ERR AUTH <password> called without any password configured "
-                                  "for the default user. Are you sure your configuration is correct?")
-            return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
-        if (user is None or user == b"default") and password == expected.encode():
+        name = "default" if user is None else user.decode(errors="replace")
+        found = self.users.get(name)
+        if user is None and found is not None and found.nopass and found.enabled:
+            return ReplyError("ERR AUTH <password> called without any password configured "
+                              "for the default user. Are you sure your configuration is correct?")
+        if found is not None and found.enabled and found.check_password(password):
+            session.user = found
             session.authenticated = True
             return OK
-        return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+        self._auth_failed(session, name)
+        return WRONGPASS
+
+    def _auth_failed(self, session: Session, name: str) -> None:
+        """Count it; log it with the client's address, at most AUTH_LOG_BURST lines per
+        AUTH_LOG_WINDOW (a flood of wrong passwords must not flood the log)."""
+        self.auth_failures += 1
+        count = getattr(self.events, "auth_failure", None)
+        if count:
+            count()
+        now = time.monotonic()
+        if now - self._auth_log_window > AUTH_LOG_WINDOW:
+            if self._auth_unlogged:
+                log.warning("%d more failed authentications were not logged one by one",
+                            self._auth_unlogged)
+            self._auth_log_window = now
+            self._auth_logged = self._auth_unlogged = 0
+        if self._auth_logged < AUTH_LOG_BURST:
+            self._auth_logged += 1
+            user = name if name in self.users else "(unknown user)"
+            log.warning("failed authentication from %s as %s", session.addr, user[:64])
+        else:
+            self._auth_unlogged += 1
 
     def client_line(self, s: Session) -> str:
         age = int(time.time() - s.created)
         return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
                 f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
                 f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
+                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user={s.user.name} redir=-1 "
                 f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
                 f"lib-ver={s.lib_ver.decode(errors='replace')}")
 

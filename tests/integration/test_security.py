@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
+import redis
 
 from tests.harness import ROOT, ProxyProcess, wait_for
 from tests.resp_client import RawClient
@@ -230,3 +232,155 @@ def test_glob_patterns_with_many_stars_cost_linear_work(proxy):
         assert c.config_get(evil.decode()) == {}
         assert c.config_get("max*cl*s") == {"maxclients": "10000"}
         assert c.set("app:1", 1) and c.keys("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b") == []
+
+
+# ---------------------------------------------------------------------------
+# named users
+
+
+USERS_TOML = """
+[[users]]
+name = "app"
+password = "app-secret-1"
+rules = "on +@read +@write -@dangerous ~app:*"
+
+[[users]]
+name = "admin"
+rules = "on >admin-secret-2 allkeys allcommands"
+
+[[users]]
+name = "reader"
+rules = "on #{reader_hash} ~* +@read -strlen +client|id"
+
+[[users]]
+name = "gone"
+password = "gone-secret-3"
+rules = "off ~* +@all"
+"""
+SECRETS = ("app-secret-1", "admin-secret-2", "reader-secret-4", "gone-secret-3", PASSWORD)
+
+
+@pytest.fixture
+def users_proxy(replicas, make_locked, tmp_path):
+    import hashlib
+
+    config = tmp_path / "users.toml"
+    config.write_text(USERS_TOML.replace(
+        "{reader_hash}", hashlib.sha256(b"reader-secret-4").hexdigest()))
+    return make_locked(replicas, extra=["--config", str(config), "--password", PASSWORD],
+                       metrics=True)
+
+
+def test_named_users_get_their_commands_and_keys(users_proxy):
+    with users_proxy.client(username="app", password="app-secret-1") as app:
+        assert app.set("app:1", "one") and app.get("app:1") == b"one"
+        assert app.incr("app:n") == 1
+        with pytest.raises(redis.ResponseError, match="^No permissions to access a key$"):
+            app.set("other", "x")
+        with pytest.raises(redis.ResponseError, match="^No permissions to access a key$"):
+            app.mset({"app:2": "a", "other": "b"})
+        with pytest.raises(redis.ResponseError) as denied:
+            app.flushall()
+        assert str(denied.value) == "User app has no permissions to run the 'flushall' command"
+        with pytest.raises(redis.ResponseError, match="'config\\|get' command"):
+            app.config_get("maxclients")
+        with pytest.raises(redis.ResponseError, match="'acl\\|list' command"):
+            app.acl_list()
+    with RawClient(users_proxy.port) as raw:
+        assert raw.call("AUTH", "reader", "reader-secret-4") == "OK"
+        assert raw.call("GET", "app:1") == b"one"
+        assert raw.call("CLIENT", "ID") > 0
+        assert raw.call("STRLEN", "app:1").text == (
+            "NOPERM User reader has no permissions to run the 'strlen' command")
+        assert raw.call("DEL", "app:1").text.startswith("NOPERM User reader")
+        assert raw.call("CLIENT", "LIST").text == (
+            "NOPERM User reader has no permissions to run the 'client|list' command")
+    with users_proxy.client(password=PASSWORD) as default:  # --password's default user
+        assert default.acl_whoami() == "default"
+        assert default.get("app:1") == b"one"
+        assert default.config_get("maxclients") == {"maxclients": "10000"}
+
+
+def test_hello_auth_and_redis_wrongpass(users_proxy):
+    with RawClient(users_proxy.port) as raw:
+        assert raw.call("GET", "k").text == "NOAUTH Authentication required."
+        hello = raw.call("HELLO", "3", "AUTH", "app", "app-secret-1")
+        assert hello[b"proto"] == 3
+        assert raw.call("CLIENT", "INFO").text.startswith("NOPERM")  # not @read or @write
+        assert raw.call("HELLO", "3", "AUTH", "admin", "admin-secret-2")[b"proto"] == 3
+        assert raw.call("ACL", "WHOAMI") == b"admin"
+    with RawClient(users_proxy.port) as raw:
+        wrong = "WRONGPASS invalid username-password pair or user is disabled."
+        assert raw.call("AUTH", "app", "nope").text == wrong
+        assert raw.call("AUTH", "gone", "gone-secret-3").text == wrong  # off
+        assert raw.call("AUTH", "nobody", "x").text == wrong
+        assert raw.call("HELLO", "3", "AUTH", "admin", "x").text == wrong
+        assert raw.call("AUTH", "wrong-default").text == wrong
+        assert raw.call("GET", "k").text.startswith("NOAUTH")
+        assert raw.call("AUTH", "admin", "admin-secret-2") == "OK"
+        assert raw.call("ACL", "WHOAMI") == b"admin"
+    with users_proxy.client(protocol=3, username="admin", password="admin-secret-2") as c:
+        assert c.ping()
+
+
+def test_acl_inspection_and_refused_changes(users_proxy):
+    with users_proxy.client(username="admin", password="admin-secret-2") as admin:
+        lines = admin.acl_list()
+        assert sorted(line.split()[1] for line in lines) == ["admin", "app", "default", "gone",
+                                                              "reader"]
+        app_line = next(line for line in lines if line.split()[1] == "app")
+        import hashlib
+        assert app_line.startswith("user app on #" + hashlib.sha256(b"app-secret-1").hexdigest())
+        assert "~app:*" in app_line and "+@read +@write -@dangerous" in app_line
+        user = admin.acl_getuser("app")
+        assert user["flags"] == ["on", "sanitize-payload"]
+        assert user["passwords"] == [hashlib.sha256(b"app-secret-1").hexdigest()]
+        assert user["categories"] == ["-@all", "+@read", "+@write", "-@dangerous"]
+        assert user["keys"] == ["~app:*"]
+        assert admin.acl_getuser("nobody") is None
+        cats = admin.acl_cat()
+        assert {"read", "write", "admin", "keyspace", "dangerous"} <= set(cats)
+        assert "get" in admin.acl_cat("read") and "get" not in admin.acl_cat("write")
+        assert "flushall" in admin.acl_cat("dangerous")
+        with pytest.raises(redis.ResponseError, match="does not support 'ACL SETUSER'.*config"):
+            admin.acl_setuser("x", enabled=True)
+        with pytest.raises(redis.ResponseError, match="does not support 'ACL DELUSER'"):
+            admin.acl_deluser("app")
+
+
+def test_failed_authentications_are_counted_and_logged_without_passwords(users_proxy):
+    with RawClient(users_proxy.port) as raw:
+        for _ in range(30):
+            assert raw.call("AUTH", "app", "app-secret-WRONG").text.startswith("WRONGPASS")
+        assert raw.call("AUTH", "app", "app-secret-1") == "OK"
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{users_proxy.metrics_port}/metrics", timeout=10).read().decode()
+    assert "redquorum_auth_failures_total 30.0" in metrics
+    with users_proxy.client(password=PASSWORD) as c:
+        info = c.execute_command("INFO", "everything")
+        config = c.config_get("*")
+        clients = c.execute_command("CLIENT", "LIST")
+    users_proxy.stop()
+    log = users_proxy.log_path.read_text()
+    failures = [line for line in log.splitlines() if "failed authentication from 127.0.0.1:" in line]
+    assert len(failures) == 10, log  # then rate-limited
+    assert "as app" in failures[0]
+    for secret in (*SECRETS, "app-secret-WRONG"):
+        for where, text in (("log", log), ("metrics", metrics), ("INFO", str(info)),
+                            ("CONFIG GET", str(config)), ("CLIENT LIST", str(clients))):
+            assert secret not in text, f"a password appears in {where}"
+
+
+@pytest.mark.parametrize(("rules", "message"), [
+    ("on +@nosuchcat", "unknown command category '@nosuchcat'"),
+    ("on +nosuchcommand", "unknown command 'nosuchcommand'"),
+    ("on #abc", "64 lowercase hex digits"),
+    ("on %R~x", "not supported"),
+])
+def test_bad_acl_rules_stop_the_start(replicas, tmp_path, rules, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[[users]]\nname = "u"\nrules = "{rules}"\n')
+    replica_args = [a for r in replicas for a in ("--replica", f"{r.id}={r.address}")]
+    result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:1", *replica_args)
+    assert result.returncode == 2
+    assert message in result.stderr and "user 'u'" in result.stderr
