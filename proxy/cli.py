@@ -12,9 +12,10 @@ from typing import Any
 
 from . import __version__
 from .commands.acl import build_users
-from .config import ConfigError, load, parse_address
+from .config import Config, ConfigError, load, parse_address
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
+from .server.tls import replica_contexts, server_context
 from .workers import run_workers
 
 log = logging.getLogger("redquorum")
@@ -122,10 +123,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = load(_flags(args))
-    build_users(config)  # a bad ACL rule stops here, before anything listens
+    check_security(config)
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
+
+
+def check_security(config: Config) -> None:
+    """Users' ACL rules and TLS certificates, read now: a mistake stops the start with
+    one line, before anything listens."""
+    build_users(config)
+    if config.tls:
+        server_context(config)
+    replica_contexts(config)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -151,7 +161,7 @@ def run_up(args: argparse.Namespace) -> int:
     # Validate before starting anything: the same checks as with real replicas.
     placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
     config = build(raw, placeholder)
-    build_users(config)
+    check_security(config)
     for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
         if address is not None:
             parse_address(f"{address[0]}:{address[1]}", what)

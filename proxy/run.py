@@ -73,7 +73,7 @@ async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> Non
     metrics = Metrics(config)
     app = Proxy(config, events=metrics)
     metrics.attach(app)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             if config.metrics_listen:
                 await nursery.start(metrics.serve, config.metrics_listen)
@@ -88,6 +88,9 @@ async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> Non
             if banner:
                 print(banner, flush=True)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    app.reload_tls()
+                    continue
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break

@@ -46,6 +46,7 @@ from .clients import ClientConn
 from .links import Flusher, ReplicaLink
 from .listener import bind_listener
 from .reactor import Reactor
+from .tls import TlsSocket, replica_contexts, server_context
 
 log = logging.getLogger("redquorum.server")
 
@@ -88,6 +89,8 @@ class Proxy:
         self.started = time.time()
         self.flusher = Flusher()
         self.reactor = Reactor(self.flusher)
+        self.tls_context = server_context(config) if config.tls else None
+        self.replica_tls = replica_contexts(config)
         self.proxy_id = default_proxy_id()
         self.events = events or Events()
         library = library_code()
@@ -95,7 +98,8 @@ class Proxy:
             r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
                               timeout=config.replica_timeout, library=library,
                               reactor=self.reactor,
-                              password=r.password,
+                              password=r.password, username=r.username,
+                              tls=self.replica_tls.get(r.id) if r.tls else None,
                               on_state=getattr(self.events, "replica_state", None))
             for r in config.replicas
         }
@@ -136,7 +140,8 @@ class Proxy:
                 nursery.start_soon(self.reactor.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
-                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
+                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas,
+                                   self.replica_tls)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
                 nursery.start_soon(self._accept_loop, lsock)
@@ -181,16 +186,22 @@ class Proxy:
         count_connection = getattr(self.events, "client_connected", None)
         if count_connection:
             count_connection(1)
-        client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
+        if self.tls_context is not None:
+            tls = TlsSocket(conn, self.tls_context, server_side=True)
+            client = ClientConn(self, self.reactor, tls, session, tls)
+        else:
+            client = ClientConn(self, self.reactor, conn, session)
+        self.clients[ident] = client
         client.open()
 
     def _refuse(self, conn: socket.socket) -> None:
         """Redis's answer past ``maxclients``: one error line, then close."""
         self.rejected_connections += 1
-        try:
-            conn.send(MAX_CLIENTS_REACHED)
-        except OSError:
-            pass
+        if self.tls_context is None:  # a TLS client could not read a plain error line
+            try:
+                conn.send(MAX_CLIENTS_REACHED)
+            except OSError:
+                pass
         conn.close()
 
     def sweep_clients(self) -> None:
@@ -206,6 +217,24 @@ class Proxy:
                 continue
             if idle and client.batch is None and now - client.active > idle:
                 client.close()
+
+    def reload_tls(self) -> None:
+        """Read the certificates again (SIGHUP): new connections, and replica links as
+        they reconnect, use them; open connections keep theirs."""
+        from ..config import ConfigError
+
+        try:
+            context = server_context(self.config) if self.config.tls else None
+            replicas = replica_contexts(self.config)
+        except ConfigError as exc:
+            log.error("TLS reload failed, keeping the certificates in use: %s", exc)
+            return
+        self.tls_context = context
+        self.replica_tls = replicas
+        for ident, link in self.links.items():
+            if ident in replicas:
+                link.tls = replicas[ident]
+        log.info("TLS certificates reloaded")
 
     def output_limit_closed(self) -> None:
         self.output_limit_closes += 1

@@ -47,6 +47,7 @@ from ..protocol.resp import ProtocolError, ReplyError, RequestParser, encode
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Proxy, Session
     from .reactor import Reactor
+    from .tls import TlsSocket
 
 log = logging.getLogger("redquorum.clients")
 
@@ -67,13 +68,14 @@ class ClientConn:
 
     __slots__ = ("app", "reactor", "sock", "fd", "session", "parser", "batch", "carry",
                  "out", "queued", "unsent", "over_soft_since", "readable", "closed", "started",
-                 "active", "error", "allowance", "restricted")
+                 "active", "error", "allowance", "restricted", "tls")
 
-    def __init__(self, app: Proxy, reactor: Reactor, sock: socket.socket,
-                 session: Session) -> None:
+    def __init__(self, app: Proxy, reactor: Reactor, sock: socket.socket | TlsSocket,
+                 session: Session, tls: TlsSocket | None = None) -> None:
         self.app = app
         self.reactor = reactor
-        self.sock = sock
+        self.sock = sock  # the TlsSocket itself for a TLS client: the same calls
+        self.tls = tls
         self.fd = sock.fileno()
         self.session = session
         self.parser = RequestParser()
@@ -96,9 +98,12 @@ class ClientConn:
     def on_event(self, events: int) -> None:
         if events & READ_EVENTS:
             self.readable = True
-        if events & select.EPOLLOUT and self.out:
-            self._send_more()
-            if not self.out and not self.closed:
+        if events & select.EPOLLOUT:
+            if self.tls is not None and self.tls.backlog:
+                self._flush_tls()
+            if self.out:
+                self._send_more()
+            if not self.out and not self.closed and not (self.tls and self.tls.backlog):
                 self.reactor.modify(self.fd, EVENTS)  # all out: stop watching for room
             if self.over_soft_since and not self.closed:
                 self.check_output_limits(time.monotonic())
@@ -134,8 +139,12 @@ class ClientConn:
                 data = self.sock.recv(RECV_SIZE)
             except BlockingIOError:
                 self.readable = False
+                if self.tls is not None and self.tls.backlog:  # handshake bytes wait for room
+                    self.reactor.modify(self.fd, EVENTS_SENDING)
                 return
-            except OSError:
+            except OSError as exc:
+                if self.tls is not None:
+                    log.info("client %s: %s", self.session.addr, exc)
                 self.close()
                 return
             if not data:
@@ -243,6 +252,8 @@ class ClientConn:
         if self.out:
             self.reactor.modify(self.fd, EVENTS_SENDING)
             self.check_output_limits(time.monotonic())
+        elif self.tls is not None and self.tls.backlog:
+            self.reactor.modify(self.fd, EVENTS_SENDING)
 
     def _send_more(self) -> None:
         # A memoryview: the rest of a large reply is sliced, never copied, per send.
@@ -263,6 +274,13 @@ class ClientConn:
                 return
             self.out = memoryview(b"".join(self.queued))
             self.queued.clear()
+
+    def _flush_tls(self) -> None:
+        assert self.tls is not None
+        try:
+            self.tls.flush()
+        except OSError:
+            self.close()
 
     def check_output_limits(self, now: float) -> bool:
         """Close the connection if its unsent replies broke ``client-output-buffer-limit``
