@@ -53,9 +53,10 @@ log = logging.getLogger("redquorum.clients")
 
 MAX_BATCH = 512
 FIRST_ALLOWANCE = 4  # commands in a new client's first batch
-REPLY_BUDGET = 4 * 1024 * 1024  # bytes of replies one client's batch aims to stay under
+REPLY_BUDGET = 256 * 1024  # bytes of replies one client's batch aims to stay under
 RECV_SIZE = 65536
 READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 # EPOLLOUT only while replies wait for room: registered for good, every ACK that freed
 # send buffer space woke the reactor for nothing, about once per request.
@@ -68,7 +69,7 @@ class ClientConn:
 
     __slots__ = ("app", "reactor", "sock", "fd", "session", "parser", "batch", "carry",
                  "out", "queued", "unsent", "over_soft_since", "readable", "closed", "started",
-                 "active", "error", "allowance", "restricted", "tls")
+                 "active", "error", "allowance", "restricted", "tls", "hangup")
 
     def __init__(self, app: Proxy, reactor: Reactor, sock: socket.socket | TlsSocket,
                  session: Session, tls: TlsSocket | None = None) -> None:
@@ -86,6 +87,9 @@ class ClientConn:
         self.unsent = 0  # bytes in out and queued: Redis's output buffer
         self.over_soft_since = 0.0  # when unsent passed the soft limit (0: it is under)
         self.readable = True  # edge-triggered: data may be waiting until recv says EAGAIN
+        # the peer closed (its end, at least): a read after the data will say so, and no
+        # new edge will come to ask for it
+        self.hangup = False
         self.closed = False
         self.started = 0.0
         self.active = time.monotonic()  # the last read or write (idle timeout)
@@ -98,6 +102,8 @@ class ClientConn:
     def on_event(self, events: int) -> None:
         if events & READ_EVENTS:
             self.readable = True
+            if events & HANGUP:
+                self.hangup = True
         if events & select.EPOLLOUT:
             if self.tls is not None and self.tls.backlog:
                 self._flush_tls()
@@ -151,7 +157,7 @@ class ClientConn:
                 self.close()
                 return
             self.active = time.monotonic()
-            if len(data) < RECV_SIZE:
+            if len(data) < RECV_SIZE and not self.hangup:
                 self.readable = False  # drained; the next arrival is a new edge
             self.parser.feed(data)
 

@@ -78,3 +78,16 @@ def test_a_client_that_reads_slowly_gets_every_reply_and_blocks_no_one(proxy):
             assert chunk, "the proxy closed the connection"
             received += chunk
         assert bytes(received) == expected
+
+
+def test_a_client_that_sends_and_closes_its_side_is_answered_and_closed(proxy):
+    # The data and the FIN arrive in one edge: once the data is read, nothing else will
+    # wake the connection, so the end must be noticed from that edge.
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(100):  # a timeout here: the proxy kept the connection
+                received += chunk
+            assert received == b"+OK\r\n"
