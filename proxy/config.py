@@ -96,6 +96,8 @@ class Config:
     def tls(self) -> bool:
         """TLS on the client listener: a certificate and its key were given."""
         return bool(self.tls_cert_file and self.tls_key_file)
+    pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
+    pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -164,6 +166,8 @@ SETTINGS = {
     "tls_protocols": ("proxy", "tls_protocols"),
     "tls_ciphers": ("proxy", "tls_ciphers"),
     "tls_ciphersuites": ("proxy", "tls_ciphersuites"),
+    "pbs_t_ms": ("proxy", "pbs_t_ms"),
+    "pbs_interval": ("proxy", "pbs_interval"),
 }
 
 
@@ -333,6 +337,17 @@ def default_user_open(password: str | None, users: list[User] | tuple[User, ...]
     return True
 
 
+def _times(value: Any, name: str) -> tuple[float, ...]:
+    """A list of milliseconds: a TOML array, or comma-separated from the environment or a flag."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{name} must be a list of milliseconds, got {value!r}")
+    times = tuple(_float(item, name) for item in items if not isinstance(item, str) or item.strip())
+    if not times or len(times) > 32 or any(not 0 <= t < 1e9 for t in times):
+        raise ConfigError(f"{name} must list 1 to 32 times in 0..1e9 ms, got {value!r}")
+    return tuple(sorted(set(times)))
+
+
 def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | None = None
           ) -> Config:
     ids = [r.id for r in replicas]
@@ -418,6 +433,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
     if tls["tls_cert_file"] and auth_clients != "no" and not tls["tls_ca_cert_file"]:
         raise ConfigError("tls-auth-clients needs --tls-ca-cert-file to verify client "
                           "certificates (or use --tls-auth-clients no)")
+    pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
+    pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
+    if not 0.01 <= pbs_interval <= 86400:
+        raise ConfigError(f"pbs_interval={pbs_interval} is outside 0.01..86400 seconds")
 
     return Config(
         replicas=tuple(replicas),
@@ -441,4 +460,6 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         output_limit=output_limit,
         tls_auth_clients=auth_clients,
         **tls,
+        pbs_t_ms=pbs_t_ms,
+        pbs_interval=pbs_interval,
     )
