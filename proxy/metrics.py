@@ -184,6 +184,10 @@ class _HotPathCollector:
                                         "Replica request latency, from queueing to reply",
                                         labels=["replica"])
         siblings = HistogramMetricFamily("redquorum_siblings", "Live siblings per read")
+        rejected = CounterMetricFamily("redquorum_rejected_connections",
+                                       "Client connections refused past maxclients")
+        cut_off = CounterMetricFamily("redquorum_client_output_limit_disconnections",
+                                      "Clients closed for passing client-output-buffer-limit")
         app = self.metrics.app
         if app is not None:
             counts = app.coordinator.sibling_counts
@@ -195,7 +199,11 @@ class _HotPathCollector:
                 duration.add_metric([command], histogram.cumulative(), histogram.total)
             for link in app.links.values():
                 replica.add_metric([link.id], link.latency.cumulative(), link.latency.total)
+            rejected.add_metric([], app.rejected_connections)
+            cut_off.add_metric([], app.output_limit_closes)
         yield siblings
+        yield rejected
+        yield cut_off
         yield requests
         yield duration
         yield replica

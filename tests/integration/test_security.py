@@ -114,7 +114,7 @@ def test_clients_pipelining_huge_replies_without_reading_are_cut_off_and_block_n
 
 
 def test_maxclients_refuses_with_redis_error(replicas, make_proxy):
-    proxy = make_proxy(replicas, extra=["--maxclients", "3"])
+    proxy = make_proxy(replicas, extra=["--maxclients", "3"], metrics=True)
     held: list[RawClient] = []
     try:
         for _ in range(3):  # the harness's readiness probes may still hold a slot a moment
@@ -130,6 +130,14 @@ def test_maxclients_refuses_with_redis_error(replicas, make_proxy):
     with proxy.client() as c:
         assert int(c.info("stats")["rejected_connections"]) >= 1
         assert c.config_get("maxclients") == {"maxclients": "3"}
+    assert metric(proxy, "redquorum_rejected_connections_total") >= 1
+
+
+def metric(proxy: ProxyProcess, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 def _admitted(port: int) -> RawClient | None:
@@ -159,7 +167,8 @@ def test_idle_clients_are_closed_after_timeout(replicas, make_proxy):
 
 
 def test_output_over_the_hard_limit_closes_the_client(replicas, make_proxy):
-    proxy = make_proxy(replicas, extra=["--client-output-buffer-limit", "4mb 0 0"], timeout=2)
+    proxy = make_proxy(replicas, extra=["--client-output-buffer-limit", "4mb 0 0"], timeout=2,
+                       metrics=True)
     client = proxy.client()
     assert client.set("big", b"x" * (16 << 20))
     with socket.socket() as sock:
@@ -170,6 +179,7 @@ def test_output_over_the_hard_limit_closes_the_client(replicas, make_proxy):
         assert closed_by_peer(sock, timeout=15)
     # as in Redis, the hard limit holds for any reply that does not fit at once
     assert client.set("small", "x") and client.get("small") == b"x"
+    assert metric(proxy, "redquorum_client_output_limit_disconnections_total") == 1
 
 
 PASSWORD = "correct horse"
@@ -384,3 +394,29 @@ def test_bad_acl_rules_stop_the_start(replicas, tmp_path, rules, message):
     result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:1", *replica_args)
     assert result.returncode == 2
     assert message in result.stderr and "user 'u'" in result.stderr
+
+
+def test_replicas_reached_as_an_acl_user(replicas, make_proxy, tmp_path):
+    for replica in replicas:
+        raw = replicas.raw(replica.id)
+        raw.execute_command("ACL", "SETUSER", "rq", "on", ">replica-secret", "~*", "&*", "+@all")
+        raw.execute_command("ACL", "SETUSER", "default", "off")
+        raw.close()
+    config = tmp_path / "acl-replicas.toml"
+    config.write_text("".join(
+        f'[[replicas]]\nid = "{r.id}"\naddress = "{r.address}"\nusername = "rq"\n'
+        f'password = "replica-secret"\n' for r in replicas))
+    proxy = make_proxy([], extra=["--config", str(config)])
+    with proxy.client() as c:
+        assert c.set("acl", "ok") and c.get("acl") == b"ok"
+        inspect = c.execute_command("RQ.INSPECT", "acl")
+        assert [entry[entry.index(b"reachable") + 1] for entry in inspect] == [1, 1, 1]
+        # COMMAND DOCS came from a replica, through the same ACL user
+    with RawClient(proxy.port) as raw:
+        def docs_since() -> bytes:
+            doc = raw.call("COMMAND", "DOCS", "get")[1]  # RESP2: [name, [field, value...]]
+            return doc[doc.index(b"since") + 1]
+
+        wait_for(lambda: docs_since() == b"1.0.0", timeout=10,
+                 what="COMMAND DOCS from a replica (the table's own say 0.1.0)")
+    assert "replica-secret" not in proxy.log_path.read_text()
