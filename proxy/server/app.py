@@ -209,6 +209,7 @@ class Proxy:
         written to; a client waiting for replicas is not idle) and those whose output
         stayed over the soft limit."""
         now = time.monotonic()
+        self._log_unlogged_auth_failures(now)
         idle = self.config.timeout
         for client in list(self.clients.values()):
             if client.closed:
@@ -235,6 +236,13 @@ class Proxy:
             if ident in replicas:
                 link.tls = replicas[ident]
         log.info("TLS certificates reloaded")
+
+    def _log_unlogged_auth_failures(self, now: float) -> None:
+        """Once the window that silenced them is over, say how many failures went unlogged."""
+        if self._auth_unlogged and now - self._auth_log_window > AUTH_LOG_WINDOW:
+            log.warning("%d more failed authentications were not logged one by one",
+                        self._auth_unlogged)
+            self._auth_unlogged = 0
 
     def output_limit_closed(self) -> None:
         self.output_limit_closes += 1
@@ -348,11 +356,9 @@ class Proxy:
             count()
         now = time.monotonic()
         if now - self._auth_log_window > AUTH_LOG_WINDOW:
-            if self._auth_unlogged:
-                log.warning("%d more failed authentications were not logged one by one",
-                            self._auth_unlogged)
+            self._log_unlogged_auth_failures(now)
             self._auth_log_window = now
-            self._auth_logged = self._auth_unlogged = 0
+            self._auth_logged = 0
         if self._auth_logged < AUTH_LOG_BURST:
             self._auth_logged += 1
             user = name if name in self.users else "(unknown user)"
