@@ -197,6 +197,17 @@ def test_tls_auth_clients_no_and_protocol_versions(start_tls_proxy, pki):
     assert not tls_ping(proxy.port, old)
 
 
+def test_tls_auth_clients_optional_takes_no_certificate_but_refuses_a_bad_one(
+        start_tls_proxy, pki, tmp_path):
+    proxy = start_tls_proxy("--tls-auth-clients", "optional")
+    assert tls_ping(proxy.port, tls_client_context(pki, cert=False))
+    assert tls_ping(proxy.port, tls_client_context(pki))
+    stranger = make_pki(tmp_path / "stranger", tag=" stranger")
+    foreign = tls_client_context(pki, cert=False)
+    foreign.load_cert_chain(str(stranger["client.crt"]), str(stranger["client.key"]))
+    assert not tls_ping(proxy.port, foreign)  # a certificate from another CA
+
+
 def test_sighup_reloads_certificates_without_dropping_connections(start_tls_proxy, pki, tmp_path):
     live = {name: tmp_path / "live" / name for name in pki}
     (tmp_path / "live").mkdir()
