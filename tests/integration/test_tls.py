@@ -295,3 +295,36 @@ def test_tls_settings_are_checked_at_start(tls_replicas, pki, tmp_path):
               "--tls-auth-clients", "no", "--tls-protocols", "SSLv3"], "tls-protocols")):
         result = run_cli("serve", "--listen", "127.0.0.1:1", replica, *flags)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_failed_and_abandoned_tls_connections_leave_no_descriptor(start_tls_proxy, pki):
+    import os
+    import random
+
+    proxy = start_tls_proxy()
+    pid = proxy.process.pid
+
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    with tls_redis(proxy, pki) as c:  # the replica links are up and counted
+        assert c.ping()
+    baseline = descriptors()
+    rng = random.Random(7)
+    good = tls_client_context(pki)
+    for i in range(60):
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        if i % 3 == 0:  # garbage instead of a ClientHello
+            raw.sendall(rng.randbytes(rng.randint(1, 3000)))
+            raw.close()
+        elif i % 3 == 1:  # a handshake, then garbage inside TLS, then gone
+            sock = good.wrap_socket(raw, server_hostname="127.0.0.1")
+            sock.sendall(rng.randbytes(rng.randint(1, 3000)))
+            sock.close()
+        else:  # half a handshake
+            raw.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            raw.close()
+    wait_for(lambda: descriptors() <= baseline, timeout=20,
+             what="the proxy's descriptors to return to their count")
+    with tls_redis(proxy, pki) as c:
+        assert c.set("after", "garbage") and c.get("after") == b"garbage"
