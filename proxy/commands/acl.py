@@ -249,7 +249,7 @@ class AclUser:
 
     def describe(self) -> str:
         """One ACL LIST line (passwords as their hashes, as Redis shows them)."""
-        parts = ["user", self.name, *self.flags()[:-1]]
+        parts = ["user", self.name, *self.flags()]
         parts += ["#" + h for h in self.hashes]
         parts.append(self.keys_text() or "resetkeys")
         parts.append(self.channels_text() or "resetchannels")

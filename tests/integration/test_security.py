@@ -340,7 +340,11 @@ def test_acl_inspection_and_refused_changes(users_proxy):
                                                               "reader"]
         app_line = next(line for line in lines if line.split()[1] == "app")
         import hashlib
-        assert app_line.startswith("user app on #" + hashlib.sha256(b"app-secret-1").hexdigest())
+        assert app_line.startswith("user app on sanitize-payload #"
+                                   + hashlib.sha256(b"app-secret-1").hexdigest())
+        default_line = next(line for line in lines if line.split()[1] == "default")
+        assert default_line == ("user default on sanitize-payload #"
+                                + hashlib.sha256(PASSWORD.encode()).hexdigest() + " ~* &* +@all")
         assert "~app:*" in app_line and "+@read +@write -@dangerous" in app_line
         user = admin.acl_getuser("app")
         assert user["flags"] == ["on", "sanitize-payload"]
