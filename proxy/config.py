@@ -50,7 +50,7 @@ class User:
     rules in Redis's ACL syntax, parsed against the command table by proxy/commands/acl.py."""
 
     name: str
-    rules: str = ""
+    rules: str = field(default="", repr=False)  # may hold ">password" rules
     password_hashes: tuple[str, ...] = field(default=(), repr=False)
 
 

@@ -113,8 +113,11 @@ class AclUser:
     # -- rules ----------------------------------------------------------------
 
     def apply(self, rules: Iterable[str]) -> None:
-        for rule in rules:
-            self._apply(rule)
+        for position, rule in enumerate(rules, 1):
+            try:
+                self._apply(rule)
+            except ValueError as exc:
+                raise ValueError(f"rule {position}: {exc}") from None
         table = categories()
         self.unrestricted = self.allkeys and len(self.allowed) == len(table)
 
@@ -162,8 +165,8 @@ class AclUser:
             pass  # RESTORE payloads: no RESTORE here
         elif rule[:1] in ("+", "-"):
             self._command_rule(rule[0] == "+", low[1:])
-        else:
-            raise ValueError(f"unknown rule {rule!r}")
+        else:  # not echoed whole: it may be a password that lost its '>'
+            raise ValueError(f"unknown rule starting with {rule[:2]!r}")
 
     def _add_hash(self, digest: str) -> None:
         self.nopass = False
@@ -277,12 +280,12 @@ def build_users(config: Config) -> dict[str, AclUser]:
         entries.insert(0, User("default", "on nopass ~* &* +@all"))
     for entry in entries:
         user = AclUser(entry.name)
-        rules = [f"#{h}" for h in entry.password_hashes] + entry.rules.split()
-        if entry.name == "default" and config.password:
-            rules += ["resetpass", ">" + config.password]
+        user.apply(f"#{h}" for h in entry.password_hashes)
         try:
-            user.apply(rules)
+            user.apply(entry.rules.split())
         except ValueError as exc:
             raise ConfigError(f"user {entry.name!r}: {exc}") from None
+        if entry.name == "default" and config.password:
+            user.apply(["resetpass", ">" + config.password])
         users[entry.name] = user
     return users

@@ -393,6 +393,7 @@ def test_failed_authentications_are_counted_and_logged_without_passwords(users_p
     ("on +nosuchcommand", "unknown command 'nosuchcommand'"),
     ("on #abc", "64 lowercase hex digits"),
     ("on %R~x", "not supported"),
+    ("on ~* s3cret-without-its-marker", "rule 3: unknown rule starting with 's3'"),
 ])
 def test_bad_acl_rules_stop_the_start(replicas, tmp_path, rules, message):
     config = tmp_path / "bad.toml"
@@ -401,6 +402,7 @@ def test_bad_acl_rules_stop_the_start(replicas, tmp_path, rules, message):
     result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:1", *replica_args)
     assert result.returncode == 2
     assert message in result.stderr and "user 'u'" in result.stderr
+    assert "s3cret-without" not in result.stderr
 
 
 def test_replicas_reached_as_an_acl_user(replicas, make_proxy, tmp_path):
