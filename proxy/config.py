@@ -186,8 +186,10 @@ def load(
     if path:
         doc = _read_toml(path)
         for name, (section, key) in SETTINGS.items():
-            if key in doc.get(section, {}):
-                raw[name] = doc[section][key]
+            table = doc.get(section, {})
+            for spelling in (key, key.replace("_", "-")):  # Redis spells tls-cert-file
+                if spelling in table:
+                    raw[name] = table[spelling]
         unknown = set(doc) - {"proxy", "quorum", "replicas", "users"}
         if unknown:
             raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")

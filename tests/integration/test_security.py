@@ -429,3 +429,19 @@ def test_replicas_reached_as_an_acl_user(replicas, make_proxy, tmp_path):
         wait_for(lambda: docs_since() == b"1.0.0", timeout=10,
                  what="COMMAND DOCS from a replica (the table's own say 0.1.0)")
     assert "replica-secret" not in proxy.log_path.read_text()
+
+
+def test_settings_from_toml_environment_and_flags(tmp_path):
+    from redquorum.config import load
+
+    config = tmp_path / "limits.toml"
+    config.write_text('[proxy]\nmaxclients = 50\n"client-output-buffer-limit" = "8mb 2mb 5"\n'
+                      'protected_mode = "no"\n[[replicas]]\nid = "r1"\naddress = "127.0.0.1:7000"\n')
+    loaded = load({"config": str(config)}, environ={"REDQUORUM_TIMEOUT": "30"})
+    assert (loaded.maxclients, loaded.timeout, loaded.protected_mode) == (50, 30.0, False)
+    assert (loaded.output_limit.hard, loaded.output_limit.soft) == (8 << 20, 2 << 20)
+    assert loaded.output_limit.soft_seconds == 5
+    flagged = load({"config": str(config), "maxclients": 7},
+                   environ={"REDQUORUM_MAXCLIENTS": "9"})
+    assert flagged.maxclients == 7
+    assert "password" not in repr(load({"config": str(config), "password": "pw"}, environ={}))
