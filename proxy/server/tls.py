@@ -40,7 +40,7 @@ VERSIONS = {"tlsv1": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
 
 class TlsSocket:
     __slots__ = ("sock", "obj", "incoming", "outgoing", "backlog", "handshaken",
-                 "_drained", "_eof")
+                 "_drained", "_short", "_eof")
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool,
                  server_hostname: str | None = None) -> None:
@@ -51,7 +51,8 @@ class TlsSocket:
                                     server_hostname=server_hostname)
         self.backlog = bytearray()  # ciphertext the kernel has not taken
         self.handshaken = False
-        self._drained = False
+        self._drained = False  # the socket gave all it had (EAGAIN, or a short read)
+        self._short = False  # ...and it was only a short read
         self._eof = False
 
     def fileno(self) -> int:
@@ -61,6 +62,21 @@ class TlsSocket:
 
     def recv(self, size: int) -> bytes:
         self._drained = False
+        while True:
+            try:
+                return self._recv_some(size)
+            except BlockingIOError:
+                if not self._short:
+                    raise
+            # Nothing came out, and the last read was only short, not EAGAIN: a FIN that
+            # came with that read's edge would be left unseen (no new edge will come).
+            self._short = self._drained = False
+            if not self._fill():
+                if self._eof:
+                    return b""
+                raise BlockingIOError from None
+
+    def _recv_some(self, size: int) -> bytes:
         if not self.handshaken and not self.handshake():
             raise BlockingIOError
         chunks: list[bytes] = []
@@ -99,12 +115,13 @@ class TlsSocket:
             raw = self.sock.recv(RAW_READ)
         except BlockingIOError:
             self._drained = True
+            self._short = False
             return False
         if not raw:
             self._eof = True
             return False
-        if len(raw) < RAW_READ:
-            self._drained = True
+        if len(raw) < RAW_READ:  # most likely drained: saves asking for EAGAIN
+            self._drained = self._short = True
         self.incoming.write(raw)
         return True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,48 @@ def test_mutated_resp_streams(fuzz_proxies, stream, locked):
     proxy = fuzz_proxies[1 if locked else 0]
     exchange_until_closed(proxy.port, stream)
     assert proxy.process.poll() is None, "the proxy died"
+
+
+@pytest.fixture(scope="module")
+def tls_fuzz_proxy(tmp_path_factory):
+    from tests.integration.test_tls import TlsProxy, make_pki, tls_client_context
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    base = tmp_path_factory.mktemp("tlsfuzz")
+    pki = make_pki(base / "pki")
+    replicas = start_replicas(3, base / "replicas")
+    context = tls_client_context(pki)
+    proxy = TlsProxy(replicas, context=context, log_path=base / "proxy.log",
+                     extra=["--tls-cert-file", str(pki["server.crt"]),
+                            "--tls-key-file", str(pki["server.key"]),
+                            "--tls-ca-cert-file", str(pki["ca.crt"])])
+    try:
+        yield proxy, context, fd_count(proxy.process.pid)
+    finally:
+        proxy.stop()
+        replicas.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=mutated_streams())
+def test_mutated_resp_streams_inside_tls(tls_fuzz_proxy, stream):
+    proxy, context, _ = tls_fuzz_proxy
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        try:
+            sock.sendall(stream)
+            sock.shutdown(socket.SHUT_WR)  # a TCP end without close_notify; reads go raw
+        except OSError:
+            return
+        assert closed_by_peer(sock, timeout=15), f"the proxy kept a finished connection: {stream!r}"
+    assert proxy.process.poll() is None, "the proxy died"
+
+
+def test_tls_fuzzing_leaves_no_descriptor(tls_fuzz_proxy):
+    proxy, context, baseline = tls_fuzz_proxy
+    wait_for(lambda: fd_count(proxy.process.pid) <= baseline, timeout=20,
+             what="the proxy's descriptors to return to their count before the TLS fuzzing")
 
 
 def test_no_crash_hang_or_leaked_descriptor_after_garbage(fuzz_proxies):

@@ -328,3 +328,16 @@ def test_failed_and_abandoned_tls_connections_leave_no_descriptor(start_tls_prox
              what="the proxy's descriptors to return to their count")
     with tls_redis(proxy, pki) as c:
         assert c.set("after", "garbage") and c.get("after") == b"garbage"
+
+
+def test_a_tls_client_that_ends_right_after_the_handshake_is_closed(start_tls_proxy, pki):
+    # Its Finished message and its FIN arrive in one edge; the handshake consumes the
+    # bytes and gives no plaintext, so the end must be looked for before waiting again.
+    proxy = start_tls_proxy()
+    context = tls_client_context(pki)
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):  # raw bytes now; a timeout here: the proxy kept it
+                pass
