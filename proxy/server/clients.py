@@ -69,7 +69,7 @@ class ClientConn:
 
     __slots__ = ("app", "reactor", "sock", "fd", "session", "parser", "batch", "carry",
                  "out", "queued", "unsent", "over_soft_since", "readable", "closed", "started",
-                 "active", "error", "allowance", "restricted", "tls", "hangup")
+                 "active", "error", "allowance", "restricted", "tls", "hangup", "ended")
 
     def __init__(self, app: Proxy, reactor: Reactor, sock: socket.socket | TlsSocket,
                  session: Session, tls: TlsSocket | None = None) -> None:
@@ -90,6 +90,7 @@ class ClientConn:
         # the peer closed (its end, at least): a read after the data will say so, and no
         # new edge will come to ask for it
         self.hangup = False
+        self.ended = False  # a read said the client will send nothing more
         self.closed = False
         self.started = 0.0
         self.active = time.monotonic()  # the last read or write (idle timeout)
@@ -128,11 +129,14 @@ class ClientConn:
         budget = 1
         hold = self.app.output_hold
         while not self.closed:
-            if self.batch is not None or self.unsent > hold:
-                return  # waiting for replicas, or for the client to read its replies
-            if self.session.closing or self.error is not None:
-                self.close()
-                return
+            if self.batch is not None:
+                return  # waiting for replicas
+            if self.session.closing or self.error is not None or self.ended:
+                if not self.unsent:
+                    self.close()
+                return  # its replies leave first, then the connection closes
+            if self.unsent > hold:
+                return  # waiting for the client to read its replies
             if self._run_batch():
                 continue
             if not self.readable:
@@ -154,8 +158,8 @@ class ClientConn:
                 self.close()
                 return
             if not data:
-                self.close()
-                return
+                self.ended = True
+                continue
             self.active = time.monotonic()
             if len(data) < RECV_SIZE and not self.hangup:
                 self.readable = False  # drained; the next arrival is a new edge
