@@ -305,6 +305,10 @@ def test_named_users_get_their_commands_and_keys(users_proxy):
         assert raw.call("DEL", "app:1").text.startswith("NOPERM User reader")
         assert raw.call("CLIENT", "LIST").text == (
             "NOPERM User reader has no permissions to run the 'client|list' command")
+    cli = subprocess.run(["redis-cli", "-p", str(users_proxy.port), "--user", "app", "--pass",
+                          "app-secret-1", "--no-auth-warning", "GET", "app:1"],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.stdout.strip() == "one", cli.stderr
     with users_proxy.client(password=PASSWORD) as default:  # --password's default user
         assert default.acl_whoami() == "default"
         assert default.get("app:1") == b"one"

@@ -341,3 +341,19 @@ def test_a_tls_client_that_ends_right_after_the_handshake_is_closed(start_tls_pr
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):  # raw bytes now; a timeout here: the proxy kept it
                 pass
+
+
+def test_sighup_to_workers_parent_reloads_every_worker(start_tls_proxy, pki, tmp_path):
+    live = {name: tmp_path / "live" / name for name in pki}
+    (tmp_path / "live").mkdir()
+    for name, path in pki.items():
+        shutil.copy(path, live[name])
+    proxy = start_tls_proxy("--workers", "2", cert_dir=live)
+    fresh = make_pki(tmp_path / "fresh", tag=" 2")
+    for name in ("server.crt", "server.key", "ca.crt"):
+        shutil.copy(fresh[name], live[name])
+    proxy.process.send_signal(signal.SIGHUP)
+    # every new connection, whichever worker the kernel gives it to, shows the new one
+    wait_for(lambda: all(_peer_certificate(proxy.port, fresh) is not None for _ in range(12)),
+             timeout=15, what="every worker's new certificate")
+    assert proxy.process.poll() is None, "SIGHUP stopped the parent"
