@@ -13,7 +13,9 @@ A connection's life, batch by batch:
   anything is sent to the replicas (the requests of every client served in a reactor
   pass leave together at its end, one write per replica);
 * when the batch's last deferred reply arrives, all its replies leave in one ``send``
-  in order, and the next batch starts.
+  in order, and the next batch starts;
+* a client that ends its side, QUITs or breaks the protocol gets its unsent replies,
+  then the connection closes.
 
 Within a batch, a command touching a key an earlier pending write of the same batch
 touches starts a new batch, so a client always reads its own pipelined writes.
