@@ -449,3 +449,28 @@ def test_settings_from_toml_environment_and_flags(tmp_path):
                    environ={"REDQUORUM_MAXCLIENTS": "9"})
     assert flagged.maxclients == 7
     assert "password" not in repr(load({"config": str(config), "password": "pw"}, environ={}))
+
+
+def test_output_limits_off_keep_the_client_and_read_nothing_more_meanwhile(replicas, make_proxy):
+    proxy = make_proxy(replicas, extra=["--client-output-buffer-limit", "0 0 0"])
+    client = proxy.client()
+    value = b"z" * (1 << 20)
+    assert client.set("wide", value)
+    count = 48
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        slow.connect(("127.0.0.1", proxy.port))
+        slow.sendall(b"*2\r\n$3\r\nGET\r\n$4\r\nwide\r\n" * count)
+        time.sleep(3)  # not read: held, never closed
+        peak = rss_bytes(proxy.process.pid)
+        assert client.get("wide") == value
+        expected = (b"$%d\r\n" % len(value) + value + b"\r\n") * count
+        received = bytearray()
+        slow.settimeout(10)
+        while len(received) < len(expected):
+            chunk = slow.recv(1 << 20)
+            assert chunk, "the proxy closed a client with the limits off"
+            received += chunk
+        assert bytes(received) == expected
+    print(f"proxy RSS while {count} MiB of replies waited: {peak / 2**20:.0f} MiB")
+    assert peak < 256 * 2**20
