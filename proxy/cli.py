@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, load, parse_address
+from .commands.acl import build_users
+from .config import Config, ConfigError, load, parse_address
 from .logs import configure as configure_logging
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
+from .server.tls import replica_contexts, server_context
 from .workers import run_workers
 
 log = logging.getLogger("redquorum")
@@ -48,6 +50,32 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pbs-interval", type=float, dest="pbs_interval", metavar="SECONDS",
                    help="how often the PBS estimate is recomputed (default 10; env REDQUORUM_PBS_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
+    p.add_argument("--protected-mode", dest="protected_mode", choices=["yes", "no"],
+                   help="refuse to start on a non-loopback address without a password "
+                        "(default yes; env REDQUORUM_PROTECTED_MODE)")
+    p.add_argument("--maxclients", type=int, metavar="N",
+                   help="most client connections at once (default 10000; env REDQUORUM_MAXCLIENTS)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="close clients idle this long (default 0: never; env REDQUORUM_TIMEOUT)")
+    p.add_argument("--client-output-buffer-limit", dest="client_output_buffer_limit",
+                   metavar="'HARD SOFT SECONDS'",
+                   help="close a client whose unsent replies pass HARD, or SOFT for SECONDS "
+                        "(default '256mb 64mb 60'; env REDQUORUM_CLIENT_OUTPUT_BUFFER_LIMIT)")
+    p.add_argument("--tls-cert-file", dest="tls_cert_file", metavar="FILE",
+                   help="TLS on the client listener with this certificate (and --tls-key-file)")
+    p.add_argument("--tls-key-file", dest="tls_key_file", metavar="FILE",
+                   help="the private key of --tls-cert-file")
+    p.add_argument("--tls-ca-cert-file", dest="tls_ca_cert_file", metavar="FILE",
+                   help="CA certificates that client certificates must chain to")
+    p.add_argument("--tls-auth-clients", dest="tls_auth_clients",
+                   choices=["yes", "no", "optional"],
+                   help="require client certificates (default yes, as Redis)")
+    p.add_argument("--tls-protocols", dest="tls_protocols", metavar="'TLSv1.2 TLSv1.3'",
+                   help="TLS versions accepted (default: TLSv1.2 and TLSv1.3)")
+    p.add_argument("--tls-ciphers", dest="tls_ciphers", metavar="LIST",
+                   help="OpenSSL cipher list for TLSv1.2 and below")
+    p.add_argument("--tls-ciphersuites", dest="tls_ciphersuites", metavar="LIST",
+                   help="OpenSSL TLSv1.3 cipher suites")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
@@ -162,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = load(_flags(args))
+    check_security(config)
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
@@ -188,6 +217,15 @@ def _metrics_url(text: str) -> str:
     return text
 
 
+def check_security(config: Config) -> None:
+    """Users' ACL rules and TLS certificates, read now: a mistake stops the start with
+    one line, before anything listens."""
+    build_users(config)
+    if config.tls:
+        server_context(config)
+    replica_contexts(config)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from .config import Replica, build
     from .replicas.launcher import LaunchError, launch, stop_all
@@ -211,6 +249,7 @@ def run_up(args: argparse.Namespace) -> int:
     # Validate before starting anything: the same checks as with real replicas.
     placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
     config = build(raw, placeholder)
+    check_security(config)
     for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
         if address is not None:
             parse_address(f"{address[0]}:{address[1]}", what)

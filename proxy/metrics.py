@@ -67,6 +67,9 @@ class Metrics(Events):
                                 ["replica"], registry=reg)
         self.quorum_failures = Counter("redquorum_quorum_failures", "Operations that missed their quorum",
                                        ["op"], registry=reg)
+        self.auth_failures = Counter("redquorum_auth_failures",
+                                     "Failed AUTH and HELLO AUTH attempts (wrong password, "
+                                     "unknown or disabled user)", registry=reg)
         self.client_connections = Gauge("redquorum_client_connections", "Open client connections",
                                         registry=reg)
         self.build_info = Gauge("redquorum_build_info", "Version and quorum settings",
@@ -99,6 +102,9 @@ class Metrics(Events):
 
     def replica_state(self, link: ReplicaLink, up: bool) -> None:
         self.replica_up.labels(link.id).set(1 if up else 0)
+
+    def auth_failure(self) -> None:
+        self.auth_failures.inc()
 
     def client_connected(self, delta: int) -> None:
         self.client_connections.inc(delta)
@@ -219,6 +225,10 @@ class _HotPathCollector:
                                         "Replica request latency, from queueing to reply",
                                         labels=["replica"])
         siblings = HistogramMetricFamily("redquorum_siblings", "Live siblings per read")
+        rejected = CounterMetricFamily("redquorum_rejected_connections",
+                                       "Client connections refused past maxclients")
+        cut_off = CounterMetricFamily("redquorum_client_output_limit_disconnections",
+                                      "Clients closed for passing client-output-buffer-limit")
         app = self.metrics.app
         if app is not None:
             counts = app.coordinator.sibling_counts
@@ -230,7 +240,11 @@ class _HotPathCollector:
                 duration.add_metric([command], histogram.cumulative(), histogram.total)
             for link in app.links.values():
                 replica.add_metric([link.id], link.latency.cumulative(), link.latency.total)
+            rejected.add_metric([], app.rejected_connections)
+            cut_off.add_metric([], app.output_limit_closes)
         yield siblings
+        yield rejected
+        yield cut_off
         yield requests
         yield duration
         yield replica

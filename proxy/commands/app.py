@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..replication.counters import InfoStats
     from ..replication.events import Events
     from ..replication.links import Link
+    from .acl import AclUser
     from .commanddata import CommandData
     from .session import Session
     from .table import Batch
@@ -36,7 +37,9 @@ class App(Protocol):
     total_connections: int
     total_commands: int
     info_stats: InfoStats
+    rejected_connections: int
     listen_address: tuple[str, int] | None
+    users: dict[str, AclUser]
 
     def version(self) -> str: ...
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool: ...

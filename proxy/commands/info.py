@@ -77,7 +77,7 @@ def _server(app: App) -> list[str]:
 
 def _clients(app: App) -> list[str]:
     return [f"connected_clients:{len(app.sessions)}", "cluster_connections:0",
-            "maxclients:10000", "client_recent_max_input_buffer:0",
+            f"maxclients:{app.config.maxclients}", "client_recent_max_input_buffer:0",
             "client_recent_max_output_buffer:0", "blocked_clients:0", "tracking_clients:0",
             "clients_in_timeout_table:0"]
 
@@ -107,7 +107,8 @@ def _persistence(app: App) -> list[str]:
 def _stats(app: App) -> list[str]:
     return [f"total_connections_received:{app.total_connections}",
             f"total_commands_processed:{app.total_commands}",
-            "instantaneous_ops_per_sec:0", "rejected_connections:0", "expired_keys:0",
+            "instantaneous_ops_per_sec:0", f"rejected_connections:{app.rejected_connections}",
+            "expired_keys:0",
             "evicted_keys:0", "keyspace_hits:0", "keyspace_misses:0", "pubsub_channels:0",
             "pubsub_patterns:0", f"total_error_replies:{app.info_stats.error_replies}"]
 

@@ -165,7 +165,7 @@ UNSUPPORTED = set(
     evalsha_ro script fcall fcall_ro function cluster readonly readwrite asking wait waitaof
     failover replicaof slaveof sync psync replconf move swapdb migrate restore restore-asking
     dump object sort sort_ro monitor debug save bgsave bgrewriteaof lastsave shutdown
-    slowlog latency memory module acl role lolwut sync config""".split()
+    slowlog latency memory module role lolwut sync config""".split()
 )
 
 

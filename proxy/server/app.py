@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from .. import __version__
+from ..commands.acl import build_users
 from ..commands.commanddata import SUBCOMMANDS, CommandData
 from ..commands.connection import subcommand_error
 from ..commands.session import Session
@@ -52,11 +53,14 @@ from .clients import ClientConn
 from .links import Flusher, ReplicaLink
 from .listener import bind_listener
 from .reactor import Reactor
+from .tls import TlsSocket, replica_contexts, server_context
 
 log = logging.getLogger("redquorum.server")
 
 HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
 SECRET_INTERVAL = 1.0  # seconds between reads of the context secret on the replicas
+SWEEP_INTERVAL = 1.0  # seconds between checks of idle clients and stalled output
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 
 
 async def every(interval: float, tick: Callable[[], None]) -> None:
@@ -67,6 +71,9 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         await trio.sleep(interval)
 
 NOAUTH = Rejected("NOAUTH Authentication required.")
+WRONGPASS = ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+AUTH_LOG_BURST = 10  # failed authentications logged one by one per AUTH_LOG_WINDOW...
+AUTH_LOG_WINDOW = 10.0  # ...seconds; past that, one line says how many were not logged
 
 
 def library_code() -> bytes:
@@ -82,9 +89,16 @@ class Proxy:
         from ..replication.ring import Ring
 
         self.config = config
+        self.users = build_users(config)
+        self.auth_failures = 0
+        self._auth_log_window = 0.0
+        self._auth_logged = 0
+        self._auth_unlogged = 0
         self.started = time.time()
         self.flusher = Flusher()
         self.reactor = Reactor(self.flusher)
+        self.tls_context = server_context(config) if config.tls else None
+        self.replica_tls = replica_contexts(config)
         self.proxy_id = default_proxy_id()
         self.events = events or Events()
         library = library_code()
@@ -92,7 +106,8 @@ class Proxy:
             r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
                               timeout=config.replica_timeout, library=library,
                               reactor=self.reactor,
-                              password=r.password,
+                              password=r.password, username=r.username,
+                              tls=self.replica_tls.get(r.id) if r.tls else None,
                               on_state=self._replica_state)
             for r in config.replicas
         }
@@ -108,6 +123,11 @@ class Proxy:
         self._ids = itertools.count(1)
         self.total_connections = 0
         self.total_commands = 0
+        self.rejected_connections = 0
+        self.output_limit_closes = 0
+        limit = config.output_limit
+        # unsent reply bytes past which a client's next requests wait (clients.py)
+        self.output_hold = limit.soft or limit.hard
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
@@ -134,7 +154,8 @@ class Proxy:
                     await nursery.start(link.run)
                 self._quorum_lost = {}
                 self._check_quorums()  # every link has tried once: a quorum lost from the start shows
-                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
+                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas,
+                                   self.replica_tls)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
                 nursery.start_soon(every, SECRET_INTERVAL, self.secret_keeper.refresh)
@@ -144,6 +165,7 @@ class Proxy:
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
                 nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
+                nursery.start_soon(every, SWEEP_INTERVAL, self.sweep_clients)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
@@ -202,6 +224,9 @@ class Proxy:
     # -- clients ----------------------------------------------------------------
 
     def _client_arrived(self, conn: socket.socket, addr: Any) -> None:
+        if len(self.clients) >= self.config.maxclients:
+            self._refuse(conn)
+            return
         ident = next(self._ids)
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         session = Session(ident, peer, self)
@@ -210,8 +235,66 @@ class Proxy:
         count_connection = getattr(self.events, "client_connected", None)
         if count_connection:
             count_connection(1)
-        client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
+        if self.tls_context is not None:
+            tls = TlsSocket(conn, self.tls_context, server_side=True)
+            client = ClientConn(self, self.reactor, tls, session, tls)
+        else:
+            client = ClientConn(self, self.reactor, conn, session)
+        self.clients[ident] = client
         client.open()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Redis's answer past ``maxclients``: one error line, then close."""
+        self.rejected_connections += 1
+        if self.tls_context is None:  # a TLS client could not read a plain error line
+            try:
+                conn.send(MAX_CLIENTS_REACHED)
+            except OSError:
+                pass
+        conn.close()
+
+    def sweep_clients(self) -> None:
+        """Close clients idle longer than ``timeout`` (as Redis: neither read from nor
+        written to; a client waiting for replicas is not idle) and those whose output
+        stayed over the soft limit."""
+        now = time.monotonic()
+        self._log_unlogged_auth_failures(now)
+        idle = self.config.timeout
+        for client in list(self.clients.values()):
+            if client.closed:
+                continue
+            if client.over_soft_since and client.check_output_limits(now):
+                continue
+            if idle and client.batch is None and now - client.active > idle:
+                client.close()
+
+    def reload_tls(self) -> None:
+        """Read the certificates again (SIGHUP): new connections, and replica links as
+        they reconnect, use them; open connections keep theirs."""
+        from ..config import ConfigError
+
+        try:
+            context = server_context(self.config) if self.config.tls else None
+            replicas = replica_contexts(self.config)
+        except ConfigError as exc:
+            log.error("TLS reload failed, keeping the certificates in use: %s", exc)
+            return
+        self.tls_context = context
+        self.replica_tls = replicas
+        for ident, link in self.links.items():
+            if ident in replicas:
+                link.tls = replicas[ident]
+        log.info("TLS certificates reloaded")
+
+    def _log_unlogged_auth_failures(self, now: float) -> None:
+        """Once the window that silenced them is over, say how many failures went unlogged."""
+        if self._auth_unlogged and now - self._auth_log_window > AUTH_LOG_WINDOW:
+            log.warning("%d more failed authentications were not logged one by one",
+                        self._auth_unlogged)
+            self._auth_unlogged = 0
+
+    def output_limit_closed(self) -> None:
+        self.output_limit_closes += 1
 
     def client_gone(self, session: Session) -> None:
         self.clients.pop(session.id, None)
@@ -296,6 +379,12 @@ class Proxy:
                 error = abort_transaction(session, spec, error)
             batch.results.append(error)
             return True
+        user = session.user
+        if not user.unrestricted and "noauth" not in spec.flags:
+            denied = user.denied(spec, args, keys)
+            if denied is not None:
+                batch.results.append(denied)
+                return True
         if keys:
             bad = check_reserved(keys)
             if bad is not None:
@@ -324,18 +413,39 @@ class Proxy:
     # -- helpers for commands ---------------------------------------------------
 
     def authenticate(self, session: Session, password: bytes, user: bytes | None) -> Any:
+        """Redis's AUTH: ``user`` None is AUTH <password>, for the default user."""
         from ..protocol.resp import OK
 
-        expected = self.config.password
-        if not expected:
-            if user is None:
-                return ReplyError("ERR AUTH <password> called without any password configured "
-                                  "for the default user. Are you sure your configuration is correct?")
-            return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
-        if (user is None or user == b"default") and password == expected.encode():
+        name = "default" if user is None else user.decode(errors="replace")
+        found = self.users.get(name)
+        if user is None and found is not None and found.nopass and found.enabled:
+            return ReplyError("ERR AUTH <password> called without any password configured "
+                              "for the default user. Are you sure your configuration is correct?")
+        if found is not None and found.enabled and found.check_password(password):
+            session.user = found
             session.authenticated = True
             return OK
-        return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+        self._auth_failed(session, name)
+        return WRONGPASS
+
+    def _auth_failed(self, session: Session, name: str) -> None:
+        """Count it; log it with the client's address, at most AUTH_LOG_BURST lines per
+        AUTH_LOG_WINDOW (a flood of wrong passwords must not flood the log)."""
+        self.auth_failures += 1
+        count = getattr(self.events, "auth_failure", None)
+        if count:
+            count()
+        now = time.monotonic()
+        if now - self._auth_log_window > AUTH_LOG_WINDOW:
+            self._log_unlogged_auth_failures(now)
+            self._auth_log_window = now
+            self._auth_logged = 0
+        if self._auth_logged < AUTH_LOG_BURST:
+            self._auth_logged += 1
+            user = name if name in self.users else "(unknown user)"
+            log.warning("failed authentication from %s as %s", session.addr, user[:64])
+        else:
+            self._auth_unlogged += 1
 
     def client_line(self, s: Session) -> str:
         age = int(time.time() - s.created)
@@ -343,7 +453,7 @@ class Proxy:
         return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
                 f"name={s.name.decode(errors='replace')} age={age} idle=0 flags={flags} db=0 "
                 f"sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
+                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user={s.user.name} redir=-1 "
                 f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
                 f"lib-ver={s.lib_ver.decode(errors='replace')}")
 
