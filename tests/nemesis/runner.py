@@ -1,0 +1,171 @@
+"""One run: start a cluster, start the workload and the nemesis, stop both after
+``duration``, heal everything, measure convergence, read back, check, and return a
+``Result`` record (printed as one line and as a markdown row)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checker
+from .cluster import Cluster, ClusterSpec
+from .nemesis import Nemesis, make_schedule, parse_kinds
+from .workloads import WORKLOADS, Connection
+
+SEED_VARIABLE = "REDQUORUM_NEMESIS_SEED"
+
+
+def seed_from_environment(default: int | None = None) -> int:
+    """The seed to replay (``REDQUORUM_NEMESIS_SEED``), else ``default``, else a fresh one."""
+    text = os.environ.get(SEED_VARIABLE)
+    if text:
+        return int(text)
+    return default if default is not None else random.SystemRandom().randrange(1, 10**9)
+
+
+@dataclass
+class RunSpec:
+    workload: str = "set"
+    mode: str = "causal"
+    nemesis: str = "safe"
+    seed: int = 1
+    duration: float = 4.0
+    replicas: int = 3
+    n: int = 3
+    w: int = 2
+    r: int = 2
+    clients: int = 4
+    keys: int = 3
+    appendfsync: str = "everysec"
+    passive_wait: float = 3.0  # for hinted handoff alone, before a read-repair pass
+    converge_bound: float = 15.0
+
+
+@dataclass
+class Result:
+    spec: RunSpec
+    operations: int = 0
+    acknowledged: int = 0
+    faults: int = 0
+    lost: int | None = None  # set workload
+    stale: int | None = None  # register workload
+    del_undone: int | None = None
+    phantom: int = 0
+    converge: checker.Convergence | None = None
+    proxy_deaths: list[str] = field(default_factory=list)
+    proxies_answer: bool = False
+    nemesis_errors: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    HEADER = ("| workload | mode | nemesis | seed | s | faults | ops | acked | lost | stale reads "
+              "| DEL undone | phantom | converged in | proxy deaths |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def clean(self) -> bool:
+        """Nothing found: no loss, no undone DEL, no phantom, converged, proxies alive."""
+        return (not self.lost and not self.del_undone and not self.phantom
+                and not self.proxy_deaths and self.proxies_answer and not self.nemesis_errors
+                and self.converge is not None and self.converge.seconds is not None)
+
+    def converged_text(self) -> str:
+        c = self.converge
+        if c is None:
+            return "-"
+        if c.seconds is None:
+            return f"no ({c.divergent} keys differ)"
+        return f"{c.seconds:.1f} s ({c.how})"
+
+    def row(self) -> str:
+        s = self.spec
+        cells = [s.workload, s.mode, s.nemesis, str(s.seed), f"{s.duration:g}", str(self.faults),
+                 str(self.operations), str(self.acknowledged), _cell(self.lost), _cell(self.stale),
+                 _cell(self.del_undone), str(self.phantom), self.converged_text(),
+                 str(len(self.proxy_deaths))]
+        return "| " + " | ".join(cells) + " |"
+
+    def line(self) -> str:
+        s = self.spec
+        return (f"RESULT workload={s.workload} mode={s.mode} nemesis={s.nemesis} seed={s.seed} "
+                f"duration={s.duration:g} faults={self.faults} ops={self.operations} "
+                f"acked={self.acknowledged} lost={_cell(self.lost)} stale={_cell(self.stale)} "
+                f"del_undone={_cell(self.del_undone)} phantom={self.phantom} "
+                f"converged={self.converged_text()} proxy_deaths={len(self.proxy_deaths)} "
+                f"proxies_answer={self.proxies_answer} errors={self.errors}")
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
+    kinds = parse_kinds(spec.nemesis)
+    replica_ids = [f"r{i}" for i in range(1, spec.replicas + 1)]
+    schedule = make_schedule(spec.seed, kinds, spec.duration, replica_ids, 2, spec.w)
+    log(f"{SEED_VARIABLE}={spec.seed}  (workload={spec.workload} mode={spec.mode} "
+        f"nemesis={spec.nemesis} duration={spec.duration:g}s, appendfsync {spec.appendfsync})")
+    log(schedule.describe())
+    cluster_spec = ClusterSpec(replicas=spec.replicas, proxies=2, mode=spec.mode, n=spec.n,
+                               w=spec.w, r=spec.r, appendfsync=spec.appendfsync)
+    result = Result(spec, faults=len(schedule.faults))
+    with Cluster(cluster_spec, base_dir) as cluster:
+        workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys)
+        nemesis = Nemesis(cluster, schedule, log)
+        workload.start()
+        nemesis.start()
+        time.sleep(spec.duration)
+        nemesis.stop()
+        workload.stop()
+        nemesis.heal_all()
+        cluster.proxies_see_all()
+        result.converge = checker.measure_convergence(cluster, spec.passive_wait, spec.converge_bound)
+        _check(result, workload, cluster)
+        result.proxy_deaths = nemesis.proxy_deaths + cluster.check_proxies()
+        result.proxies_answer = all(_answers_ping(slot.port) for slot in cluster.slots)
+        result.nemesis_errors = nemesis.errors
+        if result.proxy_deaths or not result.proxies_answer:
+            for slot in cluster.slots:
+                log(f"proxy{slot.index} log: {slot.process.log_path}")
+    log(result.line())
+    for example in result.examples:
+        log(f"  {example}")
+    return result
+
+
+def _check(result: Result, workload, cluster: Cluster) -> None:
+    conn = Connection(cluster, 0)
+    try:
+        final = workload.final_read(conn)
+    finally:
+        conn.close()
+    ops = workload.ops
+    result.operations = len(ops)
+    result.acknowledged = sum(1 for op in ops if op.outcome == "ok")
+    for op in ops:
+        if op.outcome != "ok":
+            kind = op.error.split(":", 1)[-1].split()[0] if op.error.startswith("ResponseError") \
+                else op.error.split(":", 1)[0]
+            result.errors[kind] = result.errors.get(kind, 0) + 1
+    if workload.name == "set":
+        verdict = checker.check_set(ops, final)
+        result.lost, result.phantom, result.examples = verdict.lost, verdict.phantom, verdict.lost_examples
+    else:
+        verdict = checker.check_register(ops)
+        result.stale, result.del_undone = verdict.stale, verdict.del_undone
+        result.phantom, result.examples = verdict.phantom, verdict.examples
+
+
+def _answers_ping(port: int | None) -> bool:
+    if port is None:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.settimeout(5)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
