@@ -125,8 +125,12 @@ def check_register(ops: list[Op]) -> RegisterVerdict:
                 stale += 1
                 if history.max_del_invoke[n - 1] > write.complete:
                     del_undone += 1
-                    _example(examples, f"{key}: read {read.value!r} at {read.invoke:.3f}, "
-                                       f"deleted by a DEL acknowledged before the read began")
+                    delete = next(op for op in history.acked[:n]
+                                  if op.kind == "del" and op.invoke > write.complete)
+                    _example(examples, f"{key}: {read.client} read {read.value!r} at "
+                                       f"{read.invoke:.3f}s, SET by {write.client} "
+                                       f"{write.invoke:.3f}–{write.complete:.3f}s, then DEL by "
+                                       f"{delete.client} {delete.invoke:.3f}–{delete.complete:.3f}s")
     return RegisterVerdict(reads, stale, del_undone, phantom, examples)
 
 

@@ -178,8 +178,8 @@ class Nemesis:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
 
-    def start(self) -> None:
-        self._t0 = time.monotonic()
+    def start(self, origin: float) -> None:
+        self._t0 = origin
         self._thread = threading.Thread(target=self._play, name="nemesis", daemon=True)
         self._thread.start()
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import socket
@@ -115,8 +117,9 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
     with Cluster(cluster_spec, base_dir) as cluster:
         workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys)
         nemesis = Nemesis(cluster, schedule, log)
-        workload.start()
-        nemesis.start()
+        origin = time.monotonic()
+        workload.start(origin)
+        nemesis.start(origin)
         time.sleep(spec.duration)
         nemesis.stop()
         workload.stop()
@@ -124,6 +127,7 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
         cluster.proxies_see_all()
         result.converge = checker.measure_convergence(cluster, spec.passive_wait, spec.converge_bound)
         _check(result, workload, cluster)
+        write_history(workload.ops, base_dir / "history.jsonl")
         result.proxy_deaths = nemesis.proxy_deaths + cluster.check_proxies()
         result.proxies_answer = all(_answers_ping(slot.port) for slot in cluster.slots)
         result.nemesis_errors = nemesis.errors
@@ -157,6 +161,13 @@ def _check(result: Result, workload, cluster: Cluster) -> None:
         verdict = checker.check_register(ops)
         result.stale, result.del_undone = verdict.stale, verdict.del_undone
         result.phantom, result.examples = verdict.phantom, verdict.examples
+
+
+def write_history(ops, path: Path) -> None:
+    """Every operation, one JSON object a line, in invocation order: for replaying a finding."""
+    with open(path, "w") as f:
+        for op in sorted(ops, key=lambda op: op.invoke):
+            f.write(json.dumps(dataclasses.asdict(op)) + "\n")
 
 
 def _answers_ping(port: int | None) -> bool:

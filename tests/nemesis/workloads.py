@@ -75,8 +75,14 @@ class Workload:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.origin = time.monotonic()
 
-    def start(self) -> None:
+    def now(self) -> float:
+        """Seconds since the run began (the nemesis prints the same clock)."""
+        return time.monotonic() - self.origin
+
+    def start(self, origin: float) -> None:
+        self.origin = origin
         for i in range(self.clients):
             conn = Connection(self.cluster, i % len(self.cluster.slots))
             rng = random.Random(f"{self.seed}:{self.name}:{i}")
@@ -106,7 +112,7 @@ class Workload:
         raise NotImplementedError
 
     def _failed(self, op: Op, exc: Exception) -> None:
-        op.complete = time.monotonic()
+        op.complete = self.now()
         op.error = f"{type(exc).__name__}: {exc}"[:120]
         self.record(op)
         # a down proxy refuses at once: do not spin
@@ -130,7 +136,7 @@ class SetWorkload(Workload):
             element, key = f"{name}-{i}", rng.choice(self.keys)
             i += 1
             while not self._stop.is_set():
-                op = Op(name, "add", key, element, time.monotonic())
+                op = Op(name, "add", key, element, self.now())
                 try:
                     context, siblings = conn.call("RQ.GET", key)
                     merged = set().union(*(decode_set(v) for v in siblings))
@@ -139,7 +145,7 @@ class SetWorkload(Workload):
                 except ERRORS as exc:
                     self._failed(op, exc)
                     continue
-                op.complete, op.outcome = time.monotonic(), "ok"
+                op.complete, op.outcome = self.now(), "ok"
                 self.record(op)
                 break
 
@@ -164,7 +170,7 @@ class RegisterWorkload(Workload):
             kind, key = rng.choices(kinds, weights)[0], rng.choice(self.keys)
             value = f"{name}-{i}" if kind == "set" else None
             i += 1
-            op = Op(name, kind, key, value, time.monotonic())
+            op = Op(name, kind, key, value, self.now())
             try:
                 if kind == "get":
                     reply = conn.call("GET", key)
@@ -176,7 +182,7 @@ class RegisterWorkload(Workload):
             except ERRORS as exc:
                 self._failed(op, exc)
                 continue
-            op.complete, op.outcome = time.monotonic(), "ok"
+            op.complete, op.outcome = self.now(), "ok"
             self.record(op)
 
     def final_read(self, conn: Connection) -> list[Op]:
@@ -187,10 +193,10 @@ class RegisterWorkload(Workload):
             other = Connection(self.cluster, index)
             try:
                 for key in self.keys:
-                    op = Op(f"final{index}", "get", key, None, time.monotonic())
+                    op = Op(f"final{index}", "get", key, None, self.now())
                     reply = other.call("GET", key)
                     op.value = reply.decode() if reply is not None else None
-                    op.complete, op.outcome = time.monotonic(), "ok"
+                    op.complete, op.outcome = self.now(), "ok"
                     reads.append(op)
             finally:
                 other.close()
