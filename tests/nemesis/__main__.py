@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                        r=args.r, clients=args.clients, keys=args.keys,
                        appendfsync=args.appendfsync, passive_wait=10.0, converge_bound=60.0)
         work = Path(tempfile.mkdtemp(prefix="redquorum-nemesis-"))
-        print(f"replica data and proxy logs: {work}")
         result = run(spec, work)
         results.append(result)
         if result.clean():
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept for inspection (history.jsonl, proxy and replica logs): {work}")
     table = "\n".join([Result.HEADER] + [r.row() for r in results])
     print()
     print(table)

@@ -76,9 +76,8 @@ class _KeyHistory:
         acked = sorted((op for op in writes if op.outcome == "ok"), key=lambda op: op.complete)
         self.completes = [op.complete for op in acked]
         self.acked = acked
-        # latest invocation among the acknowledged writes completed so far (and among DELs)
+        # latest invocation among the acknowledged writes completed so far (and among SETs)
         self.max_invoke = _running_max(acked, lambda op: True)
-        self.max_del_invoke = _running_max(acked, lambda op: op.kind == "del")
         self.max_set_invoke = _running_max(acked, lambda op: op.kind == "set")
 
     def done_before(self, t: float) -> int:
@@ -108,30 +107,38 @@ def check_register(ops: list[Op]) -> RegisterVerdict:
         history = _KeyHistory([op for op in key_ops if op.kind != "get"])
         for read in (op for op in key_ops if op.kind == "get" and op.outcome == "ok"):
             reads += 1
-            n = history.done_before(read.invoke)
+            done = history.done_before(read.invoke)
             if read.value is None:
-                if _nil_is_stale(history, read, n):
+                if _nil_is_stale(history, read, done):
                     stale += 1
-                    _example(examples, f"{key}: nil read at {read.invoke:.3f} after an acknowledged SET")
+                    _example(examples, f"{key}: {read.client} read nil at {read.invoke:.3f}s "
+                                       f"after an acknowledged SET")
                 continue
             write = history.set_by_value.get(read.value)
             if write is None:
                 phantom += 1
-                _example(examples, f"{key}: read {read.value!r}, never written")
+                _example(examples, f"{key}: {read.client} read {read.value!r}, never written")
                 continue
-            if n == 0 or write.outcome != "ok":
+            newer = _overwritten_by(history, write, done)
+            if newer is None:
                 continue
-            if history.max_invoke[n - 1] > write.complete:
-                stale += 1
-                if history.max_del_invoke[n - 1] > write.complete:
-                    del_undone += 1
-                    delete = next(op for op in history.acked[:n]
-                                  if op.kind == "del" and op.invoke > write.complete)
-                    _example(examples, f"{key}: {read.client} read {read.value!r} at "
-                                       f"{read.invoke:.3f}s, SET by {write.client} "
-                                       f"{write.invoke:.3f}–{write.complete:.3f}s, then DEL by "
-                                       f"{delete.client} {delete.invoke:.3f}–{delete.complete:.3f}s")
+            stale += 1
+            del_undone += newer.kind == "del"
+            what = "DEL" if newer.kind == "del" else f"SET {newer.value!r}"
+            _example(examples, f"{key}: {read.client} read {read.value!r} at {read.invoke:.3f}s; "
+                               f"SET by {write.client} {write.invoke:.3f}–{write.complete:.3f}s, "
+                               f"then {what} by {newer.client} "
+                               f"{newer.invoke:.3f}–{newer.complete:.3f}s")
     return RegisterVerdict(reads, stale, del_undone, phantom, examples)
+
+
+def _overwritten_by(history: _KeyHistory, write: Op, done: int) -> Op | None:
+    """An acknowledged write among the first ``done`` that began after ``write`` was
+    acknowledged (a DEL if there is one), or None: ``write`` is still a legal answer."""
+    if done == 0 or write.outcome != "ok" or history.max_invoke[done - 1] <= write.complete:
+        return None
+    later = [op for op in history.acked[:done] if op.invoke > write.complete]
+    return next((op for op in later if op.kind == "del"), later[0])
 
 
 def _nil_is_stale(history: _KeyHistory, read: Op, done: int) -> bool:
