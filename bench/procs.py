@@ -41,6 +41,12 @@ class Target:
     port: int
     front_pid: int  # the process clients talk to (the proxy, or redis itself)
     backend_pids: list[int] = field(default_factory=list)  # the redis-servers behind it
+    front_peers: list[int] = field(default_factory=list)  # further proxy processes (dynomite's other nodes)
+
+    @property
+    def front_pids(self) -> list[int]:
+        """Every proxy process requests pass through; their CPU is the front's."""
+        return [self.front_pid, *self.front_peers]
 
 
 def tail(path: Path, lines: int = 5) -> str:

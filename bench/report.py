@@ -15,7 +15,8 @@ from .workload import Result, Workload
 METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op",
            "client_cpu_us_per_op")
 CPU_METRICS = ("cpu_us_per_op", "cpu_sys_us_per_op", "backend_cpu_us_per_op", "client_cpu_us_per_op")
-RATIOS = (("redquorum", "raw"), ("redquorum", "twemproxy"), ("twemproxy", "raw"))
+RATIOS = (("redquorum", "raw"), ("redquorum", "twemproxy"), ("redquorum", "dynomite"),
+          ("twemproxy", "raw"), ("dynomite", "raw"), ("dynomite", "twemproxy"))
 
 
 @dataclass
@@ -82,19 +83,20 @@ def _num(value: float | None, fmt: str) -> str:
 def format_table(summary: list[dict[str, Any]]) -> str:
     header = (f"{'workload':<10} {'target':<10} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'cpu µs/op':>9} {'backend µs/op':>13} {'client µs/op':>12} {'×raw':>6} "
-              f"{'×twemproxy':>10}")
+              f"{'×twemproxy':>10} {'×dynomite':>9}")
     lines = [header, "-" * len(header)]
     for entry in summary:
         for i, (target, m) in enumerate(entry["targets"].items()):
             label = entry["workload"] if i == 0 else ""
             vs_raw = entry["ratios"].get(f"{target}/raw")
             vs_twem = entry["ratios"].get(f"{target}/twemproxy")
+            vs_dyn = entry["ratios"].get(f"{target}/dynomite")
             lines.append(
                 f"{label:<10} {target:<10} {_num(m['rps'], ',.0f'):>9} {_num(m['p50_ms'], '.3f'):>8} "
                 f"{_num(m['p99_ms'], '.3f'):>8} {_num(m['cpu_us_per_op'], '.1f'):>9} "
                 f"{_num(m['backend_cpu_us_per_op'], '.1f'):>13} "
                 f"{_num(m['client_cpu_us_per_op'], '.1f'):>12} {_num(vs_raw, '.2f'):>6} "
-                f"{_num(vs_twem, '.2f'):>10}")
+                f"{_num(vs_twem, '.2f'):>10} {_num(vs_dyn, '.2f'):>9}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
-"""One benchmark sitting: raw redis-server, twemproxy and redquorum, interleaved rounds.
+"""One benchmark sitting: raw redis-server, twemproxy, redquorum and Dynomite, interleaved rounds.
 
-    .venv/bin/python -m bench.run [--quick] [--rounds N] [--requests N] [--profile] [--json PATH]
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--requests N] [--dynomite PATH]
+                                  [--profile] [--json PATH]
 
 See bench/README.md for what is started, what is measured and how to read the output.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from redquorum.replicas.launcher import LaunchError, LocalReplica
 
-from . import memory, profiling, report
+from . import dynomite, memory, profiling, report
 from .cpu import cpu_seconds, cpu_times
 from .memory import MeasureError, MemoryResult
 from .procs import ROOT, Fleet, StartError, Target
@@ -31,7 +32,7 @@ from .resp import RespError, set_many
 from .workload import BenchError, Settings, Workload, run
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = ("raw", "twemproxy", "redquorum")
+TARGETS = ("raw", "twemproxy", "redquorum", "dynomite")
 
 
 def _csv(kind: type) -> Any:
@@ -53,8 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r (default 100000)")
     p.add_argument("--pipelines", type=_csv(int), default=[1, 16], help="-P values (default 1,16)")
     p.add_argument("--tests", type=_csv(str), default=["set", "get"], help="-t tests (default set,get)")
-    p.add_argument("--targets", type=_csv(str), default=list(TARGETS),
-                   help="which to benchmark, in round order (default raw,twemproxy,redquorum)")
+    p.add_argument("--targets", type=_csv(str),
+                   help="which to benchmark, in round order (default raw,twemproxy,redquorum, "
+                        "and dynomite when its binary is found)")
+    p.add_argument("--dynomite", metavar="PATH",
+                   help="the dynomite binary (default: `dynomite` on PATH; without one, no Dynomite target)")
     p.add_argument("--memory-keys", type=int, default=20_000,
                    help="keys per value size for memory (default 20000; fewer inflate B/key with fixed costs)")
     p.add_argument("--memory-sizes", type=_csv(int), default=[16, 1024],
@@ -69,15 +73,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-wall", action="store_true",
                    help="py-spy samples inside system calls too (default: only while holding the GIL)")
     p.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `proxy.cli serve` (repeat; e.g. --proxy-arg=--workers=2)")
+                   help="extra argument for `redquorum.cli serve` (repeat; e.g. --proxy-arg=--workers=2)")
     p.add_argument("--json", type=Path, metavar="PATH",
                    help="where to write the JSON results (default bench/results/bench-<time>.json)")
     opts = p.parse_args(argv)
     opts.rounds = opts.rounds or (1 if opts.quick else 3)
     opts.requests = opts.requests or (10_000 if opts.quick else 100_000)
+    try:
+        opts.dynomite = dynomite.find_binary(opts.dynomite)
+    except StartError as exc:
+        p.error(str(exc))
+    if opts.targets is None:
+        opts.targets = [t for t in TARGETS if t != "dynomite" or opts.dynomite]
     unknown = set(opts.targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    if "dynomite" in opts.targets and not opts.dynomite:
+        p.error("target dynomite: no dynomite binary on PATH; give --dynomite PATH")
     return opts
 
 
@@ -94,7 +106,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def start(fleet: Fleet, opts: argparse.Namespace) -> tuple[dict[str, Target], LocalReplica, list[LocalReplica]]:
-    """The raw redis-server (also twemproxy's only backend), twemproxy, 3 replicas and the proxy."""
+    """The raw redis-server (also twemproxy's only backend), twemproxy, 3 replicas and the proxy,
+    and, when benchmarked, Dynomite's 3 nodes with their 3 redis-servers."""
     (raw,) = fleet.redis(1, "raw")
     replicas = fleet.redis(3, "r")
     targets = {"raw": Target("raw", raw.port, raw.pid),
@@ -104,6 +117,11 @@ def start(fleet: Fleet, opts: argparse.Namespace) -> tuple[dict[str, Target], Lo
              f"(pid {targets['twemproxy'].front_pid}), redquorum :{targets['redquorum'].port} "
              f"(pid {targets['redquorum'].front_pid}) over "
              + ", ".join(f"{r.id} :{r.port}" for r in replicas))
+    if "dynomite" in opts.targets:
+        targets["dynomite"], nodes = dynomite.start(fleet, opts.dynomite)
+        progress(f"started dynomite :{nodes[0].port} ({nodes[0].rack}, the coordinator), "
+                 + ", ".join(f"{n.rack} :{n.port}" for n in nodes[1:])
+                 + f", each over its own redis-server; {dynomite.consistency(nodes[0])}")
     return targets, raw, replicas
 
 
@@ -118,7 +136,7 @@ def measure_memory(opts: argparse.Namespace, raw: LocalReplica, proxy: Target,
 
 def prefill(opts: argparse.Namespace, targets: dict[str, Target]) -> None:
     """Every key of the keyspace exists, so GETs hit (twemproxy shares raw's redis-server)."""
-    names = [n for n in ("raw", "redquorum") if n in opts.targets]
+    names = [n for n in ("raw", "redquorum", "dynomite") if n in opts.targets]
     if "twemproxy" in opts.targets and "raw" not in names:
         names.insert(0, "raw")
     value = b"x" * opts.data_size
@@ -131,7 +149,7 @@ def prefill(opts: argparse.Namespace, targets: dict[str, Target]) -> None:
 
 def run_one(target: Target, workload: Workload, settings: Settings, round_no: int) -> Run:
     """One redis-benchmark run, with the CPU the target's processes spent on it."""
-    front0, back0 = cpu_times([target.front_pid]), cpu_seconds(target.backend_pids)
+    front0, back0 = cpu_times(target.front_pids), cpu_seconds(target.backend_pids)
     client0 = _children_cpu()
     began = time.monotonic()
     entry = Run(round_no, target.name, workload, 0.0)
@@ -140,7 +158,7 @@ def run_one(target: Target, workload: Workload, settings: Settings, round_no: in
     except BenchError as exc:
         entry.error = str(exc)
     entry.seconds = time.monotonic() - began
-    front = [after - before for after, before in zip(cpu_times([target.front_pid]), front0, strict=True)]
+    front = [after - before for after, before in zip(cpu_times(target.front_pids), front0, strict=True)]
     back = cpu_seconds(target.backend_pids) - back0
     entry.cpu_us_per_op = sum(front) * 1e6 / settings.requests
     entry.cpu_sys_us_per_op = front[1] * 1e6 / settings.requests
@@ -219,7 +237,7 @@ def workloads_of(opts: argparse.Namespace) -> list[Workload]:
 def sitting(opts: argparse.Namespace, stamp: str) -> Sitting:
     workloads = workloads_of(opts)
     settings = Settings(opts.requests, opts.clients, opts.data_size, opts.keyspace)
-    result = Sitting(opts, meta())
+    result = Sitting(opts, meta(opts))
     load_before = os.getloadavg()
     with Fleet() as fleet:
         targets, raw, replicas = start(fleet, opts)
@@ -247,18 +265,21 @@ def _version(args: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "unknown"
 
 
-def meta() -> dict[str, Any]:
+def meta(opts: argparse.Namespace) -> dict[str, Any]:
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "commit": _version(["git", "rev-parse", "--short", "HEAD"]),
             "redis_server": _version(["redis-server", "--version"]),
             "redis_benchmark": _version(["redis-benchmark", "--version"]),
-            "nutcracker": _version(["nutcracker", "--version"])}
+            "nutcracker": _version(["nutcracker", "--version"]),
+            "dynomite": _version([opts.dynomite, "--version"]) if opts.dynomite else None}
 
 
 def render(result: Sitting) -> str:
     o, load = result.opts, result.meta["loadavg"]
-    parts = [f"redquorum (n=3 w=2 r=2 causal) vs raw redis-server and twemproxy: medians of "
+    others = ", ".join(t for t in o.targets if t != "redquorum")
+    dyn = f"; dynomite: 3 racks, {dynomite.CONSISTENCY}" if "dynomite" in o.targets else ""
+    parts = [f"redquorum (n=3 w=2 r=2 causal) vs {others}{dyn}: medians of "
              f"{o.rounds} round(s) of {o.requests} requests, -c {o.clients} -d {o.data_size} "
              f"-r {o.keyspace}; load average {load['before'][0]:.2f} → {load['after'][0]:.2f} "
              f"on {result.meta['cpus']} CPUs", "", report.format_table(result.summary)]

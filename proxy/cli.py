@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -40,6 +41,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "env REDQUORUM_SIBLING_HARD_LIMIT)")
     p.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval", metavar="SECONDS",
                    help="freshness canary period (default 1; env REDQUORUM_HEARTBEAT_INTERVAL)")
+    p.add_argument("--pbs-t-ms", dest="pbs_t_ms", metavar="T1,T2,...",
+                   help="t (ms after a write commits) of the exported PBS consistency "
+                        "probabilities (default 0,1,5,10,100; env REDQUORUM_PBS_T_MS)")
+    p.add_argument("--pbs-interval", type=float, dest="pbs_interval", metavar="SECONDS",
+                   help="how often the PBS estimate is recomputed (default 10; env REDQUORUM_PBS_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
@@ -51,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
     p.add_argument("--version", action="version", version=f"redquorum {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,pbs}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
                         description="Start N local redis-server replicas on free loopback ports "
@@ -71,7 +77,37 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="processes sharing the listening port (default 1; env REDQUORUM_WORKERS)")
     _common(serve)
+    _pbs_parser(sub)
     return p
+
+
+def _pbs_parser(sub: Any) -> None:
+    pbs = sub.add_parser(
+        "pbs", allow_abbrev=False,
+        help="probabilistically bounded staleness: how soon reads see a committed write",
+        description="The WARS model of Probabilistically Bounded Staleness (Bailis et al., 2012): "
+                    "the probability that a read t ms after a write commits sees it, and the t by "
+                    "which reads see it with a given probability. Offline from latency "
+                    "distributions (SPEC: exp:RATE_PER_MS, pareto:XM_MS:ALPHA, const:MS, "
+                    "empirical:FILE with one latency in ms per line, or a mixture "
+                    "P1*SPEC1+P2*SPEC2), or --live from a running proxy's sampled round trips.")
+    pbs.add_argument("-n", type=int, help="replicas per key (default 3; --live: the proxy's)")
+    pbs.add_argument("-r", type=int, help="read quorum (default majority; --live: the proxy's)")
+    pbs.add_argument("-w", type=int, help="write quorum (default majority; --live: the proxy's)")
+    for leg, what in (("W", "write request to a replica"), ("A", "write ack back"),
+                      ("R", "read request to a replica"), ("S", "read response back")):
+        pbs.add_argument(f"--{leg}", dest=leg, metavar="SPEC", help=f"latency of the {what} (ms)")
+    pbs.add_argument("--t", dest="t_ms", default="0,1,5,10,100", metavar="T1,T2,...",
+                     help="ms after commit to report P(consistent) at (default 0,1,5,10,100)")
+    pbs.add_argument("--quantiles", default="0.99,0.999", metavar="Q1,Q2,...",
+                     help="probabilities to report the t-visibility for (default 0.99,0.999)")
+    pbs.add_argument("--trials", type=int, default=100_000, help="Monte Carlo trials (default 100000)")
+    pbs.add_argument("--seed", type=int, help="random seed, for repeatable figures")
+    pbs.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    pbs.add_argument("--live", action="store_true",
+                     help="use the round trips a running proxy measured (needs --metrics-url)")
+    pbs.add_argument("--metrics-url", dest="metrics_url", metavar="URL",
+                     help="the proxy's /metrics, e.g. http://127.0.0.1:9379/metrics")
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,6 +116,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "pbs":
+        return run_pbs(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -155,6 +193,157 @@ def run_up(args: argparse.Namespace) -> int:
         stop_all(replicas)
         if temp is not None:
             temp.cleanup()
+
+
+# -- redquorum pbs --------------------------------------------------------------------------------
+
+LIVE_POINTS = 2000  # quasi-samples rebuilt per exported round-trip distribution
+
+
+def run_pbs(args: argparse.Namespace) -> int:
+    import json
+
+    from .replication.pbs import SpecError
+
+    try:
+        t_ms = _number_list(args.t_ms, "--t", low=0.0, high=math.inf)
+        quantiles = _number_list(args.quantiles, "--quantiles", low=0.0, high=1.0)
+        report = _pbs_live(args, t_ms, quantiles) if args.live else _pbs_offline(args, t_ms, quantiles)
+    except SpecError as exc:
+        print(f"redquorum pbs: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"redquorum pbs: cannot read {args.metrics_url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_pbs_table(report, args))
+    return 0
+
+
+def _number_list(text: str, flag: str, *, low: float, high: float) -> list[float]:
+    from .replication.pbs import SpecError
+
+    try:
+        values = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise SpecError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    if not values or any(not low <= v <= high or math.isnan(v) for v in values):
+        raise SpecError(f"{flag} takes numbers in {low:g}..{high:g}, got {text!r}")
+    return values
+
+
+def _quorum(args: argparse.Namespace, n: int | None = None, r: int | None = None,
+            w: int | None = None) -> tuple[int, int, int]:
+    n = args.n if args.n is not None else n if n is not None else 3
+    majority = n // 2 + 1
+    r = args.r if args.r is not None else r if r is not None else majority
+    w = args.w if args.w is not None else w if w is not None else majority
+    return n, r, w
+
+
+def _pbs_figures(thresholds: Any, t_ms: list[float], quantiles: list[float],
+                 n: int, r: int, w: int, trials: int) -> dict[str, Any]:
+    from .replication import pbs
+
+    visible = pbs.t_visibility(thresholds, quantiles)
+    return {"t_ms": t_ms, "p_consistent": pbs.p_consistent(thresholds, t_ms),
+            "quantiles_ms": {f"{q:g}": v for q, v in zip(quantiles, visible, strict=True)},
+            "n": n, "r": r, "w": w, "trials": trials}
+
+
+def _pbs_offline(args: argparse.Namespace, t_ms: list[float], quantiles: list[float]) -> dict[str, Any]:
+    import numpy as np
+
+    from .replication import pbs
+
+    missing = [f"--{leg}" for leg in "WARS" if getattr(args, leg) is None]
+    if missing:
+        raise pbs.SpecError(f"give {', '.join(missing)} (latency SPECs), or --live --metrics-url URL")
+    if args.metrics_url:
+        raise pbs.SpecError("--metrics-url goes with --live")
+    legs = [pbs.parse_spec(getattr(args, leg)) for leg in "WARS"]
+    n, r, w = _quorum(args)
+    thresholds = pbs.simulate(n, r, w, *legs, args.trials, np.random.default_rng(args.seed))
+    return _pbs_figures(thresholds, t_ms, quantiles, n, r, w, args.trials)
+
+
+def _pbs_live(args: argparse.Namespace, t_ms: list[float], quantiles: list[float]) -> dict[str, Any]:
+    """Rebuild each replica's read and write round-trip distributions from the quantiles the
+    proxy exports (redquorum_pbs_round_trip_seconds) and run the model on them; the
+    proxy's own estimate (its two PBS gauges) is reported alongside."""
+    import urllib.request
+
+    import numpy as np
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .replication import pbs
+
+    if not args.metrics_url:
+        raise pbs.SpecError("--live needs --metrics-url URL (the proxy's /metrics)")
+    if any(getattr(args, leg) is not None for leg in "WARS"):
+        raise pbs.SpecError("--live measures W, A, R and S: give no SPECs with it")
+    with urllib.request.urlopen(args.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    build: dict[str, str] = {}
+    proxy_p: dict[str, float] = {}
+    proxy_visibility: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "redquorum_pbs_round_trip_seconds":
+                points.setdefault((labels["replica"], labels["op"]), []).append(
+                    (float(labels["quantile"]), sample.value * 1000))
+            elif sample.name == "redquorum_build_info":
+                build = labels
+            elif sample.name == "redquorum_pbs_consistency_probability":
+                proxy_p[labels["t_ms"]] = sample.value
+            elif sample.name == "redquorum_pbs_t_visibility_seconds":
+                proxy_visibility[labels["quantile"]] = sample.value * 1000
+    if not build:
+        raise pbs.SpecError(f"{args.metrics_url} is not a redquorum proxy's /metrics")
+    n, r, w = _quorum(args, int(build["n"]), int(build["r"]), int(build["w"]))
+    replicas = sorted({replica for replica, _ in points})
+    if not replicas:
+        raise pbs.SpecError("the proxy has no round-trip samples yet: it needs reads and writes, "
+                            "then pbs_interval to pass")
+    grid = (np.arange(LIVE_POINTS) + 0.5) / LIVE_POINTS
+
+    def rebuilt(replica: str, op: str) -> Any:
+        pairs = sorted(points.get((replica, op), []))
+        if not pairs:
+            return np.empty(0)
+        return np.interp(grid, [q for q, _ in pairs], [v for _, v in pairs])
+
+    thresholds = pbs.simulate_round_trips(
+        n, r, w, [rebuilt(x, "write") for x in replicas], [rebuilt(x, "read") for x in replicas],
+        args.trials, np.random.default_rng(args.seed))
+    report = _pbs_figures(thresholds, t_ms, quantiles, n, r, w, args.trials)
+    report["proxy_estimate"] = {"p_consistent": proxy_p, "quantiles_ms": proxy_visibility}
+    return report
+
+
+def _pbs_table(report: dict[str, Any], args: argparse.Namespace) -> str:
+    source = f"live round trips from {args.metrics_url}" if args.live else \
+        f"W={args.W} A={args.A} R={args.R} S={args.S}"
+    lines = [f"PBS, WARS model: n={report['n']} r={report['r']} w={report['w']}, "
+             f"{report['trials']} trials, {source}",
+             f"{'t (ms)':>12}  P(consistent)"]
+    for t, p in zip(report["t_ms"], report["p_consistent"], strict=True):
+        lines.append(f"{t:>12g}  {p:.6f}")
+    lines.append(f"{'quantile':>12}  t-visibility (ms)")
+    for q, ms in report["quantiles_ms"].items():
+        lines.append(f"{q:>12}  {ms:.4g}")
+    proxy = report.get("proxy_estimate")
+    if proxy:
+        lines.append("the proxy's own estimate (its configured t and quantiles):")
+        for t, p in proxy["p_consistent"].items():
+            lines.append(f"{'t=' + t + ' ms':>12}  P={p:.6f}")
+        for q, ms in proxy["quantiles_ms"].items():
+            lines.append(f"{'q=' + q:>12}  {ms:.4g} ms")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,8 @@ class Config:
     heartbeat_interval: float = 1.0
     password: str | None = None  # clients must AUTH with this when set
     workers: int = 1
+    pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
+    pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -106,6 +108,8 @@ SETTINGS = {
     "sibling_soft_limit": ("quorum", "sibling_soft_limit"),
     "sibling_hard_limit": ("quorum", "sibling_hard_limit"),
     "heartbeat_interval": ("proxy", "heartbeat_interval"),
+    "pbs_t_ms": ("proxy", "pbs_t_ms"),
+    "pbs_interval": ("proxy", "pbs_interval"),
 }
 
 
@@ -166,6 +170,17 @@ def _replica_from_toml(entry: Any, path: str) -> Replica:
     return Replica(str(entry["id"]), host, port, None if password is None else str(password))
 
 
+def _times(value: Any, name: str) -> tuple[float, ...]:
+    """A list of milliseconds: a TOML array, or comma-separated from the environment or a flag."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{name} must be a list of milliseconds, got {value!r}")
+    times = tuple(_float(item, name) for item in items if not isinstance(item, str) or item.strip())
+    if not times or len(times) > 32 or any(not 0 <= t < 1e9 for t in times):
+        raise ConfigError(f"{name} must list 1 to 32 times in 0..1e9 ms, got {value!r}")
+    return tuple(sorted(set(times)))
+
+
 def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     ids = [r.id for r in replicas]
     for ident in ids:
@@ -219,6 +234,10 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
     password = raw.get("password")
+    pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
+    pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
+    if not 0.01 <= pbs_interval <= 86400:
+        raise ConfigError(f"pbs_interval={pbs_interval} is outside 0.01..86400 seconds")
 
     return Config(
         replicas=tuple(replicas),
@@ -235,4 +254,6 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         heartbeat_interval=heartbeat,
         password=str(password) if password else None,
         workers=workers,
+        pbs_t_ms=pbs_t_ms,
+        pbs_interval=pbs_interval,
     )

@@ -4,12 +4,17 @@ The /metrics endpoint is prometheus-client's own HTTP server in a thread, so a s
 never runs on the proxy's event loop. Labels are bounded: replica ids, command names,
 ops and reasons — never keys. Gauges that are ages (replica lag) are computed when
 scraped, so a dead replica's lag keeps growing instead of freezing at its last value.
+
+The PBS estimate (proxy/replication/pbs.py) is the exception: a Monte Carlo run over the
+links' sampled round trips is too slow for a scrape, so ``PbsEstimate.run`` recomputes it
+every ``pbs_interval`` in a worker thread and scrapes export the latest result.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -66,6 +71,8 @@ class Metrics(Events):
             self.replica_up.labels(replica.id).set(0)
         reg.register(_LagCollector(self))
         reg.register(_HotPathCollector(self))
+        self.pbs = PbsEstimate(config)
+        reg.register(self.pbs)
 
     def attach(self, app: Proxy) -> None:
         self.app = app
@@ -186,3 +193,89 @@ class _HotPathCollector:
         yield requests
         yield duration
         yield replica
+
+
+PBS_QUANTILES = (0.5, 0.99, 0.999)
+# Points of each sampled round-trip distribution exported for ``redquorum pbs --live``,
+# which rebuilds the distributions from them (inverse-CDF interpolation).
+ROUND_TRIP_POINTS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+PBS_TRIALS = 100_000
+
+
+@dataclass
+class PbsResult:
+    p_consistent: dict[float, float] = field(default_factory=dict)  # t (ms) -> P
+    t_visibility: dict[float, float] = field(default_factory=dict)  # quantile -> seconds
+    round_trips: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (replica, op) -> points
+
+
+def estimate_pbs(config: Config, samples: dict[str, tuple[list[float], list[float]]],
+                 seed: int | None = None) -> PbsResult:
+    """The WARS model over sampled round trips (seconds): (writes, reads) per replica.
+    Pure computation, run in a worker thread."""
+    import numpy as np
+
+    from .replication import pbs
+
+    result = PbsResult()
+    for replica, (writes, reads) in samples.items():
+        for op, values in (("write", writes), ("read", reads)):
+            if values:
+                points = np.quantile(np.asarray(values), ROUND_TRIP_POINTS, method="inverted_cdf")
+                result.round_trips[(replica, op)] = [float(v) for v in points]
+    writes_ms = [np.asarray(w) * 1000 for w, _ in samples.values()]
+    reads_ms = [np.asarray(r) * 1000 for _, r in samples.values()]
+    try:
+        thresholds = pbs.simulate_round_trips(config.n, config.r, config.w, writes_ms, reads_ms,
+                                              PBS_TRIALS, np.random.default_rng(seed))
+    except pbs.SpecError:  # too few replicas have answered reads and writes yet
+        return result
+    result.p_consistent = dict(zip(config.pbs_t_ms, pbs.p_consistent(thresholds, config.pbs_t_ms),
+                                   strict=True))
+    visible = pbs.t_visibility(thresholds, PBS_QUANTILES)
+    result.t_visibility = {q: ms / 1000 for q, ms in zip(PBS_QUANTILES, visible, strict=True)}
+    return result
+
+
+class PbsEstimate:
+    """Probabilistically bounded staleness from the links' sampled round trips: the latest
+    estimate, recomputed off the event loop, exported at scrape time."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.latest = PbsResult()
+
+    async def run(self, app: Proxy) -> None:
+        while True:
+            await trio.sleep(self.config.pbs_interval)
+            samples = {link.id: (list(link.round_trips.writes), list(link.round_trips.reads))
+                       for link in app.links.values()}
+            try:
+                self.latest = await trio.to_thread.run_sync(estimate_pbs, self.config, samples)
+            except Exception:  # a failed estimate must not stop the proxy: keep the last one
+                log.exception("PBS estimate failed")
+
+    def collect(self) -> Any:
+        latest = self.latest
+        consistency = GaugeMetricFamily(
+            "redquorum_pbs_consistency_probability",
+            "PBS (WARS model over sampled replica round trips): probability that a read t_ms "
+            "after a write commits sees it", labels=["t_ms"])
+        for t_ms, p in latest.p_consistent.items():
+            consistency.add_metric([f"{t_ms:g}"], p)
+        visibility = GaugeMetricFamily(
+            "redquorum_pbs_t_visibility_seconds",
+            "PBS: time after a write commits by which reads see it with this probability",
+            labels=["quantile"])
+        for q, seconds in latest.t_visibility.items():
+            visibility.add_metric([f"{q:g}"], seconds)
+        round_trips = GaugeMetricFamily(
+            "redquorum_pbs_round_trip_seconds",
+            "Quantiles of the sampled replica round trips the PBS estimate uses",
+            labels=["replica", "op", "quantile"])
+        for (replica, op), points in latest.round_trips.items():
+            for q, value in zip(ROUND_TRIP_POINTS, points, strict=True):
+                round_trips.add_metric([replica, op, f"{q:g}"], value)
+        yield consistency
+        yield visibility
+        yield round_trips

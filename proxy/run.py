@@ -59,6 +59,7 @@ async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> Non
         async with trio.open_nursery() as nursery:
             if config.metrics_listen:
                 await nursery.start(metrics.serve, config.metrics_listen)
+                nursery.start_soon(metrics.pbs.run, app)
             address = await nursery.start(app.run, lsock)
             print(f"redquorum {__version__} listening on {address[0]}:{address[1]} "
                   f"({config.describe()})", flush=True)

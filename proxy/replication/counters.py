@@ -8,6 +8,8 @@ operation they were 10-12% of the proxy's CPU. A list index and a bisect cost 0.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
+from random import Random
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
@@ -71,3 +73,27 @@ class CommandStats:
     @property
     def latency(self) -> dict[str, LocalHistogram]:
         return {name: entry[3] for name, entry in list(self._entries.items())}
+
+
+class RoundTripSamples:
+    """Recent replica round trips, reads and writes apart, for the PBS estimate
+    (proxy/replication/pbs.py).
+
+    The link records one reply in ``EVERY`` on average (a countdown on the hot path; the
+    sampled reply costs a deque append and a random gap) into rings of ``SIZE``: the
+    estimate follows the last few thousand requests, and memory stays fixed however
+    busy the proxy is.
+    """
+
+    EVERY = 16
+    SIZE = 4096
+    __slots__ = ("reads", "writes", "_random")
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.reads: deque[float] = deque(maxlen=self.SIZE)
+        self.writes: deque[float] = deque(maxlen=self.SIZE)
+        self._random = Random(seed)
+
+    def next_gap(self) -> int:
+        """Replies until the next sample: uniform on 1..2*EVERY-1, EVERY on average."""
+        return 1 + int(self._random.random() * (2 * self.EVERY - 1))

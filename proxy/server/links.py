@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..protocol.resp import ReplyError, ReplyParser, encode_command
-from ..replication.counters import LocalHistogram
+from ..replication.counters import LocalHistogram, RoundTripSamples
 from ..replication.links import CLOSED, DOWN, SHUTTING_DOWN, TIMEOUT, ReplicaFailure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,6 +144,8 @@ class ReplicaLink:
         self._on_state = on_state
         self._reactor = reactor  # replies are read from its pass
         self.latency = LocalHistogram()  # queueing to reply, every request
+        self.round_trips = RoundTripSamples()  # one reply in EVERY, GETs as reads, the rest writes
+        self._sample_in = RoundTripSamples.EVERY  # replies until the next sample
         self._sock: socket.socket | None = None
         self._out: list[bytes | _GetGroup] = []
         self._gets: _GetGroup | None = None  # the GET group still open for more keys
@@ -228,6 +230,7 @@ class ReplicaLink:
         counts, bounds = latency.counts, latency.bounds
         now = time.monotonic()
         waited = 0.0
+        sample_in = self._sample_in
         while True:
             reply = parser.gets()
             if reply is False or pending is not self._pending:  # or a callback failed the link
@@ -235,11 +238,28 @@ class ReplicaLink:
             callback, queued = pending.popleft()
             counts[bisect_left(bounds, now - queued)] += 1
             waited += now - queued
+            sample_in -= 1
+            if not sample_in:
+                sample_in = self._sample(callback, now - queued)
             try:
                 callback(reply)
             except Exception:  # a bug in one operation must not kill the link
                 log.exception("callback for replica %s failed", self.id)
         latency.total += waited
+        self._sample_in = sample_in
+
+    def _sample(self, callback: Callback, seconds: float) -> int:
+        """Record one round trip; returns how many replies until the next sample.
+
+        Every GET and MGET reads; every other request (rq_put, rq_set, rq_replace,
+        rq_merge, hints; the rare scan or inspection) counts as a write. The gap is
+        random: a fixed one would alias with a client's regular pattern (SET, GET, SET,
+        GET… sampled every 8th reply records only GETs)."""
+        if type(getattr(callback, "__self__", None)) is _GetGroup:
+            self.round_trips.reads.append(seconds)
+        else:
+            self.round_trips.writes.append(seconds)
+        return self.round_trips.next_gap()
 
     # -- lifetime ----------------------------------------------------------
 
@@ -349,11 +369,19 @@ class ReplicaLink:
                 return  # drained (a recv more would only say EAGAIN): the next arrival is an edge
 
     async def _writer(self, sock: socket.socket) -> None:
+        """Sends the backlog a full socket left behind. ``_fail`` may close the socket
+        from another task (the watchdog, the reactor's pass) while this one waits on it:
+        trio then raises ClosedResourceError here, which ends this task and nothing else."""
         while True:
             if not self._backlog:
                 await self._writer_lot.park()
                 continue
-            await trio.lowlevel.wait_writable(sock)
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError:
+                return  # the link failed under us (_fail): its failure, not the proxy's
+            if sock is not self._sock:
+                return
             try:
                 sent = sock.send(self._backlog)
             except BlockingIOError:

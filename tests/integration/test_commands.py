@@ -24,8 +24,8 @@ from redquorum.protocol.resp import ReplyError, SetReply, Simple, Verbatim
 from redquorum.replicas.launcher import free_port, launch, stop_all
 
 from tests.harness import ProxyProcess, start_replicas, wait_for
-from tests.resp_client import RawClient
 from tests.integration.test_differential import Pair
+from tests.resp_client import RawClient
 
 
 class SecuredProxy(ProxyProcess):

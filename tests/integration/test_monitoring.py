@@ -52,6 +52,8 @@ CONTRACT = {
     "redquorum_client_connections": set(),
     "redquorum_build_info": {"version", "n", "w", "r", "mode"},
     "redquorum_replica_lag_seconds": {"replica"},
+    "redquorum_pbs_consistency_probability": {"t_ms"},
+    "redquorum_pbs_t_visibility_seconds": {"quantile"},
 }
 ALERTED = {  # each must be used by at least one alert
     "redquorum_replica_up", "redquorum_replica_lag_seconds", "redquorum_quorum_failures_total",
