@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-r", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--keys", type=int, default=4)
+    parser.add_argument("--value-bytes", type=int, default=0,
+                        help="pad every register value to about this size (fills socket buffers)")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="everysec")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     args = parser.parse_args(argv)
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = RunSpec(workload=workload, mode=mode, nemesis=nemesis, seed=seed,
                        duration=args.duration, replicas=args.replicas, n=args.n, w=args.w,
                        r=args.r, clients=args.clients, keys=args.keys,
-                       appendfsync=args.appendfsync, passive_wait=10.0, converge_bound=60.0)
+                       appendfsync=args.appendfsync,
+                       value_bytes=args.value_bytes, passive_wait=10.0, converge_bound=60.0)
         work = Path(tempfile.mkdtemp(prefix="redquorum-nemesis-"))
         result = run(spec, work)
         results.append(result)

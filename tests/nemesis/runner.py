@@ -43,6 +43,7 @@ class RunSpec:
     clients: int = 4
     keys: int = 3
     appendfsync: str = "everysec"
+    value_bytes: int = 0  # padding of each register value
     passive_wait: float = 3.0  # for hinted handoff alone, before a read-repair pass
     converge_bound: float = 15.0
 
@@ -115,7 +116,8 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
                                w=spec.w, r=spec.r, appendfsync=spec.appendfsync)
     result = Result(spec, faults=len(schedule.faults))
     with Cluster(cluster_spec, base_dir) as cluster:
-        workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys)
+        workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys,
+                                             spec.value_bytes)
         nemesis = Nemesis(cluster, schedule, log)
         origin = time.monotonic()
         workload.start(origin)

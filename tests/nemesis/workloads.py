@@ -11,6 +11,7 @@ set       several clients add unique elements to a few keys: RQ.GET, union of th
           add the element, RQ.SET with the context read; an error retries the same element
           (a fresh read each time) until it is acknowledged or the run ends.
 register  SET (a unique value), GET and DEL on a few keys with plain Redis commands.
+          With ``value_bytes`` every value carries that much padding after a ``|``.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ class Connection:
 class Workload:
     name = ""
 
-    def __init__(self, cluster: Cluster, seed: int, clients: int = 4, keys: int = 3) -> None:
+    def __init__(self, cluster: Cluster, seed: int, clients: int = 4, keys: int = 3,
+                 value_bytes: int = 0) -> None:
         self.cluster = cluster
+        self.padding = "." * value_bytes  # large values fill socket buffers: links block
         self.seed = seed
         self.clients = clients
         self.keys = [f"{self.name}:{i}" for i in range(keys)]
@@ -173,10 +176,9 @@ class RegisterWorkload(Workload):
             op = Op(name, kind, key, value, self.now())
             try:
                 if kind == "get":
-                    reply = conn.call("GET", key)
-                    op.value = reply.decode() if reply is not None else None
+                    op.value = self.unpad(conn.call("GET", key))
                 elif kind == "set":
-                    conn.call("SET", key, value)
+                    conn.call("SET", key, f"{value}|{self.padding}")
                 else:
                     conn.call("DEL", key)
             except ERRORS as exc:
@@ -184,6 +186,15 @@ class RegisterWorkload(Workload):
                 continue
             op.complete, op.outcome = self.now(), "ok"
             self.record(op)
+
+    def unpad(self, reply: bytes | None) -> str | None:
+        """The value's name; a reply whose padding is not what was written keeps it, so
+        the checker sees a value nobody wrote."""
+        if reply is None:
+            return None
+        text = reply.decode()
+        name, _, padding = text.partition("|")
+        return name if padding == self.padding else text
 
     def final_read(self, conn: Connection) -> list[Op]:
         """One more GET per key through every proxy, after the heal: the reads that show a
@@ -194,8 +205,7 @@ class RegisterWorkload(Workload):
             try:
                 for key in self.keys:
                     op = Op(f"final{index}", "get", key, None, self.now())
-                    reply = other.call("GET", key)
-                    op.value = reply.decode() if reply is not None else None
+                    op.value = self.unpad(other.call("GET", key))
                     op.complete, op.outcome = self.now(), "ok"
                     reads.append(op)
             finally:
