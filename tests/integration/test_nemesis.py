@@ -63,16 +63,22 @@ def test_nemesis(tmp_path, workload, mode, nemesis, seed, value_bytes):
         assert result.del_undone == 0, result.examples
 
 
+@pytest.fixture
+def cluster(tmp_path):
+    """Three replicas and one proxy, its links through relays (``cluster.slots[0].relays``)."""
+    with Cluster(ClusterSpec(proxies=1), tmp_path) as started:
+        yield started
+
+
 @pytest.mark.xfail(strict=False, reason=TOMBSTONE_LOSES)
-def test_a_newer_tombstone_sibling_hides_an_older_value(tmp_path):
+def test_a_newer_tombstone_sibling_hides_an_older_value(cluster):
     """What the register workload found under faults, without the faults: a DEL whose
     context does not cover the value (here RQ.DEL with an empty context, as a coordinator
     that missed the SET writes it) leaves both siblings; the tombstone is newer, so a plain
     GET must answer nil, as it does after a DEL that saw the value."""
-    with Cluster(ClusterSpec(proxies=1), tmp_path) as cluster:
-        client = cluster.proxy_client(0)
-        client.execute_command("RQ.SET", "k", "", "old")
-        assert client.execute_command("RQ.DEL", "k", "") == 1
-        assert client.get("k") is None
-        assert client.exists("k") == 0
-        client.close()
+    client = cluster.proxy_client(0)
+    client.execute_command("RQ.SET", "k", "", "old")
+    assert client.execute_command("RQ.DEL", "k", "") == 1
+    assert client.get("k") is None
+    assert client.exists("k") == 0
+    client.close()

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=4)
     parser.add_argument("--value-bytes", type=int, default=0,
                         help="pad every register value to about this size (fills socket buffers)")
+    parser.add_argument("--tombstone-grace", type=float, default=None,
+                        help="the proxies' tombstone grace in seconds (longer than any fault)")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="everysec")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     args = parser.parse_args(argv)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                        duration=args.duration, replicas=args.replicas, n=args.n, w=args.w,
                        r=args.r, clients=args.clients, keys=args.keys,
                        appendfsync=args.appendfsync,
-                       value_bytes=args.value_bytes, passive_wait=10.0, converge_bound=60.0)
+                       value_bytes=args.value_bytes,
+                       tombstone_grace=args.tombstone_grace, passive_wait=10.0, converge_bound=60.0)
         work = Path(tempfile.mkdtemp(prefix="redquorum-nemesis-"))
         result = run(spec, work)
         results.append(result)

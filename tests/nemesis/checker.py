@@ -19,7 +19,8 @@ infinity" here; acknowledged writes complete when their reply arrived.
 Reads of a value whose SET had an unknown outcome are never stale (that SET may land late).
 
 Convergence: the time from the heal until every replica holds byte-identical raw values
-for every key (``GET`` on the replicas themselves, ``__rq:`` bookkeeping left out). The
+for every key (``GET`` on the replicas themselves, ``__rq:`` bookkeeping left out; with more
+replicas than n, every home replica of the key). The
 proxies have no anti-entropy yet, so hinted handoff is given a bounded wait, then one
 read-repair pass (RQ.GET of every key at r = n through a proxy), then another bounded wait.
 """
@@ -171,10 +172,29 @@ def replica_contents(cluster: Cluster) -> dict[str, dict[bytes, bytes | None]]:
     return contents
 
 
-def divergent_keys(cluster: Cluster) -> set[bytes]:
+def home_replicas(cluster: Cluster, keys: set[bytes], homes: dict[bytes, set[str]]) -> None:
+    """Fill ``homes`` with each new key's home replicas (RQ.INSPECT; the ring does not move)."""
+    missing = [k for k in keys if k not in homes]
+    if not missing:
+        return
+    conn = Connection(cluster, 0)
+    try:
+        for key in missing:
+            entries = conn.call("RQ.INSPECT", key)
+            fields = [dict(zip(e[::2], e[1::2], strict=True)) for e in entries]
+            homes[key] = {f[b"id"].decode() for f in fields if f[b"role"] == b"home"}
+    finally:
+        conn.close()
+
+
+def divergent_keys(cluster: Cluster, homes: dict[bytes, set[str]]) -> set[bytes]:
+    """Keys whose home replicas do not all hold the same bytes (with more replicas than n,
+    a fallback's copy is a hint on its way home, not part of the key's state)."""
     contents = replica_contents(cluster)
     every_key = set().union(*(c.keys() for c in contents.values()))
-    return {k for k in every_key if len({c.get(k) for c in contents.values()}) > 1}
+    home_replicas(cluster, every_key, homes)
+    return {k for k in every_key
+            if len({contents[ident].get(k) for ident in homes[k]}) > 1}
 
 
 @dataclass
@@ -188,7 +208,8 @@ def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Conve
     """From now (the heal): wait up to ``passive`` s for handoff alone, then run one
     read-repair pass and wait for the rest of ``bound``."""
     t0 = time.monotonic()
-    left = _wait_identical(cluster, t0 + passive)
+    homes: dict[bytes, set[str]] = {}
+    left = _wait_identical(cluster, homes, t0 + passive)
     if not left:
         return Convergence(time.monotonic() - t0, "handoff", 0)
     conn = Connection(cluster, 0)
@@ -198,15 +219,15 @@ def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Conve
             conn.call("RQ.GET", key)
     finally:
         conn.close()
-    left = _wait_identical(cluster, t0 + bound)
+    left = _wait_identical(cluster, homes, t0 + bound)
     if not left:
         return Convergence(time.monotonic() - t0, "read repair", 0)
     return Convergence(None, "no", len(left))
 
 
-def _wait_identical(cluster: Cluster, deadline: float) -> set[bytes]:
+def _wait_identical(cluster: Cluster, homes: dict[bytes, set[str]], deadline: float) -> set[bytes]:
     while True:
-        left = divergent_keys(cluster)
+        left = divergent_keys(cluster, homes)
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.1)

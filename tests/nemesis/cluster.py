@@ -43,6 +43,7 @@ class ClusterSpec:
     r: int | None = None
     appendfsync: str = "everysec"
     replica_timeout: float = 0.3
+    tombstone_grace: float | None = None  # the proxy's default (an hour) when None
 
 
 @dataclass
@@ -115,9 +116,10 @@ class Cluster:
         spec = self.spec
         log = self.base_dir / f"proxy{slot.index}.{slot.restarts}.log"
         addresses = {ident: relay.address for ident, relay in slot.relays.items()}
+        extra = [] if spec.tombstone_grace is None else ["--tombstone-grace", f"{spec.tombstone_grace:g}"]
         slot.process = ProxyProcess(list(self.replicas.values()), n=spec.n, w=spec.w, r=spec.r,
                                     mode=spec.mode, timeout=spec.replica_timeout,
-                                    addresses=addresses, log_path=log)
+                                    addresses=addresses, log_path=log, extra=extra)
 
     def kill_proxy(self, slot: ProxySlot) -> None:
         proc = slot.process

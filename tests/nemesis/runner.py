@@ -44,6 +44,7 @@ class RunSpec:
     keys: int = 3
     appendfsync: str = "everysec"
     value_bytes: int = 0  # padding of each register value
+    tombstone_grace: float | None = None
     passive_wait: float = 3.0  # for hinted handoff alone, before a read-repair pass
     converge_bound: float = 15.0
 
@@ -113,7 +114,8 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
         f"nemesis={spec.nemesis} duration={spec.duration:g}s, appendfsync {spec.appendfsync})")
     log(schedule.describe())
     cluster_spec = ClusterSpec(replicas=spec.replicas, proxies=2, mode=spec.mode, n=spec.n,
-                               w=spec.w, r=spec.r, appendfsync=spec.appendfsync)
+                               w=spec.w, r=spec.r, appendfsync=spec.appendfsync,
+                               tombstone_grace=spec.tombstone_grace)
     result = Result(spec, faults=len(schedule.faults))
     with Cluster(cluster_spec, base_dir) as cluster:
         workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys,
