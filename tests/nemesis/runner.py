@@ -124,15 +124,19 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
         origin = time.monotonic()
         workload.start(origin)
         nemesis.start(origin)
-        time.sleep(spec.duration)
-        nemesis.stop()
-        workload.stop()
-        nemesis.heal_all()
-        cluster.proxies_see_all()
-        result.converge = checker.measure_convergence(cluster, spec.passive_wait, spec.converge_bound)
-        _check(result, workload, cluster)
-        write_history(workload.ops, base_dir / "history.jsonl")
-        result.proxy_deaths = nemesis.proxy_deaths + cluster.check_proxies()
+        try:
+            time.sleep(spec.duration)
+            nemesis.stop()
+            workload.stop()
+            nemesis.heal_all()
+            deaths = nemesis.proxy_deaths + cluster.check_proxies()
+            cluster.proxies_see_all()
+            result.converge = checker.measure_convergence(cluster, spec.passive_wait,
+                                                          spec.converge_bound)
+            _check(result, workload, cluster)
+        finally:
+            write_history(workload.ops, base_dir / "history.jsonl")
+        result.proxy_deaths = deaths + cluster.check_proxies()
         result.proxies_answer = all(_answers_ping(slot.port) for slot in cluster.slots)
         result.nemesis_errors = nemesis.errors
         if result.proxy_deaths or not result.proxies_answer:
@@ -155,8 +159,7 @@ def _check(result: Result, workload, cluster: Cluster) -> None:
     result.acknowledged = sum(1 for op in ops if op.outcome == "ok")
     for op in ops:
         if op.outcome != "ok":
-            kind = op.error.split(":", 1)[-1].split()[0] if op.error.startswith("ResponseError") \
-                else op.error.split(":", 1)[0]
+            kind = _error_kind(op.error)
             result.errors[kind] = result.errors.get(kind, 0) + 1
     if workload.name == "set":
         verdict = checker.check_set(ops, final)
@@ -165,6 +168,12 @@ def _check(result: Result, workload, cluster: Cluster) -> None:
         verdict = checker.check_register(ops)
         result.stale, result.del_undone = verdict.stale, verdict.del_undone
         result.phantom, result.examples = verdict.phantom, verdict.examples
+
+
+def _error_kind(error: str) -> str:
+    """``NOQUORUM`` for an error reply, else the exception's name (``ConnectionError``…)."""
+    name, _, text = error.partition(": ")
+    return (text.split() or [name])[0] if name == "ResponseError" else name
 
 
 def write_history(ops, path: Path) -> None:
