@@ -31,7 +31,9 @@ import bisect
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import msgpack
 
 from .cluster import Cluster
 from .workloads import Connection, Op
@@ -202,6 +204,7 @@ class Convergence:
     seconds: float | None  # None: not converged within the bound
     how: str  # "handoff", "read repair" or "no"
     divergent: int  # keys still different at the end
+    after_handoff: list[str] = field(default_factory=list)  # what handoff left different
 
 
 def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Convergence:
@@ -212,6 +215,7 @@ def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Conve
     left = _wait_identical(cluster, homes, t0 + passive)
     if not left:
         return Convergence(time.monotonic() - t0, "handoff", 0)
+    described = describe_divergence(cluster, left)
     conn = Connection(cluster, 0)
     try:
         conn.call("RQ.CONSISTENCY", cluster.spec.n, 1)
@@ -221,8 +225,36 @@ def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Conve
         conn.close()
     left = _wait_identical(cluster, homes, t0 + bound)
     if not left:
-        return Convergence(time.monotonic() - t0, "read repair", 0)
-    return Convergence(None, "no", len(left))
+        return Convergence(time.monotonic() - t0, "read repair", 0, described)
+    return Convergence(None, "no", len(left), described)
+
+
+def describe_divergence(cluster: Cluster, keys: set[bytes]) -> list[str]:
+    """Per key, what each replica holds: siblings and clock, or nothing."""
+    lines = []
+    for key in sorted(keys)[:10]:
+        held = []
+        for ident in cluster.replicas:
+            raw = cluster.raw(ident)
+            try:
+                blob = raw.get(key)
+            finally:
+                raw.close()
+            held.append(f"{ident}={_summary(blob)}")
+        lines.append(f"{key.decode(errors='replace')}: {' '.join(held)}")
+    return lines
+
+
+def _summary(blob: bytes | None) -> str:
+    if blob is None:
+        return "absent"
+    try:
+        _, clock, siblings = msgpack.unpackb(blob, raw=True)[:3]
+        flat = ",".join(f"{a.decode()}:{c}" if isinstance(a, bytes) else str(a)
+                        for a, c in zip(clock[::2], clock[1::2], strict=True))
+        return f"[{flat}]x{len(siblings)}"
+    except Exception:  # an object this harness cannot read is still a difference to show
+        return f"{len(blob)}B"
 
 
 def _wait_identical(cluster: Cluster, homes: dict[bytes, set[str]], deadline: float) -> set[bytes]:

@@ -145,6 +145,8 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
     log(result.line())
     for example in result.examples:
         log(f"  {example}")
+    for line in result.converge.after_handoff if result.converge else []:
+        log(f"  left different by handoff: {line}")
     return result
 
 
