@@ -54,7 +54,7 @@ class Result:
     spec: RunSpec
     operations: int = 0
     acknowledged: int = 0
-    faults: int = 0
+    faults: int = 0  # faults the nemesis applied
     lost: int | None = None  # set workload
     stale: int | None = None  # register workload
     del_undone: int | None = None
@@ -116,7 +116,7 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
     cluster_spec = ClusterSpec(replicas=spec.replicas, proxies=2, mode=spec.mode, n=spec.n,
                                w=spec.w, r=spec.r, appendfsync=spec.appendfsync,
                                tombstone_grace=spec.tombstone_grace)
-    result = Result(spec, faults=len(schedule.faults))
+    result = Result(spec)
     with Cluster(cluster_spec, base_dir) as cluster:
         workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys,
                                              spec.value_bytes)
@@ -139,6 +139,7 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
         result.proxy_deaths = deaths + cluster.check_proxies()
         result.proxies_answer = all(_answers_ping(slot.port) for slot in cluster.slots)
         result.nemesis_errors = nemesis.errors
+        result.faults = nemesis.applied
         if result.proxy_deaths or not result.proxies_answer:
             for slot in cluster.slots:
                 log(f"proxy{slot.index} log: {slot.process.log_path}")
