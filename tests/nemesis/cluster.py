@@ -19,7 +19,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +64,6 @@ class Cluster:
     def __init__(self, spec: ClusterSpec, base_dir: Path) -> None:
         self.spec = spec
         self.base_dir = base_dir
-        self.lock = threading.Lock()
         self.replicas: dict[str, LocalReplica] = {}
         self.slots: list[ProxySlot] = []
         self.snapshots: dict[str, Path] = {}
