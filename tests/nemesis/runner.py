@@ -66,9 +66,9 @@ class Result:
     examples: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
 
-    HEADER = ("| workload | mode | nemesis | seed | s | faults | ops | acked | lost | stale reads "
-              "| DEL undone | phantom | converged in | proxy deaths |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    HEADER = ("| workload | mode | nemesis | replicas/n | seed | s | faults | ops | acked | lost "
+              "| stale reads | DEL undone | phantom | converged in | proxy deaths |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def clean(self) -> bool:
         """Nothing found: no loss, no undone DEL, no phantom, converged, proxies alive."""
@@ -86,7 +86,8 @@ class Result:
 
     def row(self) -> str:
         s = self.spec
-        cells = [s.workload, s.mode, s.nemesis, str(s.seed), f"{s.duration:g}", str(self.faults),
+        cells = [s.workload, s.mode, s.nemesis, f"{s.replicas}/{s.n}", str(s.seed), f"{s.duration:g}",
+                 str(self.faults),
                  str(self.operations), str(self.acknowledged), _cell(self.lost), _cell(self.stale),
                  _cell(self.del_undone), str(self.phantom), self.converged_text(),
                  str(len(self.proxy_deaths))]
