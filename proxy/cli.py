@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, load, parse_address
+from .commands.acl import build_users
+from .config import Config, ConfigError, load, parse_address
+from .logs import configure as configure_logging
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
+from .server.tls import replica_contexts, server_context
 from .workers import run_workers
 
 log = logging.getLogger("redquorum")
@@ -48,8 +51,41 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="how often the PBS estimate is recomputed (default 10; env REDQUORUM_PBS_INTERVAL)")
     p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
     _antientropy(p)
+    p.add_argument("--protected-mode", dest="protected_mode", choices=["yes", "no"],
+                   help="refuse to start on a non-loopback address without a password "
+                        "(default yes; env REDQUORUM_PROTECTED_MODE)")
+    p.add_argument("--maxclients", type=int, metavar="N",
+                   help="most client connections at once (default 10000; env REDQUORUM_MAXCLIENTS)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="close clients idle this long (default 0: never; env REDQUORUM_TIMEOUT)")
+    p.add_argument("--client-output-buffer-limit", dest="client_output_buffer_limit",
+                   metavar="'HARD SOFT SECONDS'",
+                   help="close a client whose unsent replies pass HARD, or SOFT for SECONDS "
+                        "(default '256mb 64mb 60'; env REDQUORUM_CLIENT_OUTPUT_BUFFER_LIMIT)")
+    p.add_argument("--tls-cert-file", dest="tls_cert_file", metavar="FILE",
+                   help="TLS on the client listener with this certificate (and --tls-key-file)")
+    p.add_argument("--tls-key-file", dest="tls_key_file", metavar="FILE",
+                   help="the private key of --tls-cert-file")
+    p.add_argument("--tls-ca-cert-file", dest="tls_ca_cert_file", metavar="FILE",
+                   help="CA certificates that client certificates must chain to")
+    p.add_argument("--tls-auth-clients", dest="tls_auth_clients",
+                   choices=["yes", "no", "optional"],
+                   help="require client certificates (default yes, as Redis)")
+    p.add_argument("--tls-protocols", dest="tls_protocols", metavar="'TLSv1.2 TLSv1.3'",
+                   help="TLS versions accepted (default: TLSv1.2 and TLSv1.3)")
+    p.add_argument("--tls-ciphers", dest="tls_ciphers", metavar="LIST",
+                   help="OpenSSL cipher list for TLSv1.2 and below")
+    p.add_argument("--tls-ciphersuites", dest="tls_ciphersuites", metavar="LIST",
+                   help="OpenSSL TLSv1.3 cipher suites")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                   default=os.environ.get("REDQUORUM_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object per line with ts, level, logger, msg and "
+                        "the event's fields (env REDQUORUM_LOG_FORMAT)")
+    p.add_argument("--log-keys", dest="log_keys", action="store_const", const=True,
+                   help="log lines may name keys; by default only a key's length and hash "
+                        "(env REDQUORUM_LOG_KEYS)")
 
 
 def _antientropy(p: argparse.ArgumentParser) -> None:
@@ -74,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
     p.add_argument("--version", action="version", version=f"redquorum {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,repair,pbs}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,repair,pbs,status}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
                         description="Start N local redis-server replicas on free loopback ports "
@@ -119,6 +155,26 @@ def parser() -> argparse.ArgumentParser:
     _antientropy(repair)
     repair.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
                         choices=["debug", "info", "warning", "error"])
+
+    status = sub.add_parser(
+        "status", help="show every replica, the quorum settings and whether quorums can form",
+        description="Read every replica (and, with --metrics-url, the proxies' metrics) and "
+                    "print one table. Exit status 0 when every key can form its read and write "
+                    "quorums, 1 when some cannot, 2 on a configuration error.")
+    status.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
+    status.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
+                        help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
+    status.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
+    status.add_argument("-w", type=int, help="write quorum (env REDQUORUM_W)")
+    status.add_argument("-r", type=int, help="read quorum (env REDQUORUM_R)")
+    status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
+                        help="a proxy's metrics endpoint, e.g. http://127.0.0.1:9379/metrics "
+                             "(repeat for each proxy): adds canary lag and hint ages")
+    status.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="how long each replica and endpoint has to answer (default 2)")
+    status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    status.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
+                        choices=["debug", "info", "warning", "error"])
     _pbs_parser(sub)
     return p
 
@@ -160,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "pbs":
         return run_pbs(args)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         if args.command == "up":
             return run_up(args)
         if args.command == "repair":
             return run_repair(args)
+        if args.command == "status":
+            return run_status(args)
         return run_serve(args)
     except ConfigError as exc:
         print(f"redquorum: configuration error: {exc}", file=sys.stderr)
@@ -177,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = load(_flags(args))
+    check_security(config)
     if config.workers > 1:
         return run_workers(config)
     return serve(config)
@@ -280,6 +338,36 @@ class _ProgressBar:
         self.stream.flush()
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from .status import collect, render_json, render_table
+
+    flags = _flags(args)
+    for name in ("metrics_url", "timeout", "json", "log_level"):
+        flags.pop(name, None)
+    config = load(flags)
+    urls = [_metrics_url(url) for url in args.metrics_url or []]
+    status = collect(config, urls, timeout=args.timeout)
+    print(render_json(status) if args.json else render_table(status))
+    return 0 if status.quorum_possible else 1
+
+
+def _metrics_url(text: str) -> str:
+    """HOST:PORT or a URL; a bare address means its /metrics."""
+    if "://" not in text:
+        host, port = parse_address(text, "metrics URL")
+        return f"http://{host}:{port}/metrics"
+    return text
+
+
+def check_security(config: Config) -> None:
+    """Users' ACL rules and TLS certificates, read now: a mistake stops the start with
+    one line, before anything listens."""
+    build_users(config)
+    if config.tls:
+        server_context(config)
+    replica_contexts(config)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from .config import Replica, build
     from .replicas.launcher import LaunchError, launch, stop_all
@@ -303,6 +391,7 @@ def run_up(args: argparse.Namespace) -> int:
     # Validate before starting anything: the same checks as with real replicas.
     placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
     config = build(raw, placeholder)
+    check_security(config)
     for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
         if address is not None:
             parse_address(f"{address[0]}:{address[1]}", what)

@@ -6,15 +6,21 @@ program with one line naming the problem (``ConfigError``), before anything list
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("causal", "lww")
+TLS_AUTH_CLIENTS = ("yes", "no", "optional")
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_USER_NAME = re.compile(r"^[!-~]{1,128}$")  # Redis: no spaces or control characters
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
+          "g": 1000**3, "gb": 1024**3}
 
 
 class ConfigError(ValueError):
@@ -26,11 +32,35 @@ class Replica:
     id: str
     host: str
     port: int
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    username: str | None = None
+    tls: bool = False
+    tls_ca_cert_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class User:
+    """A ``[[users]]`` entry: its password as SHA-256 (as Redis's ACL keeps it) and its
+    rules in Redis's ACL syntax, parsed against the command table by proxy/commands/acl.py."""
+
+    name: str
+    rules: str = field(default="", repr=False)  # may hold ">password" rules
+    password_hashes: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class OutputLimit:
+    """Redis's ``client-output-buffer-limit`` for normal clients: 0 means no limit."""
+
+    hard: int
+    soft: int
+    soft_seconds: float
 
 
 @dataclass(frozen=True)
@@ -47,12 +77,31 @@ class Config:
     sibling_soft_limit: int = 25
     sibling_hard_limit: int = 100
     heartbeat_interval: float = 1.0
-    password: str | None = None  # clients must AUTH with this when set
+    password: str | None = field(default=None, repr=False)  # the default user's, when set
+    context_secret: str | None = field(default=None, repr=False)  # signs RQ contexts; else one kept on the replicas
+    log_keys: bool = False  # log lines may name keys (else only their length and a hash)
     workers: int = 1
     antientropy_enabled: bool = True
     antientropy_interval: float = 10.0  # seconds between rounds
     antientropy_keys_per_second: float = 5000.0  # objects compared per second, at most
     antientropy_rebuild_interval: float = 3600.0  # seconds between rebuilds of a replica's digests
+    users: tuple[User, ...] = ()
+    protected_mode: bool = True
+    maxclients: int = 10000
+    timeout: float = 0.0  # idle seconds before a client is closed; 0: never
+    output_limit: OutputLimit = OutputLimit(256 * 1024**2, 64 * 1024**2, 60.0)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_cert_file: str | None = None
+    tls_auth_clients: str = "yes"
+    tls_protocols: str | None = None
+    tls_ciphers: str | None = None
+    tls_ciphersuites: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        """TLS on the client listener: a certificate and its key were given."""
+        return bool(self.tls_cert_file and self.tls_key_file)
     pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
     pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
@@ -96,7 +145,7 @@ def _bool(value: Any, name: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
-    if text in ("0", "false", "no", "off"):
+    if text in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name} must be true or false, got {value!r}")
 
@@ -113,6 +162,8 @@ SETTINGS = {
     "listen": ("proxy", "listen"),
     "metrics_listen": ("proxy", "metrics_listen"),
     "password": ("proxy", "password"),
+    "context_secret": ("proxy", "context_secret"),
+    "log_keys": ("proxy", "log_keys"),
     "workers": ("proxy", "workers"),
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
@@ -127,6 +178,17 @@ SETTINGS = {
     "antientropy_interval": ("antientropy", "interval"),
     "antientropy_keys_per_second": ("antientropy", "keys_per_second"),
     "antientropy_rebuild_interval": ("antientropy", "rebuild_interval"),
+    "protected_mode": ("proxy", "protected_mode"),
+    "maxclients": ("proxy", "maxclients"),
+    "timeout": ("proxy", "timeout"),
+    "client_output_buffer_limit": ("proxy", "client_output_buffer_limit"),
+    "tls_cert_file": ("proxy", "tls_cert_file"),
+    "tls_key_file": ("proxy", "tls_key_file"),
+    "tls_ca_cert_file": ("proxy", "tls_ca_cert_file"),
+    "tls_auth_clients": ("proxy", "tls_auth_clients"),
+    "tls_protocols": ("proxy", "tls_protocols"),
+    "tls_ciphers": ("proxy", "tls_ciphers"),
+    "tls_ciphersuites": ("proxy", "tls_ciphersuites"),
     "pbs_t_ms": ("proxy", "pbs_t_ms"),
     "pbs_interval": ("proxy", "pbs_interval"),
 }
@@ -141,18 +203,22 @@ def load(
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     replicas: list[Replica] | None = None
+    users: list[User] = []
 
     path = flags.get("config") or environ.get("REDQUORUM_CONFIG") or config_file
     if path:
         doc = _read_toml(path)
         for name, (section, key) in SETTINGS.items():
-            if key in doc.get(section, {}):
-                raw[name] = doc[section][key]
-        unknown = set(doc) - {"proxy", "quorum", "replicas", "antientropy"}
+            table = doc.get(section, {})
+            for spelling in (key, key.replace("_", "-")):  # Redis spells tls-cert-file
+                if spelling in table:
+                    raw[name] = table[spelling]
+        unknown = set(doc) - {"proxy", "quorum", "replicas", "users", "antientropy"}
         if unknown:
             raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
         if "replicas" in doc:
             replicas = [_replica_from_toml(entry, path) for entry in doc["replicas"]]
+        users = [_user_from_toml(entry, path) for entry in doc.get("users", [])]
 
     for name in SETTINGS:
         env = environ.get("REDQUORUM_" + name.upper())
@@ -168,7 +234,7 @@ def load(
     if flags.get("replica"):
         replicas = [parse_replica(x) for x in flags["replica"]]
 
-    return build(raw, replicas or [])
+    return build(raw, replicas or [], users)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -185,8 +251,115 @@ def _replica_from_toml(entry: Any, path: str) -> Replica:
     if not isinstance(entry, dict) or "id" not in entry or "address" not in entry:
         raise ConfigError(f"{path}: every [[replicas]] needs id and address")
     host, port = parse_address(str(entry["address"]), f"replica {entry['id']!r} address")
+    known = {"id", "address", "password", "username", "tls", "tls_ca_cert_file",
+             "tls_cert_file", "tls_key_file"}
+    extra = sorted(set(entry) - known)
+    if extra:
+        raise ConfigError(f"{path}: unknown key {extra[0]!r} in [[replicas]] {entry['id']!r}")
+    tls = entry.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ConfigError(f"{path}: replica {entry['id']!r}: tls must be true or false")
+
+    def text(key: str) -> str | None:
+        value = entry.get(key)
+        return None if value is None else str(value)
+
+    if bool(entry.get("tls_cert_file")) != bool(entry.get("tls_key_file")):
+        raise ConfigError(f"{path}: replica {entry['id']!r}: tls_cert_file and tls_key_file "
+                          "go together")
+    return Replica(str(entry["id"]), host, port, text("password"), text("username"), tls,
+                   text("tls_ca_cert_file"), text("tls_cert_file"), text("tls_key_file"))
+
+
+def _user_from_toml(entry: Any, path: str) -> User:
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"{path}: every [[users]] needs a name")
+    name = str(entry["name"])
+    if not _USER_NAME.match(name):
+        raise ConfigError(f"{path}: user name {name!r} must be 1-128 printable characters "
+                          "without spaces")
+    extra = sorted(set(entry) - {"name", "password", "rules"})
+    if extra:
+        raise ConfigError(f"{path}: unknown key {extra[0]!r} in [[users]] {name!r}")
+    rules = entry.get("rules", "")
+    if not isinstance(rules, str):
+        raise ConfigError(f"{path}: user {name!r}: rules must be a string")
     password = entry.get("password")
-    return Replica(str(entry["id"]), host, port, None if password is None else str(password))
+    hashes = () if password is None else (password_hash(str(password).encode()),)
+    return User(name, rules, hashes)
+
+
+def password_hash(password: bytes) -> str:
+    """What Redis's ACL stores of a password (``#<hex>`` in ACL LIST)."""
+    return hashlib.sha256(password).hexdigest()
+
+
+def parse_size(text: str, name: str) -> int:
+    """Redis's memtoll: ``64mb``, ``1gb``, ``100k``, plain bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in _UNITS:
+        raise ConfigError(f"{name}: {text!r} is not a size such as 64mb")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_output_limit(text: Any) -> OutputLimit:
+    """``<hard> <soft> <soft seconds>``, optionally after the class ``normal``."""
+    words = str(text).split()
+    if words and words[0].lower() == "normal":
+        words = words[1:]
+    if len(words) != 3:
+        raise ConfigError(f"client-output-buffer-limit {text!r} is not '<hard> <soft> <seconds>' "
+                          "(e.g. '256mb 64mb 60')")
+    name = "client-output-buffer-limit"
+    hard, soft = parse_size(words[0], name), parse_size(words[1], name)
+    seconds = _float(words[2], name + " seconds")
+    if seconds < 0:
+        raise ConfigError(f"{name}: seconds must not be negative")
+    return OutputLimit(hard, soft, seconds)
+
+
+def _yes_no(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "1", "on"):
+        return True
+    if text in ("no", "false", "0", "off"):
+        return False
+    raise ConfigError(f"{name} must be yes or no, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_user_open(password: str | None, users: list[User] | tuple[User, ...]) -> bool:
+    """True when anyone may connect as the default user without a password (Redis's
+    ``on nopass``): no ``--password``, and no ``[[users]]`` entry named ``default`` that
+    closes it. Like Redis's ``user`` directive, an entry starts from nothing (off, no
+    password), so an entry for ``default`` is open only with ``on`` and ``nopass``."""
+    if password:
+        return False
+    for user in users:
+        if user.name != "default":
+            continue
+        enabled = nopass = False
+        for word in user.rules.lower().split():
+            if word in ("on", "off"):
+                enabled = word == "on"
+            elif word == "nopass":
+                nopass = True
+            elif word.startswith((">", "#")) or word in ("reset", "resetpass"):
+                nopass = False
+                if word == "reset":
+                    enabled = False
+        return enabled and nopass
+    return True
 
 
 def _times(value: Any, name: str) -> tuple[float, ...]:
@@ -200,7 +373,8 @@ def _times(value: Any, name: str) -> tuple[float, ...]:
     return tuple(sorted(set(times)))
 
 
-def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
+def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | None = None
+          ) -> Config:
     ids = [r.id for r in replicas]
     for ident in ids:
         if not _REPLICA_ID.match(ident):
@@ -264,6 +438,41 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
                         "antientropy.rebuild_interval")
     if ae_rebuild < 0:
         raise ConfigError("antientropy.rebuild_interval must not be negative (0: only when missing)")
+    context_secret = raw.get("context_secret")
+    if context_secret is not None and len(str(context_secret)) < 16:
+        raise ConfigError("context_secret must be at least 16 characters (every proxy of "
+                          "the cluster needs the same one)")
+    password = str(password) if password else None
+    users = list(users or [])
+    names = [u.name for u in users]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"user {name!r} is defined twice")
+    protected = _yes_no(raw.get("protected_mode", True), "protected-mode")
+    host = str(listen_addr[0])
+    if protected and not is_loopback(host) and default_user_open(password, users):
+        raise ConfigError(
+            f"protected mode: listening on {host} (not a loopback address) with no password "
+            "would let anyone on the network use the data; set --password (or [[users]] and a "
+            "closed default user), listen on 127.0.0.1, or start with --protected-mode no")
+    maxclients = _int(raw.get("maxclients", 10000), "maxclients")
+    if not 1 <= maxclients <= 1_000_000:
+        raise ConfigError(f"maxclients={maxclients} is outside 1..1000000")
+    idle = _float(raw.get("timeout", 0), "timeout")
+    if idle < 0:
+        raise ConfigError("timeout must not be negative (0: never)")
+    output_limit = parse_output_limit(raw.get("client_output_buffer_limit", "256mb 64mb 60"))
+    tls = {name: (str(raw[name]) if raw.get(name) else None)
+           for name in ("tls_cert_file", "tls_key_file", "tls_ca_cert_file", "tls_protocols",
+                        "tls_ciphers", "tls_ciphersuites")}
+    if bool(tls["tls_cert_file"]) != bool(tls["tls_key_file"]):
+        raise ConfigError("--tls-cert-file and --tls-key-file go together")
+    auth_clients = str(raw.get("tls_auth_clients", "yes")).lower()
+    if auth_clients not in TLS_AUTH_CLIENTS:
+        raise ConfigError(f"tls-auth-clients {auth_clients!r} is not one of yes, no, optional")
+    if tls["tls_cert_file"] and auth_clients != "no" and not tls["tls_ca_cert_file"]:
+        raise ConfigError("tls-auth-clients needs --tls-ca-cert-file to verify client "
+                          "certificates (or use --tls-auth-clients no)")
     pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
     pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
     if not 0.01 <= pbs_interval <= 86400:
@@ -282,12 +491,21 @@ def build(raw: Mapping[str, Any], replicas: list[Replica]) -> Config:
         sibling_soft_limit=soft,
         sibling_hard_limit=hard,
         heartbeat_interval=heartbeat,
-        password=str(password) if password else None,
+        password=password,
+        context_secret=str(context_secret) if context_secret is not None else None,
+        log_keys=_bool(raw.get("log_keys", False), "log_keys"),
         workers=workers,
         antientropy_enabled=ae_enabled,
         antientropy_interval=ae_interval,
         antientropy_keys_per_second=ae_rate,
         antientropy_rebuild_interval=ae_rebuild,
+        users=tuple(users),
+        protected_mode=protected,
+        maxclients=maxclients,
+        timeout=idle,
+        output_limit=output_limit,
+        tls_auth_clients=auth_clients,
+        **tls,
         pbs_t_ms=pbs_t_ms,
         pbs_interval=pbs_interval,
     )

@@ -12,8 +12,10 @@ every ``pbs_interval`` in a worker thread and scrapes export the latest result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,9 @@ log = logging.getLogger("redquorum.metrics")
 
 VERSION_BUCKETS = (1, 2, 3, 5, 10, 25, 100, 1000)
 AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 86400)
+QUORUM_OPS = ("read", "write")
+OVER_SOFT_REMEMBERED = 4096  # keys whose crossing of the sibling soft limit was logged
+REPAIR_REASONS = ("missing", "outdated")  # what the coordinator's read repair reports
 
 
 class Metrics(Events):
@@ -42,6 +47,7 @@ class Metrics(Events):
         self.registry = registry or CollectorRegistry()
         reg = self.registry
         self.app: Proxy | None = None
+        self._over_soft_logged: OrderedDict[str, None] = OrderedDict()
         self.read_repairs = Counter("redquorum_read_repairs", "Objects written back to stale replicas by reads",
                                     ["replica", "reason"], registry=reg)
         self.stale_reads = Counter("redquorum_stale_reads", "Reads where at least one replica was stale",
@@ -61,19 +67,34 @@ class Metrics(Events):
                                 ["replica"], registry=reg)
         self.quorum_failures = Counter("redquorum_quorum_failures", "Operations that missed their quorum",
                                        ["op"], registry=reg)
+        self.auth_failures = Counter("redquorum_auth_failures",
+                                     "Failed AUTH and HELLO AUTH attempts (wrong password, "
+                                     "unknown or disabled user)", registry=reg)
         self.client_connections = Gauge("redquorum_client_connections", "Open client connections",
                                         registry=reg)
         self.build_info = Gauge("redquorum_build_info", "Version and quorum settings",
                                 ["version", "n", "w", "r", "mode"], registry=reg)
         self.build_info.labels(__version__, str(config.n), str(config.w), str(config.r),
                                config.mode).set(1)
-        for replica in config.replicas:
-            self.replica_up.labels(replica.id).set(0)
+        self._export_known_series()
         reg.register(_LagCollector(self))
         reg.register(_HotPathCollector(self))
         reg.register(_AntiEntropyCollector(self))
         self.pbs = PbsEstimate(config)
         reg.register(self.pbs)
+
+    def _export_known_series(self) -> None:
+        """Every label value known in advance gets its series at zero from start-up (as the
+        Prometheus client libraries recommend): rate() over it is then 0, not empty, and an
+        alert on increase() sees the first event instead of a series that just appeared."""
+        for op in QUORUM_OPS:
+            self.quorum_failures.labels(op)
+        for replica in self.config.replicas:
+            self.replica_up.labels(replica.id).set(0)
+            self.staleness_versions.labels(replica.id)
+            self.staleness_seconds.labels(replica.id)
+            for reason in REPAIR_REASONS:
+                self.read_repairs.labels(replica.id, reason)
 
     def attach(self, app: Proxy) -> None:
         self.app = app
@@ -82,6 +103,9 @@ class Metrics(Events):
 
     def replica_state(self, link: ReplicaLink, up: bool) -> None:
         self.replica_up.labels(link.id).set(1 if up else 0)
+
+    def auth_failure(self) -> None:
+        self.auth_failures.inc()
 
     def client_connected(self, delta: int) -> None:
         self.client_connections.inc(delta)
@@ -103,9 +127,24 @@ class Metrics(Events):
             self.staleness_seconds.labels(replica).observe(max(0.0, time.time() - newest / 1e6))
 
     def siblings_over_soft_limit(self, key: bytes, count: int) -> None:
+        """Counted on every read; logged once per key (a bounded memory of the keys already
+        reported), by length and hash unless --log-keys: key names can be personal data."""
         self.siblings_over_soft.inc()
-        log.warning("key %r has %d live siblings, above the soft limit of %d: resolve them "
-                    "with RQ.GET and RQ.SET", key[:100], count, self.config.sibling_soft_limit)
+        digest = hashlib.blake2b(key, digest_size=8).hexdigest()
+        if digest in self._over_soft_logged:
+            self._over_soft_logged.move_to_end(digest)
+            return
+        self._over_soft_logged[digest] = None
+        if len(self._over_soft_logged) > OVER_SOFT_REMEMBERED:
+            self._over_soft_logged.popitem(last=False)
+        fields: dict[str, Any] = {"event": "sibling_soft_limit", "key_length": len(key),
+                                  "key_hash": digest, "siblings": count,
+                                  "soft_limit": self.config.sibling_soft_limit}
+        named = f"key {key[:100]!r}" if self.config.log_keys else f"a key (length {len(key)}, hash {digest})"
+        if self.config.log_keys:
+            fields["key"] = key[:100].decode("utf-8", "backslashreplace")
+        log.warning("%s has %d live siblings, above the soft limit of %d: resolve them with "
+                    "RQ.GET and RQ.SET", named, count, self.config.sibling_soft_limit, extra=fields)
 
     def info_lines(self) -> list[str]:
         lines = [f"stale_reads:{int(self.stale_reads._value.get())}"]
@@ -147,6 +186,11 @@ class _LagCollector:
         pending = GaugeMetricFamily(
             "redquorum_hints_pending", "Hinted-handoff hints waiting for the replica (as last counted)",
             labels=["replica"])
+        oldest = GaugeMetricFamily(
+            "redquorum_hints_oldest_age_seconds",
+            "How long hints for the replica have been pending without a break, as this proxy "
+            "counted them (0 when none; a lower bound on the oldest hint's age)",
+            labels=["replica"])
         replayed = CounterMetricFamily(
             "redquorum_hints_replayed", "Hints replayed into the replica by this proxy",
             labels=["replica"])
@@ -156,10 +200,13 @@ class _LagCollector:
                 family.add_metric([replica], lag)
             for replica, count in app.handoff.pending_for().items():
                 pending.add_metric([replica], count)
+            for replica, age in app.handoff.oldest_ages().items():
+                oldest.add_metric([replica], age)
             for replica, count in list(app.handoff.replayed.items()):
                 replayed.add_metric([replica], count)
         yield family
         yield pending
+        yield oldest
         yield replayed
 
 
@@ -179,6 +226,10 @@ class _HotPathCollector:
                                         "Replica request latency, from queueing to reply",
                                         labels=["replica"])
         siblings = HistogramMetricFamily("redquorum_siblings", "Live siblings per read")
+        rejected = CounterMetricFamily("redquorum_rejected_connections",
+                                       "Client connections refused past maxclients")
+        cut_off = CounterMetricFamily("redquorum_client_output_limit_disconnections",
+                                      "Clients closed for passing client-output-buffer-limit")
         app = self.metrics.app
         if app is not None:
             counts = app.coordinator.sibling_counts
@@ -190,7 +241,11 @@ class _HotPathCollector:
                 duration.add_metric([command], histogram.cumulative(), histogram.total)
             for link in app.links.values():
                 replica.add_metric([link.id], link.latency.cumulative(), link.latency.total)
+            rejected.add_metric([], app.rejected_connections)
+            cut_off.add_metric([], app.output_limit_closes)
         yield siblings
+        yield rejected
+        yield cut_off
         yield requests
         yield duration
         yield replica

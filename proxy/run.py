@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import signal
 import sys
 from typing import Any
@@ -28,12 +29,29 @@ def serve(config: Config, listener: Any = None, banner: str = "") -> int:
         print(f"redquorum: {exc.strerror}", file=sys.stderr)
         return 1
     tune_gc()
+    raise_fd_limit(config.maxclients)
     try:
         trio.run(_serve_until_signalled, config, lsock, banner)
     except OSError as exc:
         print(f"redquorum: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def raise_fd_limit(maxclients: int) -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as Redis does at start-up, so that
+    ``maxclients`` (not the shell's default of 1024) decides how many clients fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    reserved = 64  # replica links, the listener, metrics, logs
+    if soft != resource.RLIM_INFINITY and maxclients + reserved > soft:
+        log.warning("maxclients is %d but the open-file limit is %d: at most about %d clients "
+                    "fit (raise the limit with ulimit -n)", maxclients, soft, soft - reserved)
 
 
 def tune_gc() -> None:
@@ -55,7 +73,7 @@ async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> Non
     metrics = Metrics(config)
     app = Proxy(config, events=metrics)
     metrics.attach(app)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             if config.metrics_listen:
                 await nursery.start(metrics.serve, config.metrics_listen)
@@ -71,6 +89,9 @@ async def _serve_until_signalled(config: Config, lsock: Any, banner: str) -> Non
             if banner:
                 print(banner, flush=True)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    app.reload_tls()
+                    continue
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break

@@ -4,7 +4,7 @@ Each worker binds the port with SO_REUSEPORT (the kernel spreads new connections
 them) and is a complete, independent proxy: its own replica links, canary and metrics
 endpoint (worker i serves metrics on the configured port + i). Workers share nothing
 but the replicas, exactly like several proxies on several machines, which the design
-already allows. The parent only forwards SIGINT/SIGTERM and waits; if one worker dies,
+already allows. The parent only forwards SIGINT/SIGTERM (and SIGHUP, which reloads certificates) and waits; if one worker dies,
 the others are stopped too, so a supervisor sees the failure.
 """
 
@@ -63,8 +63,16 @@ def _supervise(children: list[int]) -> int:
             except ProcessLookupError:
                 pass
 
+    def reload(signum: int = signal.SIGHUP, frame: object = None) -> None:
+        for pid in children:  # each worker reads its TLS certificates again
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     status = 0
     remaining = set(children)
     while remaining:

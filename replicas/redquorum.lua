@@ -116,6 +116,24 @@ local function aae_place(key)
   return band(c, AAE_PARTITIONS - 1), band(rshift(c, 12), AAE_SEGMENTS - 1)
 end
 
+-- Stored objects begin with their msgpack header: an array of three, then FORMAT (1).
+-- Other strings (the replica's actor, the contexts' secret) are not digested.
+local function is_object(blob)
+  return blob and aae_sub(blob, 1, 2) == '\147\1'
+end
+
+-- True when this replica holds no object at all (a few bookkeeping keys at most: its
+-- actor, the contexts' secret, hints): then empty digests are exact.
+local function holds_no_objects()
+  if aae_call('DBSIZE') > 16 then return false end
+  local reply = aae_call('SCAN', '0', 'COUNT', 1000, 'TYPE', 'string')
+  if reply[1] ~= '0' then return false end
+  for _, key in aae_ipairs(reply[2]) do
+    if aae_sub(key, 1, 9) ~= AAE and is_object(aae_call('GET', key)) then return false end
+  end
+  return true
+end
+
 local function aae_entry(key, blob)
   return aae_sub(sha1hex(#key .. ':' .. key .. blob), 1, 12)
 end
@@ -177,7 +195,7 @@ local function aae_store(key, blob)
   local st = aae_call('HMGET', AAE_STATE, 'gen', 'building')
   local gen, building = st[1], st[2]
   if not gen and not building then
-    if aae_call('DBSIZE') == 0 then  -- nothing held yet: the empty digests are exact
+    if holds_no_objects() then  -- nothing held yet: the empty digests are exact
       gen = '1'
       aae_call('HSET', AAE_STATE, 'gen', gen, 'built_at', now_ms())
     else  -- data without digests: rq_aae_rebuild fills generation 1 from a scan
@@ -199,7 +217,7 @@ local function aae_roots(keys, args)
   local building = 0
   if st[2] then building = 1 end
   if not st[1] then
-    if aae_call('DBSIZE') == 0 then return {1, {}, 0, 0} end  -- nothing held: exact
+    if holds_no_objects() then return {1, {}, 0, 0} end  -- nothing held: exact
     return {0, {}, building, 0}
   end
   local first = aae_num(args[1]) or 0
@@ -271,8 +289,12 @@ local function aae_refresh(keys, args)
   for i = 1, #keys do
     local key = keys[i]
     local t = aae_call('TYPE', key)['ok']
-    if t == 'string' then aae_store(key, aae_call('GET', key))
-    elseif t == 'none' then aae_store(key, false) end
+    if t == 'string' then
+      local blob = aae_call('GET', key)
+      aae_store(key, is_object(blob) and blob)
+    elseif t == 'none' then
+      aae_store(key, false)
+    end
   end
   return #keys
 end
@@ -283,7 +305,8 @@ local function spot_check(gen)
   for _ = 1, 8 do
     local key = aae_call('RANDOMKEY')
     if not key then return true end
-    if aae_sub(key, 1, 9) ~= AAE and aae_call('TYPE', key)['ok'] == 'string' then
+    if aae_sub(key, 1, 9) ~= AAE and aae_call('TYPE', key)['ok'] == 'string'
+        and is_object(aae_call('GET', key)) then
       local p, s = aae_place(key)
       return aae_call('HEXISTS', partition_hash(gen, p), aae_char(s) .. key) == 1
     end
@@ -332,7 +355,7 @@ local function aae_rebuild(keys, args)
     if aae_sub(key, 1, 9) ~= AAE then
       local blob = aae_call('GET', key)
       local p, s = aae_place(key)
-      aae_apply(building, key, p, s, blob and aae_entry(key, blob))
+      aae_apply(building, key, p, s, is_object(blob) and aae_entry(key, blob))
     end
   end
   if reply[1] ~= '0' then
@@ -501,6 +524,48 @@ local function count_live(sibs, now_ms)
 end
 
 ---------------------------------------------------------------------------
+-- Actor epochs. A replica mints dots (actor, counter) one past what its stored clock
+-- shows, so a replica that lost data (restarted empty, from an older snapshot, with the
+-- tail of its AOF gone, flushed behind the proxy's back) would mint again dots the other
+-- replicas hold for older values, and they would drop its new writes as already seen.
+-- So each redis-server process writes under an actor of its own, `<replica id>~<6 hex>`
+-- (Riak's vnode epochs): rq_actor, which every proxy link calls when it connects, starts
+-- a new one when the process is new (INFO's run_id changed), and a write that finds the
+-- actor key gone (a flush) starts one too. Clocks gain an entry per replica restart.
+
+local ACTOR_KEY, ACTOR_RUN_KEY = '__rq:actor', '__rq:actor:run'
+
+local function run_id()
+  return string.match(call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+local function new_actor(replica, run)
+  local t = call('TIME')
+  local actor = replica .. '~' .. string.sub(redis.sha1hex(run .. ':' .. t[1] .. ':' .. t[2]), 1, 6)
+  call('SET', ACTOR_KEY, actor)
+  call('SET', ACTOR_RUN_KEY, run)
+  return actor
+end
+
+-- The actor this process mints dots under; `replica` (the proxy's name for this
+-- replica) prefixes a new one.
+local function own_actor(replica)
+  local actor = call('GET', ACTOR_KEY)
+  if actor then return actor end
+  return new_actor(replica, run_id())
+end
+
+-- rq_actor replica_id : the actor of this redis-server process, started anew when the
+-- process is (so a restart never reuses the counters of the actor it had before).
+local function actor_of(keys, args)
+  if not ready then init() end
+  local run = run_id()
+  local actor = call('GET', ACTOR_KEY)
+  if actor and call('GET', ACTOR_RUN_KEY) == run then return actor end
+  return new_actor(args[1], run)
+end
+
+---------------------------------------------------------------------------
 -- Operations: each gets the current winner (or nil), now_ms and its arguments, and returns
 -- either a new sibling (value, expire_at, tombstone) and a reply, or nil and a reply
 -- (nothing to write). Errors are raised with Redis's own texts.
@@ -644,6 +709,23 @@ OPS.setrange = function(cur, now_ms, offset, piece)
   return v, exp, 0, #v
 end
 
+-- setbit offset on : Redis's SETBIT (zero padding up to the bit's byte); the reply is the
+-- bit's previous value. Offsets stay below 2^32, exact in a double.
+OPS.setbit = function(cur, now_ms, offset, on)
+  offset, on = tonumber(offset), tonumber(on)
+  local v, exp = '', 0
+  if cur then v, exp = cur[6], cur[5] end
+  local byte = floor(offset / 8)
+  local weight = 2 ^ (7 - offset % 8)
+  local grown = #v <= byte
+  if grown then v = v .. string.rep('\0', byte + 1 - #v) end
+  local old = sbyte(v, byte + 1)
+  local was = floor(old / weight) % 2
+  if was == on and not grown then return nil, was end
+  v = string.sub(v, 1, byte) .. string.char(old + (on - was) * weight) .. string.sub(v, byte + 2)
+  return v, exp, 0, was
+end
+
 -- getdel: a tombstone if there is a value, answering it
 OPS.getdel = function(cur, now_ms)
   if cur then return '', 0, 1, cur[6] end
@@ -768,6 +850,7 @@ end
 
 local function put(keys, args)
   if not ready then init() end
+  args[1] = own_actor(args[1])
   local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   return put_on(keys[1], old, clock, sibs, args)
@@ -781,6 +864,7 @@ end
 local function set(keys, args)
   if not ready then init() end
   local key = keys[1]
+  args[1] = own_actor(args[1])
   local old = call('GET', key)
   local clock, sibs = decode(old)
   local newest = 0
@@ -817,6 +901,7 @@ end
 local function put_synced(keys, args)
   if not ready then init() end
   local count = tonumber(args[1])
+  args[count + 2] = own_actor(args[count + 2])
   local old = call('GET', keys[1])
   local clock, sibs = decode(old)
   for i = 2, count + 1 do
@@ -888,7 +973,24 @@ local function sync_args(old, args)
   return clock, sibs
 end
 
-local function merge(keys, args)
+-- True when ``s2`` holds a sibling under a dot ``s1`` holds with other content: the dot
+-- was minted twice (a replica that lost data, before actor epochs). Not an ack.
+local function dot_conflict(s1, s2)
+  local d1 = {}
+  for _, s in ipairs(s1) do d1[dot_key(s)] = s end
+  for _, s in ipairs(s2) do
+    local mine = d1[dot_key(s)]
+    if mine ~= nil and (mine[3] ~= s[3] or mine[4] ~= s[4] or mine[5] ~= s[5] or mine[6] ~= s[6]) then
+      return true
+    end
+  end
+  return false
+end
+
+-- ``fresh``: the object is a write the coordinator just made (rq_replace), whose new dot
+-- no replica can hold yet; one that does holds another write under it, and storing
+-- nothing must not be answered as an ack.
+local function merge(keys, args, fresh)
   if not ready then init() end
   local key = keys[1]
   local grace = args[1]  -- write_blob converts it when it needs it
@@ -907,6 +1009,9 @@ local function merge(keys, args)
     if supersedes(c2, s2, c1, s1) then
       write_blob(key, blob, s2, grace)
       return 1
+    end
+    if fresh and dot_conflict(s1, s2) then
+      error({err = 'ERR redquorum: dot conflict: the replica holds another write under the new dot'})
     end
     local clock, sibs = sync(c1, s1, c2, s2)
     if store(key, clock, sibs, grace, old) == old then return 0 end
@@ -937,18 +1042,49 @@ local function replace(keys, args)
     end
     return 1
   end
-  return merge(keys, {args[1], new})
+  return merge(keys, {args[1], new}, true)
 end
 
--- Last-write-wins mode keeps one sibling: the highest (timestamp, actor).
-local function newest(sibs)
-  local best
+---------------------------------------------------------------------------
+-- Last-write-wins mode. Every path keeps exactly one sibling: the highest (timestamp,
+-- actor), tombstones and expired values included, so a read answers from that one
+-- sibling alone (nil when it is dead). The rest of a sibling breaks exact ties, so every
+-- replica keeps the same one whatever order objects arrive in. The clock is that one
+-- sibling's dot alone: a version vector says nothing the winner's (timestamp, actor) does
+-- not, and an entry per writer would grow with every proxy restart (proxy actors are per
+-- process); the dot keeps the object valid for causal mode, should the cluster switch back.
+
+local function lww_less(x, y)
+  if x[3] ~= y[3] then return x[3] < y[3] end
+  if x[1] ~= y[1] then return bytes_less(x[1], y[1]) end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  if x[4] ~= y[4] then return x[4] < y[4] end
+  if x[5] ~= y[5] then return x[5] < y[5] end
+  if x[6] ~= y[6] then return bytes_less(x[6], y[6]) end
+  return false
+end
+
+local function lww_newest(best, sibs)
   for _, s in ipairs(sibs) do
-    if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
-      best = s
-    end
+    if best == nil or lww_less(best, s) then best = s end
   end
   return best
+end
+
+-- The newest sibling of the stored object and of the objects in args[first..last].
+local function lww_reduce(old, args, first, last)
+  local _, sibs = decode(old)
+  local best = lww_newest(nil, sibs)
+  for i = first, last do
+    local _, s2 = decode(args[i])
+    best = lww_newest(best, s2)
+  end
+  return best
+end
+
+local function store_lww(key, best, grace, old)
+  if best == nil then return old, 0 end
+  return store(key, {[best[1]] = best[2]}, {best}, grace, old)
 end
 
 -- rq_lww key | actor ts_us grace_ms tombstone expire_at_ms value
@@ -957,32 +1093,70 @@ end
 local function lww(keys, args)
   if not ready then init() end
   local key = keys[1]
-  local actor, ts, grace = args[1], tonumber(args[2]), tonumber(args[3])
-  local tomb, exp, value = tonumber(args[4]), tonumber(args[5]), args[6]
+  local ts = tonumber(args[2])
+  local incoming = {args[1], ts, ts, tonumber(args[4]), tonumber(args[5]), args[6]}
   local old = call('GET', key)
-  local clock, sibs = decode(old)
+  local best = lww_reduce(old, args, 1, 0)
   local existed = 0
-  if winner(sibs, floor(ts / 1000)) then existed = 1 end
-  local best = newest(sibs)
-  if best and (best[3] > ts or (best[3] == ts and not bytes_less(best[1], actor))) then
-    return existed
-  end
-  if (clock[actor] or 0) < ts then clock[actor] = ts end
-  store(key, clock, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  if best and alive(best, floor(ts / 1000)) then existed = 1 end
+  if best == nil or lww_less(best, incoming) then best = incoming end
+  store_lww(key, best, args[3], old)
   return existed
 end
 
--- rq_merge_lww key | grace_ms object... : like rq_merge, then keep only the newest sibling.
+-- rq_merge_lww key | grace_ms object... : keep the newest sibling of all.
+-- Returns 1 when the stored object changed, else 0.
 local function merge_lww(keys, args)
   if not ready then init() end
   local key = keys[1]
-  local grace = tonumber(args[1])
   local old = call('GET', key)
-  local clock, sibs = sync_args(old, args)
-  local best = newest(sibs)
-  if best then sibs = {best} end
-  if store(key, clock, sibs, grace, old) == old then return 0 end
+  if store_lww(key, lww_reduce(old, args, 2, #args), args[1], old) == old then return 0 end
   return 1
+end
+
+-- rq_replace_lww key | grace_ms new old pxat : rq_replace for a write made by rq_put_lww,
+-- whose new sibling is newer than anything ``old`` held; anything else is rq_merge_lww.
+local function replace_lww(keys, args)
+  if not ready then init() end
+  local key, new, expected = keys[1], args[2], args[3]
+  local cur = call('GET', key)
+  if cur == new then return 0 end
+  if cur == expected or (cur == false and expected == '') then
+    aae_store(key, new)
+    if args[4] == '0' then
+      call('SET', key, new)
+    else
+      call('SET', key, new, 'PXAT', args[4])
+    end
+    return 1
+  end
+  return merge_lww(keys, {args[1], new})
+end
+
+-- rq_put_lww key | count object... actor now_us context grace_ms sibling_hard_limit op
+-- op-args... : rq_put_synced for read-modify-write operations in last-write-wins mode.
+-- The operation applies to the newest sibling of the stored and synced objects (nothing
+-- when that one is dead); the result is one sibling with dot (actor, timestamp), its
+-- timestamp above every one seen. The context and the sibling limit play no part.
+-- Returns what rq_put returns.
+local function put_lww(keys, args)
+  if not ready then init() end
+  local key = keys[1]
+  local count = tonumber(args[1])
+  local old = call('GET', key)
+  local best = lww_reduce(old, args, 2, count + 1)
+  local i = count + 2
+  local actor, now_us, grace, op = args[i], tonumber(args[i + 1]), args[i + 3], OPS[args[i + 5]]
+  if op == nil then error({err = 'ERR redquorum: unknown operation ' .. tostring(args[i + 5])}) end
+  local now_ms = floor(now_us / 1000)
+  local cur = nil
+  if best and alive(best, now_ms) then cur = best end
+  local value, exp, tomb, reply = op(cur, now_ms, unpack(args, i + 6))
+  if value == nil then return {false, exp} end
+  local ts = now_us
+  if best and best[3] >= ts then ts = best[3] + 1 end
+  local blob, pxat = store(key, {[actor] = ts}, {{actor, ts, ts, tomb, exp, value}}, grace, old)
+  return {blob, reply, old or false, pxat}
 end
 
 -- rq_inspect key : {stored bytes or false, PTTL}
@@ -1050,6 +1224,7 @@ local function randomkey(keys, args)
   return false
 end
 
+redis.register_function('rq_actor', actor_of)
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)
@@ -1057,6 +1232,8 @@ redis.register_function('rq_merge', merge)
 redis.register_function('rq_replace', replace)
 redis.register_function('rq_lww', lww)
 redis.register_function('rq_merge_lww', merge_lww)
+redis.register_function('rq_replace_lww', replace_lww)
+redis.register_function('rq_put_lww', put_lww)
 redis.register_function{function_name = 'rq_inspect', callback = inspect, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_live_count', callback = live_count, flags = {'no-writes'}}
 redis.register_function{function_name = 'rq_scan', callback = scan, flags = {'no-writes'}}

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Installs what redquorum needs on a fresh Debian/Ubuntu machine with Python >= 3.11:
-# redis-server and redis-tools (apt-get, only when missing), a virtualenv in .venv and
-# the project with its test dependencies. Safe to run again: it skips what is there.
+# Installs what redquorum and its tests need on a fresh Debian/Ubuntu machine with
+# Python >= 3.11, each only when missing (one `apt-get update` at most):
+#   redis-server, redis-tools        the replicas, redis-cli and redis-benchmark
+#   prometheus (promtool)            alert-rule tests and the real-Prometheus dashboard test
+#   nodejs, npm; ioredis in .cache/node   the ioredis client test
+#   locales (en_US source)           the Lua collation test builds en_US.UTF-8 from it
+# then a virtualenv in .venv with the project and its test dependencies; with
+# REDQUORUM_MONITORING=1 also the [monitoring] extra (matplotlib, for
+# monitoring/render_dashboard.py). Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,11 +15,15 @@ PYTHON=${PYTHON:-python3}
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
+apt_updated=0
 apt_install() {
     echo "bootstrap: installing $* with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "$@" >/dev/null
+    if [ "$apt_updated" = "0" ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 missing=()
@@ -22,7 +32,19 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 if [ "${REDQUORUM_BENCH:-0}" = "1" ]; then
     command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
 fi
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+{ command -v localedef >/dev/null 2>&1 && [ -f /usr/share/i18n/locales/en_US ] \
+    && [ -f /usr/share/i18n/charmaps/UTF-8.gz ]; } || missing+=(locales)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+
+# ioredis for tests/integration/test_clients.py, in the repo's ignored cache.
+if [ ! -f .cache/node/node_modules/ioredis/package.json ]; then
+    echo "bootstrap: npm install ioredis into .cache/node" >&2
+    mkdir -p .cache/node
+    npm install --no-audit --no-fund --silent --prefix .cache/node ioredis >/dev/null
+fi
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "bootstrap: redquorum needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
@@ -35,9 +57,11 @@ if [ ! -x .venv/bin/python ]; then
         "$PYTHON" -m venv .venv
     fi
 fi
-stamp=.venv/.redquorum-installed
+extras=test
+if [ "${REDQUORUM_MONITORING:-0}" = "1" ]; then extras=test,monitoring; fi
+stamp=.venv/.redquorum-installed-$extras
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e ".[$extras]"
     touch "$stamp"
 fi

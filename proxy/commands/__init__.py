@@ -5,5 +5,5 @@ table with the ``command`` decorator: registration is explicit, and no module im
 its own plugins.
 """
 
-from . import connection, keyspace, rq, strings  # noqa: F401
+from . import bitmaps, connection, keyspace, lcs, rq, strings, transactions  # noqa: F401
 from .table import TABLE, Batch  # noqa: F401

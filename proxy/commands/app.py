@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..replication.canary import Canary
+    from ..replication.contexts import ContextSigner
     from ..replication.coordinator import Coordinator
+    from ..replication.counters import InfoStats
     from ..replication.events import Events
     from ..replication.links import Link
+    from .acl import AclUser
     from .commanddata import CommandData
     from .session import Session
     from .table import Batch
@@ -28,11 +31,15 @@ class App(Protocol):
     sessions: dict[int, Session]
     events: Events
     canary: Canary
+    contexts: ContextSigner
     commanddata: CommandData
     started: float
     total_connections: int
     total_commands: int
+    info_stats: InfoStats
+    rejected_connections: int
     listen_address: tuple[str, int] | None
+    users: dict[str, AclUser]
 
     def version(self) -> str: ...
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool: ...

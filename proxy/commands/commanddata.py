@@ -12,7 +12,8 @@ subcommands served here; redquorum's own commands (RQ.*) are never asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -30,11 +31,12 @@ MAX_REPLY = 16 * 1024 * 1024  # a reply this big is not COMMAND DOCS of ~50 comm
 # >0 exact, <0 at least -arity, the container and subcommand names count). Dispatch uses
 # these whether or not the replica's data is loaded; other subcommands are refused.
 SUBCOMMANDS: dict[str, dict[str, int]] = {
+    "acl": {"cat": -2, "getuser": 3, "help": 2, "list": 2, "users": 2, "whoami": 2},
     "client": {"getname": 2, "help": 2, "id": 2, "info": 2, "list": -2, "no-evict": 3,
                "no-touch": 3, "setinfo": 4, "setname": 3},
     "command": {"count": 2, "docs": -2, "getkeys": -4, "getkeysandflags": -4, "help": 2,
                 "info": -2, "list": -2},
-    "config": {"get": -3, "help": 2},
+    "config": {"get": -3, "help": 2, "resetstat": 2},
 }
 
 
@@ -79,10 +81,13 @@ class CommandData:
         """Until the data is loaded or the first round over the replicas failed."""
         await self._tried.wait()
 
-    async def keep_loading(self, replicas: Sequence[Any], *, timeout: float = FETCH_TIMEOUT,
+    async def keep_loading(self, replicas: Sequence[Any],
+                           tls: Mapping[str, ssl.SSLContext] | None = None, *,
+                           timeout: float = FETCH_TIMEOUT,
                            interval: float = RETRY_INTERVAL) -> None:
-        """Ask ``replicas`` (objects with ``host``, ``port``, ``password``) in turn until
-        one answers, a round every ``interval`` seconds; return once loaded. Never raises
+        """Ask ``replicas`` (objects with ``host``, ``port``, ``password``, ``username``)
+        in turn until one answers, a round every ``interval`` seconds; return once loaded.
+        ``tls``: the TLS context of each replica reached over TLS, by id. Never raises
         (but cancellation)."""
         names = served_names()
         failures = 0
@@ -90,9 +95,10 @@ class CommandData:
             for replica in replicas:
                 address = f"{replica.host}:{replica.port}"
                 try:
-                    info, docs, version = await fetch(replica.host, replica.port,
-                                                      getattr(replica, "password", None),
-                                                      names, timeout=timeout)
+                    info, docs, version = await fetch(
+                        replica.host, replica.port, getattr(replica, "password", None), names,
+                        timeout=timeout, username=getattr(replica, "username", None),
+                        tls=(tls or {}).get(getattr(replica, "id", "")))
                 except Exception as exc:  # noqa: BLE001 - a failed attempt is only logged
                     failures += 1
                     level = logging.WARNING if failures == len(replicas) else logging.DEBUG
@@ -112,15 +118,19 @@ class FetchError(Exception):
 
 
 async def fetch(host: str, port: int, password: str | None = None,
-                names: Sequence[str] | None = None, *, timeout: float = FETCH_TIMEOUT
+                names: Sequence[str] | None = None, *, timeout: float = FETCH_TIMEOUT,
+                username: str | None = None, tls: ssl.SSLContext | None = None
                 ) -> tuple[dict[str, list[Any]], dict[str, dict[str, Any]], str]:
     """``(info by name, docs by name, version)`` of ``names`` from one redis-server."""
     names = list(names) if names is not None else served_names()
-    commands = [encode_command("AUTH", password)] if password else []
+    auth = [username, password] if username else [password]
+    commands = [encode_command("AUTH", *auth)] if password else []
     commands += [encode_command("HELLO", "3"), encode_command("COMMAND", "INFO", *names),
                  encode_command("COMMAND", "DOCS", *names)]
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_hostname=host)
         async with stream:
             await stream.send_all(b"".join(commands))
             replies = await _read_replies(stream, len(commands))

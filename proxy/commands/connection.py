@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.glob import stringmatch
 from ..protocol.resp import OK, PONG, ReplyError, SetReply, Simple, Verbatim
 from . import info
+from .acl import CATEGORIES, categories
 from .commanddata import SUBCOMMANDS, CommandData
 from .info import REDIS_VERSION
 from .table import (
@@ -68,10 +69,6 @@ def cmd_select(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
 
 
 def _authenticate(app: App, s: Session, user: bytes | None, password: bytes) -> Any:
-    if not app.config.password and user == b"default":
-        # Redis's default user is "nopass" when no password is configured: any password works.
-        s.authenticated = True
-        return OK
     return app.authenticate(s, password, user)
 
 
@@ -170,8 +167,17 @@ def _subcommand(container: str, args: list[bytes]) -> tuple[str, ReplyError | No
     return sub, None
 
 
+def subcommand_error(container: str, args: list[bytes]) -> ReplyError | None:
+    """The error Redis gives for a container command's subcommand before running it."""
+    return _subcommand(container, args)[1]
+
+
 def _refused(container: str, sub: str) -> ReplyError:
     name = f"{container.upper()} {sub.upper()}"
+    if container == "acl":
+        return ReplyError(f"ERR redquorum does not support '{name}': users are defined by the "
+                          "[[users]] entries of the proxy's config file (and --password for "
+                          "the default user)")
     if container == "config":
         return ReplyError(f"ERR redquorum does not support '{name}': the proxy is configured with "
                           "`redquorum serve` flags, its config file or REDQUORUM_* variables, and "
@@ -406,6 +412,11 @@ def cmd_config(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
                 if stringmatch(pattern, name.encode(), nocase=True):
                     found[name] = value
         return found
+    if sub == "resetstat":
+        app.info_stats.reset()
+        app.total_commands = 0
+        app.total_connections = 0
+        return OK
     return _help(CONFIG_HELP)
 
 
@@ -413,6 +424,8 @@ CONFIG_HELP = [
     "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GET <pattern>",
     "    Return parameters matching the glob-like <pattern> and their values.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
     "HELP",
     "    Prints this help.",
 ]
@@ -427,8 +440,9 @@ def config_values(app: App) -> dict[str, str]:
         "databases": "1",
         "maxmemory": "0",
         "maxmemory-policy": "noeviction",
-        "maxclients": "10000",
-        "timeout": "0",
+        "maxclients": str(app.config.maxclients),
+        "timeout": f"{app.config.timeout:g}",
+        "client-output-buffer-limit": _output_limit_text(app.config.output_limit),
         "port": str(port),
         "bind": host,
         "cluster-enabled": "no",
@@ -437,9 +451,64 @@ def config_values(app: App) -> dict[str, str]:
         "lua-time-limit": "5000",
         "busy-reply-threshold": "5000",
         "slowlog-log-slower-than": "10000",
-        "requirepass": "",
-        "protected-mode": "no",
+        "requirepass": "",  # never the password itself
+        "protected-mode": "yes" if app.config.protected_mode else "no",
     }
+
+
+def _output_limit_text(limit: Any) -> str:
+    return (f"normal {limit.hard} {limit.soft} {limit.soft_seconds:g} replica 0 0 0 "
+            "pubsub 0 0 0")
+
+
+# ---------------------------------------------------------------------------
+# ACL: inspection of the configured users
+
+
+@command("ACL", -2, "", group="server", summary="A container for Access List Control commands.")
+def cmd_acl(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
+    sub, error = _subcommand("acl", args)
+    if error is not None:
+        return error
+    if sub == "whoami":
+        return s.user.name.encode()
+    if sub == "users":
+        return sorted(name.encode() for name in app.users)
+    if sub == "list":
+        return [app.users[name].describe().encode() for name in sorted(app.users)]
+    if sub == "getuser":
+        user = app.users.get(args[2].decode(errors="replace"))
+        return None if user is None else user.getuser()
+    if sub == "cat":
+        if len(args) == 2:
+            return list(CATEGORIES)
+        if len(args) > 3:
+            return err_arity("acl|cat")
+        wanted = args[2].decode(errors="replace").lower()
+        if wanted not in CATEGORIES:
+            return ReplyError(f"ERR Unknown category '{args[2].decode(errors='replace')}'")
+        return sorted(name for name, cats in categories().items() if wanted in cats)
+    return _help(ACL_HELP)
+
+
+ACL_HELP = [
+    "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CAT [<category>]",
+    "    List all commands that belong to <category>, or all command categories",
+    "    when no category is specified.",
+    "GETUSER <username>",
+    "    Get the user's details.",
+    "LIST",
+    "    Show users details in config file format.",
+    "USERS",
+    "    List all the registered usernames.",
+    "WHOAMI",
+    "    Return the current connection username.",
+    "HELP",
+    "    Prints this help.",
+    "(Users are defined in the proxy's config file: SETUSER, DELUSER, LOAD and SAVE are "
+    "refused.)",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -497,7 +566,9 @@ REDIS_SUBCOMMANDS = {
     "reply setname tracking trackinginfo unblock unpause".split()
 } | {
     f"command|{s}" for s in "count docs getkeys getkeysandflags help info list".split()
-} | {f"config|{s}" for s in "get help resetstat rewrite set".split()}
+} | {f"config|{s}" for s in "get help resetstat rewrite set".split()
+     } | {f"acl|{s}" for s in "cat deluser dryrun genpass getuser help list load log save setuser "
+          "users whoami".split()}
 
 
 class _Views:
@@ -569,16 +640,16 @@ def _generic_info(c: Command) -> list[Any]:
             "find_keys": {"type": "range", "spec": {"lastkey": lastkey, "keystep": c.step,
                                                     "limit": 0}},
         })
-    categories = SetReply([Simple("@write" if "write" in c.flags else "@read"),
-                           Simple("@fast" if "fast" in c.flags else "@slow")]
-                          if c.first_key else [Simple("@slow")])
-    return [c.name, c.arity, flags, c.first_key, c.last_key, c.step, categories, SetReply(),
+    cats = categories().get(c.name, frozenset({"slow"}))
+    acl_categories = SetReply(Simple("@" + cat) for cat in CATEGORIES if cat in cats)
+    return [c.name, c.arity, flags, c.first_key, c.last_key, c.step, acl_categories, SetReply(),
             specs, SetReply()]
 
 
 def _generic_sub_info(full: str, arity: int) -> list[Any]:
-    return [full, arity, SetReply(), 0, 0, 0, SetReply([Simple("@slow")]), SetReply(),
-            SetReply(), SetReply()]
+    cats = categories().get(full, frozenset({"slow"}))
+    acl_categories = SetReply(Simple("@" + cat) for cat in CATEGORIES if cat in cats)
+    return [full, arity, SetReply(), 0, 0, 0, acl_categories, SetReply(), SetReply(), SetReply()]
 
 
 def _docs_entry(c: Command, fetched: dict[str, Any] | None) -> dict[str, Any]:

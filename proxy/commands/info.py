@@ -4,8 +4,10 @@ Clients read a handful of fields: ioredis waits while ``loading:1``; test framew
 drivers read ``redis_version``, ``redis_mode``, ``arch_bits``, ``mem_allocator``,
 ``cluster_enabled``, ``role``. The version is the Redis version whose commands, replies
 and error texts redquorum reproduces. Sections and their order follow redis-server 7.0
-(``default``: server … keyspace, then the proxy's ``redquorum`` section; ``all`` adds
-commandstats and latencystats, which the proxy leaves empty).
+(``default``: server … keyspace, then the proxy's ``redquorum`` section; ``all`` and
+``everything`` add commandstats and latencystats). The statistics sections count what
+this proxy process served (proxy/replication/counters.py ``InfoStats``), each command's
+time being its batch's, from dispatch to the last reply; CONFIG RESETSTAT clears them.
 
 The Keyspace section is empty: counting live keys means walking every replica (that is
 what DBSIZE does), too expensive for a command every client runs on connect.
@@ -20,6 +22,8 @@ import resource
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ..replication.counters import percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
@@ -73,7 +77,7 @@ def _server(app: App) -> list[str]:
 
 def _clients(app: App) -> list[str]:
     return [f"connected_clients:{len(app.sessions)}", "cluster_connections:0",
-            "maxclients:10000", "client_recent_max_input_buffer:0",
+            f"maxclients:{app.config.maxclients}", "client_recent_max_input_buffer:0",
             "client_recent_max_output_buffer:0", "blocked_clients:0", "tracking_clients:0",
             "clients_in_timeout_table:0"]
 
@@ -103,9 +107,35 @@ def _persistence(app: App) -> list[str]:
 def _stats(app: App) -> list[str]:
     return [f"total_connections_received:{app.total_connections}",
             f"total_commands_processed:{app.total_commands}",
-            "instantaneous_ops_per_sec:0", "rejected_connections:0", "expired_keys:0",
+            "instantaneous_ops_per_sec:0", f"rejected_connections:{app.rejected_connections}",
+            "expired_keys:0",
             "evicted_keys:0", "keyspace_hits:0", "keyspace_misses:0", "pubsub_channels:0",
-            "pubsub_patterns:0", "total_error_replies:0"]
+            "pubsub_patterns:0", f"total_error_replies:{app.info_stats.error_replies}"]
+
+
+def _commandstats(app: App) -> list[str]:
+    lines = []
+    for name, calls, usec, rejected, failed, _ in app.info_stats.commands():
+        if name != "other" and (calls or rejected or failed):
+            per_call = usec / calls if calls else 0.0
+            lines.append(f"cmdstat_{name}:calls={calls},usec={int(usec)},"
+                         f"usec_per_call={per_call:.2f},rejected_calls={rejected},"
+                         f"failed_calls={failed}")
+    return lines
+
+
+def _errorstats(app: App) -> list[str]:
+    return [f"errorstat_{code}:count={count}"
+            for code, count in sorted(app.info_stats.errors.items())]
+
+
+def _latencystats(app: App) -> list[str]:
+    lines = []
+    for name, calls, _, _, _, fine in app.info_stats.commands():
+        if name != "other" and calls:
+            values = ",".join(f"{p}={value:.3f}" for p, value in percentiles(fine))
+            lines.append(f"latency_percentiles_usec_{name}:{values}")
+    return lines
 
 
 def _replication(app: App) -> list[str]:
@@ -181,9 +211,9 @@ SECTIONS: dict[str, tuple[str, Callable[[App], list[str]]]] = {
     "replication": ("Replication", _replication),
     "cpu": ("CPU", _cpu),
     "modules": ("Modules", _empty),
-    "commandstats": ("Commandstats", _empty),
-    "errorstats": ("Errorstats", _empty),
-    "latencystats": ("Latencystats", _empty),
+    "commandstats": ("Commandstats", _commandstats),
+    "errorstats": ("Errorstats", _errorstats),
+    "latencystats": ("Latencystats", _latencystats),
     "cluster": ("Cluster", _cluster),
     "keyspace": ("Keyspace", _empty),
     "redquorum": ("Redquorum", _redquorum),

@@ -31,6 +31,7 @@ from .table import (
     parse_int,
     parse_int32,
     read,
+    stored_expiry,
     unwrap,
     value_of,
     write,
@@ -143,7 +144,7 @@ def _expire(app: App, s: Session, args: list[bytes], batch: Batch, name: str, se
             return ReplyError(f"ERR invalid expire time in '{name}' command")
         when += base
     return write(app, s, batch, args[1], b"expire",
-                 [b"at", b"%d" % when, b",".join(sorted(flags))], lambda blob, changed: changed)
+                 [b"at", b"%d" % stored_expiry(when), b",".join(sorted(flags))], lambda blob, changed: changed)
 
 
 # (seconds, relative) per command name

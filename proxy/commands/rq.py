@@ -1,12 +1,18 @@
-"""redquorum's own commands: RQ.GET, RQ.SET, RQ.DEL, RQ.CONSISTENCY, RQ.INSPECT."""
+"""redquorum's own commands: RQ.GET, RQ.SET, RQ.DEL, RQ.CONSISTENCY, RQ.INSPECT.
+
+Contexts are signed for their key (proxy/replication/contexts.py): RQ.GET and RQ.SET
+answer signed ones, RQ.SET and RQ.DEL refuse any that does not verify.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import OK, ReplyError
 from ..replication import clock
 from ..replication.clock import BadContext, Versioned
+from .strings import EXPIRE_TOKENS, expire_ms
 from .table import DEFERRED, NOT_INT, SYNTAX, Batch, command, err_arity, now_ms, parse_int, read, write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,31 +26,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @command("RQ.GET", 2, "readonly", (1, 1, 1), "redquorum", "Returns all live siblings of a key and its causal context.")
 def cmd_rq_get(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return read(app, s, batch, args[1], _context_reply)
+    if not app.contexts.ready:
+        return NO_SECRET
+    return read(app, s, batch, args[1], partial(_context_reply, app, args[1]))
 
 
-def _context_reply(obj: Versioned) -> list[Any]:
+def _context_reply(app: App, key: bytes, obj: Versioned) -> list[Any]:
     now = now_ms()
-    return [clock.encode_context(obj.clock), [sib.value for sib in obj.live(now)]]
+    return [app.contexts.sign(key, obj.clock), [sib.value for sib in obj.live(now)]]
+
+
+def _client_context(app: App, key: bytes, data: bytes) -> dict[bytes, int] | ReplyError:
+    if not app.contexts.ready:
+        return NO_SECRET
+    try:
+        return app.contexts.verify(key, data)
+    except BadContext:
+        return BAD_CONTEXT
 
 
 @command("RQ.SET", -4, "write denyoom", (1, 1, 1), "redquorum", "Writes a value with a causal context; concurrent writes become siblings.")
 def cmd_rq_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    try:
-        ctx = clock.decode_context(args[2])
-    except BadContext:
-        return BAD_CONTEXT
+    ctx = _client_context(app, args[1], args[2])
+    if isinstance(ctx, ReplyError):
+        return ctx
     expire_at = 0
     if len(args) > 4:
         if len(args) != 6 or args[4].upper() not in (b"EX", b"PX"):
             return SYNTAX
-        number = parse_int(args[5])
-        if number is None:
-            return NOT_INT
-        if number <= 0:
-            return ReplyError("ERR invalid expire time in 'rq.set' command")
-        expire_at = now_ms() + number * (1000 if args[4].upper() == b"EX" else 1)
-    convert = _object_reply
+        expire_at = expire_ms(EXPIRE_TOKENS[args[4].upper()], args[5], "rq.set")
+        if isinstance(expire_at, ReplyError):
+            return expire_at
+    convert = partial(_object_reply, app, args[1])
     if app.config.mode == "lww":  # one round trip, no object comes back: the value won
         value = args[3]
         convert = lambda blob, _: [b"", [value]]  # noqa: E731
@@ -52,20 +65,21 @@ def cmd_rq_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
                  convert, context=clock.context_payload(ctx) if ctx else b"")
 
 
-def _object_reply(blob: bytes | None, _: Any) -> Any:
-    return _context_reply(clock.decode(blob))
+def _object_reply(app: App, key: bytes, blob: bytes | None, _: Any) -> Any:
+    return _context_reply(app, key, clock.decode(blob))
 
 
 BAD_CONTEXT = ReplyError("ERR redquorum: invalid context (pass the context of an RQ.GET or "
-                         "RQ.SET reply unchanged, or an empty string)")
+                         "RQ.SET reply of the same key unchanged, or an empty string)")
+NO_SECRET = ReplyError("ERR redquorum: contexts cannot be signed yet: no replica has been "
+                       "reachable since the proxy started")
 
 
 @command("RQ.DEL", 3, "write", (1, 1, 1), "redquorum", "Deletes what a causal context covers (a tombstone).")
 def cmd_rq_del(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    try:
-        ctx = clock.decode_context(args[2])
-    except BadContext:
-        return BAD_CONTEXT
+    ctx = _client_context(app, args[1], args[2])
+    if isinstance(ctx, ReplyError):
+        return ctx
     return write(app, s, batch, args[1], b"del", [], lambda blob, existed: existed,
                  context=clock.context_payload(ctx) if ctx else b"")
 

@@ -13,7 +13,8 @@ class Session:
     """One client connection's state."""
 
     __slots__ = ("id", "addr", "proto", "name", "lib_name", "lib_ver", "r", "w",
-                 "authenticated", "closing", "created", "last_command")
+                 "authenticated", "user", "closing", "created", "last_command", "multi",
+                 "multi_dirty", "watch_refused")
 
     def __init__(self, ident: int, addr: str, app: App) -> None:
         self.id = ident
@@ -30,4 +31,13 @@ class Session:
         self.lib_ver = b""
         self.r = app.config.r
         self.w = app.config.w
-        self.authenticated = not app.config.password
+        # Redis: a connection starts as the default user, authenticated if that user is
+        # enabled and needs no password
+        self.user = app.users["default"]
+        self.authenticated = self.user.enabled and self.user.nopass
+        self.discard_transaction()
+
+    def discard_transaction(self) -> None:
+        self.multi: list[list[bytes]] | None = None  # the commands queued since MULTI
+        self.multi_dirty = False  # a command was refused while queueing: EXEC aborts
+        self.watch_refused = False  # a WATCH was refused: the next EXEC aborts

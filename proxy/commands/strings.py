@@ -34,6 +34,7 @@ from .table import (
     now_ms,
     parse_int,
     read,
+    stored_expiry,
     unwrap,
     value_of,
     write,
@@ -73,6 +74,7 @@ def cmd_mget(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
 _EX, _PX, _EXAT, _PXAT, _KEEPTTL, _PERSIST, _NX, _XX, _GET = (1 << i for i in range(9))
 _EXPIRES = _EX | _PX | _EXAT | _PXAT
 _TOKENS = {b"EX": _EX, b"PX": _PX, b"EXAT": _EXAT, b"PXAT": _PXAT}
+EXPIRE_TOKENS = _TOKENS  # for RQ.SET's EX and PX
 
 
 def parse_string_options(args: list[bytes], start: int, for_set: bool
@@ -122,7 +124,7 @@ def expire_ms(flags: int, expire: bytes, name: str) -> int | ReplyError:
         number += now_ms()
     if number > MAX_INT64:  # Redis's signed overflow turns negative and fails
         return err_expire(name)
-    return number
+    return stored_expiry(number)
 
 
 def _set_reply(get: bool) -> Callable[[bytes | None, Any], Any]:
@@ -299,9 +301,33 @@ def cmd_incrbyfloat(app: App, s: Session, args: list[bytes], batch: Batch) -> An
     incr = LongDouble.parse(args[2])
     if incr is None:
         return NOT_FLOAT
-    done = batch.defer()
-    key = args[1]
+
+    def add(current: bytes | None) -> tuple[bytes, Any] | ReplyError:
+        number = LongDouble.ZERO if current is None else LongDouble.parse(current)
+        if number is None:
+            return NOT_FLOAT
+        total = number.add(incr)
+        if total is None:
+            return ReplyError("ERR increment would produce NaN or Infinity")
+        text = total.format_human()
+        return text, text
+
+    compare_and_set(app, s, args[1], add, batch.defer(), "INCRBYFLOAT")
+    return DEFERRED
+
+
+CAS_ATTEMPTS = 8
+
+
+def compare_and_set(app: App, s: Session, key: bytes,
+                    compute: Callable[[bytes | None], tuple[bytes | None, Any] | ReplyError],
+                    done: Callable[[Any], None], name: str) -> None:
+    """An update the proxy computes itself, written with a compare-and-set at the key's
+    coordinator (``OPS.cas``): ``compute(current value)`` answers ``(new value, reply)``
+    (new value None: nothing to write) or an error; if the value changed between the
+    read and the write, it runs again on the newer value. Keeps the expiry."""
     attempts = [0]
+    answer: list[Any] = [None]
 
     def attempt(expect: list[bytes]) -> None:
         app.coordinator.write(key, s.w, b"*", b"cas", expect, step)
@@ -312,31 +338,27 @@ def cmd_incrbyfloat(app: App, s: Session, args: list[bytes], batch: Batch) -> An
             return
         _, reply = result
         if reply[0] == b"ok":
-            done(reply[1])
+            done(answer[0])
             return
         attempts[0] += 1
         if attempts[0] > CAS_ATTEMPTS:
-            done(ReplyError("ERR redquorum: INCRBYFLOAT kept racing concurrent writes of the "
+            done(ReplyError(f"ERR redquorum: {name} kept racing concurrent writes of the "
                             "key; try again"))
             return
         # reply: [b"retry"] (no value) or [b"retry", value, actor, counter]
-        current = LongDouble.parse(reply[1]) if len(reply) > 1 else LongDouble.ZERO
-        if current is None:
-            done(NOT_FLOAT)
+        current = reply[1] if len(reply) > 1 else None
+        outcome = compute(current)
+        if isinstance(outcome, ReplyError):
+            done(outcome)
             return
-        total = current.add(incr)
-        if total is None:
-            done(ReplyError("ERR increment would produce NaN or Infinity"))
+        value, answer[0] = outcome
+        if value is None:
+            done(answer[0])
             return
-        text = total.format_human()
-        expect = [b"dot", reply[2], reply[3], text] if len(reply) > 1 else [b"none", b"", b"0", text]
-        attempt(expect)
+        attempt([b"dot", reply[2], reply[3], value] if len(reply) > 1
+                else [b"none", b"", b"0", value])
 
     attempt([b"peek", b"", b"0", b""])
-    return DEFERRED
-
-
-CAS_ATTEMPTS = 8
 
 
 # ---------------------------------------------------------------------------

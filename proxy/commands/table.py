@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 RESERVED_PREFIX = b"__rq:"
 DEFERRED = object()
 MAX_INT64 = 2**63 - 1
+# The latest absolute expiry stored (ms, year 287,396): the replicas' Lua numbers are
+# doubles, so a later one would be rounded there (the largest ones past int64).
+MAX_EXPIRE_MS = 2**53 - 1
 
 
 class Batch:
@@ -33,7 +36,7 @@ class Batch:
     filled during dispatch never finishes a batch early.
     """
 
-    __slots__ = ("results", "names", "pending", "on_done", "written")
+    __slots__ = ("results", "names", "pending", "on_done", "written", "fenced")
 
     def __init__(self) -> None:
         self.results: list[Any] = []
@@ -41,6 +44,8 @@ class Batch:
         self.pending = 0
         self.on_done: Callable[[], None] | None = None
         self.written: set[bytes] | None = None  # keys the batch writes, made on the first
+        # an EXEC was dispatched: every later command waits for the pending replies
+        self.fenced = False
 
     def defer(self) -> Callable[[Any], None]:
         index = len(self.results)
@@ -70,6 +75,11 @@ class Command:
     # keyless, and reads or writes the whole keyspace (KEYS, SCAN, FLUSHALL...) or changes
     # how replies are encoded (HELLO, RESET): waits for every reply before it in a batch
     barrier: bool = False
+    # not queued between MULTI and EXEC: runs at once (EXEC, DISCARD, MULTI, WATCH, QUIT,
+    # RESET, as Redis)
+    in_multi: bool = False
+    # CLIENT, COMMAND, CONFIG: statistics are kept per subcommand ("config|get"), as Redis
+    container: bool = False
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         if not self.first_key:
@@ -83,23 +93,32 @@ def arity_ok(c: Command, argc: int) -> bool:
 
 
 TABLE: dict[bytes, Command] = {}
+RUN_IN_MULTI = ("exec", "discard", "multi", "watch", "quit", "reset")
+CONTAINERS = ("client", "command", "config")
 
 
 def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (0, 0, 0),
             group: str = "generic", summary: str = "") -> Callable[[Callable[..., Any]], Any]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         names = tuple(flags.split())
-        barrier = not keys[0] and (name.lower() in ("hello", "reset") or "write" in names
-                                   or "readonly" in names)
+        barrier = not keys[0] and (name.lower() in ("hello", "reset", "exec")
+                                   or "write" in names or "readonly" in names)
         TABLE[name.lower().encode()] = Command(name.lower(), fn, arity, names, *keys, group=group,
                                                summary=summary, writes="write" in names,
-                                               barrier=barrier)
+                                               barrier=barrier,
+                                               in_multi=name.lower() in RUN_IN_MULTI,
+                                               container=name.lower() in CONTAINERS)
         return fn
     return register
 
 
 # ---------------------------------------------------------------------------
 # errors with Redis's texts
+
+
+class Rejected(ReplyError):
+    """An error given before the command ran (arity, NOAUTH, reserved key, refused while
+    queued in MULTI): INFO counts it in rejected_calls, not in calls."""
 
 
 def err_arity(name: str) -> ReplyError:
@@ -141,13 +160,12 @@ UNSUPPORTED = set(
     zremrangebylex zintercard zmpop bzmpop xadd xrange xrevrange xlen xread xreadgroup xgroup
     xack xclaim xautoclaim xpending xtrim xdel xinfo xsetid pfadd pfcount pfmerge pfdebug
     pfselftest geoadd geodist geohash geopos georadius georadiusbymember geosearch
-    geosearchstore georadius_ro georadiusbymember_ro setbit getbit bitcount bitpos bitop
-    bitfield bitfield_ro multi exec discard watch unwatch subscribe unsubscribe psubscribe
+    geosearchstore georadius_ro georadiusbymember_ro subscribe unsubscribe psubscribe
     punsubscribe publish pubsub ssubscribe sunsubscribe spublish eval evalsha eval_ro
     evalsha_ro script fcall fcall_ro function cluster readonly readwrite asking wait waitaof
     failover replicaof slaveof sync psync replconf move swapdb migrate restore restore-asking
-    dump object sort sort_ro lcs monitor debug save bgsave bgrewriteaof lastsave shutdown
-    slowlog latency memory module acl role lolwut sync config""".split()
+    dump object sort sort_ro monitor debug save bgsave bgrewriteaof lastsave shutdown
+    slowlog latency memory module role lolwut sync config""".split()
 )
 
 
@@ -173,6 +191,11 @@ def parse_int(data: bytes) -> int | None:
     if b"%d" % value != data or not -MAX_INT64 - 1 <= value <= MAX_INT64:
         return None
     return value
+
+
+def stored_expiry(ms: int) -> int:
+    """An absolute expiry Redis accepted, as the replicas keep it: at most year 287,396."""
+    return min(ms, MAX_EXPIRE_MS)
 
 
 def now_ms() -> int:

@@ -46,6 +46,9 @@ MAX_INLINE = 64 * 1024
 MAX_MULTIBULK = 1024 * 1024
 MAX_BULK = 512 * 1024 * 1024
 MAX_HEADER = 64  # "*<count>\r\n" or "$<len>\r\n" never needs more
+# Redis's limits for a client that has not authenticated yet (networking.c)
+UNAUTH_MULTIBULK = 10
+UNAUTH_BULK = 16384
 # An array header hiredis would allocate a list for before its elements arrive.
 _BIG_ARRAY = re.compile(rb"\*[0-9]{7}")
 
@@ -109,11 +112,13 @@ class RequestParser:
     hiredis once that request is complete.
     """
 
-    __slots__ = ("_fast", "_reader", "_window", "_taken", "_fed", "_consumed",
-                 "_skip", "_resume", "_buf", "_pos", "_args", "_missing")
+    __slots__ = ("_fast", "_can_fast", "_restricted", "_reader", "_window", "_taken", "_fed",
+                 "_consumed", "_skip", "_resume", "_buf", "_pos", "_args", "_missing")
 
     def __init__(self, *, fast: bool = True) -> None:
         self._fast = fast  # False: the slow gear only (tests compare the two)
+        self._can_fast = fast
+        self._restricted = False  # Redis's limits before authentication
         self._reader: Any = hiredis.Reader() if fast else None  # None: the slow gear runs
         self._window: list[bytes] = []  # what hiredis was fed since it last consumed all
         self._taken = 0  # commands hiredis returned from the window
@@ -145,6 +150,18 @@ class RequestParser:
             if (b"\r\n+" in seam or b"\r\n=" in seam or b"\r\n(" in seam
                     or _BIG_ARRAY.search(seam) is not None):
                 self._slow_down()
+
+    def restrict(self) -> None:
+        """Hold requests to Redis's limits for unauthenticated clients; the slow gear
+        alone checks them, so it takes over until ``lift``."""
+        self._restricted = True
+        self._fast = False
+        if self._reader is not None:
+            self._slow_down()
+
+    def lift(self) -> None:
+        self._restricted = False
+        self._fast = self._can_fast
 
     def buffered(self) -> int:
         if self._reader is not None:
@@ -268,6 +285,8 @@ class RequestParser:
             count = _header_int(buf, pos + 1, nl, "Protocol error: invalid multibulk length")
             if count > MAX_MULTIBULK:
                 raise ProtocolError("Protocol error: invalid multibulk length")
+            if count > UNAUTH_MULTIBULK and self._restricted:
+                raise ProtocolError("Protocol error: unauthenticated multibulk length")
             self._pos = nl + 2
             if count <= 0:
                 return []
@@ -295,6 +314,8 @@ class RequestParser:
             length = _header_int(buf, p + 1, nl, "Protocol error: invalid bulk length")
             if length < 0 or length > MAX_BULK:
                 raise ProtocolError("Protocol error: invalid bulk length")
+            if length > UNAUTH_BULK and self._restricted:
+                raise ProtocolError("Protocol error: unauthenticated bulk length")
             start = nl + 2
             end = start + length
             if end + 2 > size:

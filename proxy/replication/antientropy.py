@@ -447,9 +447,10 @@ class _Partition:
                 self.stats.errors += 1
                 log.warning("anti-entropy: undecodable object under %r", key[:100])
                 continue
-            merged = clock.sync_all(decoded.values()) if decoded else None
-            if merged is not None and co.mode == "lww":
-                merged = clock.newest_only(merged)
+            merged = None
+            if decoded:  # what every home should hold: as reads resolve (coordinator.py)
+                merged = (clock.lww_resolve(decoded.values()) if co.mode == "lww"
+                          else clock.sync_all(decoded.values()))
             distinct = set(held.values())
             for link in self.homes:
                 if self.ae.only and link.id != self.ae.only:

@@ -141,12 +141,31 @@ def sync_all(objects: Iterable[Versioned]) -> Versioned:
     return merged
 
 
-def newest_only(obj: Versioned) -> Versioned:
-    """Last-write-wins: keep the sibling with the highest (timestamp, actor)."""
-    if len(obj.siblings) < 2:
-        return obj
-    best = max(obj.siblings, key=lambda s: (s.timestamp, s.actor))
-    return Versioned(obj.clock, (best,))
+def lww_order(s: Sibling) -> tuple[int, bytes, int, bool, int, bytes]:
+    """Last-write-wins order: (timestamp, actor), then the rest of the sibling, so exact
+    ties resolve the same way on every replica (the script's ``lww_less``)."""
+    return (s.timestamp, s.actor, s.counter, s.tombstone, s.expire_at, s.value)
+
+
+def lww_resolve(objects: Iterable[Versioned]) -> Versioned:
+    """Last-write-wins: the newest sibling of all the objects, tombstones and expired
+    values included, alone, its dot the whole clock (the script's ``rq_merge_lww``)."""
+    best = None
+    for obj in objects:
+        for s in obj.siblings:
+            if best is None or lww_order(s) > lww_order(best):
+                best = s
+    return EMPTY if best is None else Versioned((best.dot,), (best,))
+
+
+def lww_update(obj: Versioned, actor: bytes, value: bytes, now_us: int, *,
+               tombstone: bool = False, expire_at: int = 0) -> Versioned:
+    """A read-modify-write in last-write-wins mode (the script's ``rq_put_lww``): one
+    sibling, dot (actor, timestamp), its timestamp above every one held."""
+    held = lww_resolve([obj]).siblings
+    timestamp = max(now_us, held[0].timestamp + 1) if held else now_us
+    return Versioned(((actor, timestamp),),
+                     (Sibling(actor, timestamp, timestamp, tombstone, expire_at, value),))
 
 
 def update(

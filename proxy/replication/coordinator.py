@@ -19,7 +19,9 @@ Theory of operation
    coordinator syncs what they hold before applying the operation (``rq_put_synced``):
    a new coordinator after a failover never works on an older value.
    In ``lww`` mode blind writes (SET, DEL) skip the coordinator: every home keeps the
-   higher (timestamp, actor) in one round trip (``rq_lww``).
+   higher (timestamp, actor) in one round trip (``rq_lww``). Read-modify-write ones run
+   ``rq_put_lww`` and ``rq_replace_lww``, and reads resolve with ``clock.lww_resolve``:
+   every path keeps the one newest sibling, its dot the whole clock.
 3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
    where it landed: a later read may or may not see it (README, "Failed writes").
 4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
@@ -125,7 +127,10 @@ class Coordinator:
         # constant pieces of the hot payloads, encoded once
         self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
         self._grace_bulk = b"$%d\r\n%b\r\n" % (len(self.grace_ms), self.grace_ms)
-        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n$10\r\nrq_replace\r\n$1\r\n1\r\n"
+        # last-write-wins keeps one sibling on every path, fan-outs and RMW writes included
+        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(
+            b"rq_replace_lww" if mode == "lww" else b"rq_replace")
+        self._put_synced_function = b"rq_put_lww" if mode == "lww" else b"rq_put_synced"
         # the arguments of rq_put that repeat (actors, contexts, operations, option
         # values), encoded once: formatting them on every write was half its payload's cost
         self._constant_bulks = {
@@ -220,7 +225,8 @@ class Coordinator:
             head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
                 10 + len(op_args), len(key), key)
         else:  # rq_put_synced: the objects a quorum read found come first
-            head = command(b"FCALL", b"rq_put_synced", b"1", key, b"%d" % len(synced), *synced)
+            head = command(b"FCALL", self._put_synced_function, b"1", key, b"%d" % len(synced),
+                           *synced)
             head = b"*%d\r\n%b" % (10 + len(op_args) + 1 + len(synced), head[head.index(b"\n") + 1:])
         constant = self._constant_bulks.get
         parts = [head, constant(actor) or bulk(actor), b"$%d\r\n%b\r\n" % (len(now), now),
@@ -324,12 +330,13 @@ class _Read:
                     co.sibling_counts.observe(1)
                     self.done(value)
                     return
-            if self.same:
+            if co.mode == "lww":  # one sibling, even where replicas hold more
+                held = blobs[:1] if self.same else blobs
+                merged = clock.lww_resolve([clock.decode(b) for _, b in held])
+            elif self.same:
                 merged = clock.decode(blobs[0][1])
             else:
                 merged = clock.sync_all(clock.decode(b) for _, b in blobs)
-                if co.mode == "lww":
-                    merged = clock.newest_only(merged)
         except CorruptObject:
             self._drop_undecodable()
             return
@@ -372,9 +379,10 @@ class _Read:
         except CorruptObject:
             return
         co = self.co
-        merged = clock.sync_all(decoded.values())
         if co.mode == "lww":
-            merged = clock.newest_only(merged)
+            merged = clock.lww_resolve(decoded.values())
+        else:
+            merged = clock.sync_all(decoded.values())
         distinct = {b for _, b in blobs if b}
         stale = False
         for i, obj in decoded.items():

@@ -58,5 +58,14 @@ class Ring:
         """All nodes for ``key``: the n homes first, then fallbacks."""
         return self._lists[zlib.crc32(key) & (PARTITIONS - 1)]
 
+    def partition_homes(self) -> list[tuple[str, ...]]:
+        """The n homes of every partition, by partition number."""
+        return [order[: self.n] for order in self._lists]
+
+    def partitions_short(self, up: set[str], need: int) -> int:
+        """How many partitions have fewer than ``need`` of their homes in ``up``: the keys
+        that cannot form a quorum of ``need`` (there is no sloppy quorum)."""
+        return sum(1 for order in self._lists if sum(1 for h in order[: self.n] if h in up) < need)
+
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         return self._lists[zlib.crc32(key) & (PARTITIONS - 1)][: self.n]

@@ -22,36 +22,48 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..commands.commanddata import CommandData
+from ..commands.acl import build_users
+from ..commands.commanddata import SUBCOMMANDS, CommandData
+from ..commands.connection import subcommand_error
 from ..commands.session import Session
 from ..commands.table import (
     DEFERRED,
     TABLE,
     UNSUPPORTED,
     Batch,
+    Rejected,
     arity_ok,
     check_reserved,
     err_arity,
     unknown_command,
     unsupported,
 )
+from ..commands.transactions import QUEUED, abort_transaction
+from ..commands.transactions import queue as queue_command
 from ..config import Config
 from ..protocol.resp import ReplyError
 from ..replication.antientropy import AntiEntropy
 from ..replication.canary import Canary
+from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import LATENCY_BUCKETS, CommandStats
+from ..replication.counters import LATENCY_BUCKETS, CommandStats, InfoStats, fine_bucket
 from ..replication.handoff import Handoff
+from ..replication.links import SHUTTING_DOWN
+from ..replication.ring import PARTITIONS
 from .clients import ClientConn
 from .links import Flusher, ReplicaLink
 from .listener import bind_listener
 from .reactor import Reactor
+from .tls import TlsSocket, replica_contexts, server_context
 
 log = logging.getLogger("redquorum.server")
 
 HANDOFF_INTERVAL = 1.0  # seconds between hint replay rounds
 ANTIENTROPY_TICK = 0.1  # seconds between anti-entropy steps (rounds start every interval)
 REBUILD_TICK = 1.0  # seconds between steps of the replicas' digest rebuilds
+SECRET_INTERVAL = 1.0  # seconds between reads of the context secret on the replicas
+SWEEP_INTERVAL = 1.0  # seconds between checks of idle clients and stalled output
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 
 
 async def every(interval: float, tick: Callable[[], None]) -> None:
@@ -61,7 +73,10 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         tick()
         await trio.sleep(interval)
 
-NOAUTH = ReplyError("NOAUTH Authentication required.")
+NOAUTH = Rejected("NOAUTH Authentication required.")
+WRONGPASS = ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+AUTH_LOG_BURST = 10  # failed authentications logged one by one per AUTH_LOG_WINDOW...
+AUTH_LOG_WINDOW = 10.0  # ...seconds; past that, one line says how many were not logged
 
 
 def library_code() -> bytes:
@@ -77,9 +92,16 @@ class Proxy:
         from ..replication.ring import Ring
 
         self.config = config
+        self.users = build_users(config)
+        self.auth_failures = 0
+        self._auth_log_window = 0.0
+        self._auth_logged = 0
+        self._auth_unlogged = 0
         self.started = time.time()
         self.flusher = Flusher()
         self.reactor = Reactor(self.flusher)
+        self.tls_context = server_context(config) if config.tls else None
+        self.replica_tls = replica_contexts(config)
         self.proxy_id = default_proxy_id()
         self.events = events or Events()
         library = library_code()
@@ -87,11 +109,13 @@ class Proxy:
             r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
                               timeout=config.replica_timeout, library=library,
                               reactor=self.reactor,
-                              password=r.password,
-                              on_state=getattr(self.events, "replica_state", None))
+                              password=r.password, username=r.username,
+                              tls=self.replica_tls.get(r.id) if r.tls else None,
+                              on_state=self._replica_state)
             for r in config.replicas
         }
         self.ring = Ring(tuple(self.links), config.n)
+        self._quorum_lost: dict[str, bool] | None = None  # per op; None until links started
         self.coordinator = Coordinator(
             self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
             tombstone_grace=config.tombstone_grace,
@@ -102,6 +126,11 @@ class Proxy:
         self._ids = itertools.count(1)
         self.total_connections = 0
         self.total_commands = 0
+        self.rejected_connections = 0
+        self.output_limit_closes = 0
+        limit = config.output_limit
+        # unsent reply bytes past which a client's next requests wait (clients.py)
+        self.output_hold = limit.soft or limit.hard
         self.listen_address: tuple[str, int] | None = None
         self.canary = Canary(self.coordinator, self.proxy_id, config.w)
         self.handoff = Handoff(self.coordinator)
@@ -109,7 +138,10 @@ class Proxy:
             self.coordinator, owner=self.proxy_id, interval=config.antientropy_interval,
             keys_per_second=config.antientropy_keys_per_second,
             rebuild_interval=config.antientropy_rebuild_interval)
-        self.command_stats = CommandStats()
+        self.contexts = ContextSigner(config.context_secret)
+        self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
+        self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
+        self.info_stats = InfoStats(self.command_stats)
         self._labels: dict[bytes, str] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
@@ -127,15 +159,23 @@ class Proxy:
                 nursery.start_soon(self.reactor.run)
                 for link in self.links.values():
                     await nursery.start(link.run)
-                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas)
+                self._quorum_lost = {}
+                self._check_quorums()  # every link has tried once: a quorum lost from the start shows
+                nursery.start_soon(self.commanddata.keep_loading, self.config.replicas,
+                                   self.replica_tls)
                 with trio.move_on_after(1.0):  # complete COMMAND answers right from the start
                     await self.commanddata.wait_tried()
+                nursery.start_soon(every, SECRET_INTERVAL, self.secret_keeper.refresh)
+                with trio.move_on_after(1.0):  # RQ.GET and RQ.SET need it
+                    while not self.contexts.ready:
+                        await trio.sleep(0.005)
                 nursery.start_soon(self._accept_loop, lsock)
                 nursery.start_soon(every, self.config.heartbeat_interval, self.canary.beat)
                 nursery.start_soon(every, HANDOFF_INTERVAL, self.handoff.round)
                 if self.config.antientropy_enabled:
                     nursery.start_soon(every, ANTIENTROPY_TICK, self.antientropy.tick)
                     nursery.start_soon(every, REBUILD_TICK, self.antientropy.rebuild_tick)
+                nursery.start_soon(every, SWEEP_INTERVAL, self.sweep_clients)
                 task_status.started(self.listen_address)
         finally:
             lsock.close()
@@ -160,9 +200,43 @@ class Proxy:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._client_arrived(conn, addr)
 
+    # -- replica states ---------------------------------------------------------
+
+    def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        forward = getattr(self.events, "replica_state", None)
+        if forward is not None:
+            forward(link, up)
+        if self._quorum_lost is not None and link.last_error != SHUTTING_DOWN:
+            self._check_quorums()
+
+    def _check_quorums(self) -> None:
+        """One log line when an operation's quorum becomes impossible for some keys (a
+        partition with fewer than w or r homes up), one when it is possible for all again."""
+        assert self._quorum_lost is not None
+        up = {ident for ident, link in self.links.items() if link.up}
+        down = sorted(set(self.links) - up)
+        for op, need in (("read", self.config.r), ("write", self.config.w)):
+            short = self.ring.partitions_short(up, need)
+            if (short > 0) == self._quorum_lost.get(op, False):
+                continue
+            self._quorum_lost[op] = short > 0
+            fields = {"op": op, "needed": need, "replicas_up": len(up), "replicas": len(self.links),
+                      "down": ",".join(down)}
+            if short:
+                share = short / PARTITIONS
+                log.warning("%s quorum lost for %.0f%% of keys (%d of %d replicas up; down: %s)",
+                            op, 100 * share, len(up), len(self.links), ", ".join(down),
+                            extra={"event": "quorum_lost", "keys_share": round(share, 4), **fields})
+            else:
+                log.info("%s quorum regained for all keys (%d of %d replicas up)", op, len(up),
+                         len(self.links), extra={"event": "quorum_regained", **fields})
+
     # -- clients ----------------------------------------------------------------
 
     def _client_arrived(self, conn: socket.socket, addr: Any) -> None:
+        if len(self.clients) >= self.config.maxclients:
+            self._refuse(conn)
+            return
         ident = next(self._ids)
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         session = Session(ident, peer, self)
@@ -171,8 +245,66 @@ class Proxy:
         count_connection = getattr(self.events, "client_connected", None)
         if count_connection:
             count_connection(1)
-        client = self.clients[ident] = ClientConn(self, self.reactor, conn, session)
+        if self.tls_context is not None:
+            tls = TlsSocket(conn, self.tls_context, server_side=True)
+            client = ClientConn(self, self.reactor, tls, session, tls)
+        else:
+            client = ClientConn(self, self.reactor, conn, session)
+        self.clients[ident] = client
         client.open()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Redis's answer past ``maxclients``: one error line, then close."""
+        self.rejected_connections += 1
+        if self.tls_context is None:  # a TLS client could not read a plain error line
+            try:
+                conn.send(MAX_CLIENTS_REACHED)
+            except OSError:
+                pass
+        conn.close()
+
+    def sweep_clients(self) -> None:
+        """Close clients idle longer than ``timeout`` (as Redis: neither read from nor
+        written to; a client waiting for replicas is not idle) and those whose output
+        stayed over the soft limit."""
+        now = time.monotonic()
+        self._log_unlogged_auth_failures(now)
+        idle = self.config.timeout
+        for client in list(self.clients.values()):
+            if client.closed:
+                continue
+            if client.over_soft_since and client.check_output_limits(now):
+                continue
+            if idle and client.batch is None and now - client.active > idle:
+                client.close()
+
+    def reload_tls(self) -> None:
+        """Read the certificates again (SIGHUP): new connections, and replica links as
+        they reconnect, use them; open connections keep theirs."""
+        from ..config import ConfigError
+
+        try:
+            context = server_context(self.config) if self.config.tls else None
+            replicas = replica_contexts(self.config)
+        except ConfigError as exc:
+            log.error("TLS reload failed, keeping the certificates in use: %s", exc)
+            return
+        self.tls_context = context
+        self.replica_tls = replicas
+        for ident, link in self.links.items():
+            if ident in replicas:
+                link.tls = replicas[ident]
+        log.info("TLS certificates reloaded")
+
+    def _log_unlogged_auth_failures(self, now: float) -> None:
+        """Once the window that silenced them is over, say how many failures went unlogged."""
+        if self._auth_unlogged and now - self._auth_log_window > AUTH_LOG_WINDOW:
+            log.warning("%d more failed authentications were not logged one by one",
+                        self._auth_unlogged)
+            self._auth_unlogged = 0
+
+    def output_limit_closed(self) -> None:
+        self.output_limit_closes += 1
 
     def client_gone(self, session: Session) -> None:
         self.clients.pop(session.id, None)
@@ -183,34 +315,57 @@ class Proxy:
             count_connection(-1)
 
     def record_batch(self, batch: Batch, seconds: float) -> None:
-        """Count each command of a batch by outcome, with the batch's latency."""
+        """Count each command of a batch by outcome, with the batch's latency (for
+        Prometheus and INFO: proxy/replication/counters.py)."""
         labels = self._labels
         entry = self.command_stats.entry
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        fine = fine_bucket(seconds)
         for name, result in zip(batch.names, batch.results, strict=False):
             label = labels.get(name)
             if label is None:
-                label = "other"
-                if name in TABLE:  # bounded: only real command names become labels
-                    label = labels[name] = TABLE[name].name
+                label = label_of(name)
+                if label != "other":  # bounded: only served command names become labels
+                    labels[name] = label
             counts = entry(label)
-            if type(result) is not ReplyError:
-                counts[0] += 1
-            elif result.text.startswith("NOQUORUM"):
-                counts[2] += 1
-            else:
-                counts[1] += 1
             histogram = counts[3]
             histogram.counts[bucket] += 1
             histogram.total += seconds
+            kind = type(result)
+            if kind is ReplyError or kind is Rejected:
+                self._count_error(counts, result, seconds, fine)
+            elif result is QUEUED:  # it runs, and counts as a call, at EXEC
+                counts[0] += 1
+                counts[6] += 1
+                counts[7] += seconds
+            else:
+                counts[0] += 1
+                counts[4][fine] += 1
+
+    def _count_error(self, counts: list, error: ReplyError, seconds: float, fine: int) -> None:
+        counts[2 if error.text.startswith("NOQUORUM") else 1] += 1
+        self.info_stats.error(error.text)
+        if type(error) is Rejected:  # refused before running: not a call
+            counts[5] += 1
+            counts[7] += seconds
+        else:
+            counts[4][fine] += 1
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
         """Run one command of ``batch``; False, doing nothing, when it has to wait for
         the batch's pending replies: it touches a key an earlier write of the batch
-        touches, or it is a barrier (see ``Command.barrier``)."""
+        touches, it is a barrier (see ``Command.barrier``), or it follows an EXEC.
+        Between MULTI and EXEC, commands are queued instead (proxy/commands/transactions.py)."""
         name = args[0].lower()
         spec = TABLE.get(name)
         keys: list[bytes] = []
+        if batch.fenced and batch.pending:
+            return False
+        if session.multi is not None and (spec is None or not spec.in_multi):
+            self.total_commands += 1
+            batch.names.append(name)
+            batch.results.append(queue_command(self, session, args, spec))
+            return True
         if spec is not None:
             if spec.first_key:
                 keys = spec.keys(args)
@@ -229,18 +384,33 @@ class Proxy:
             batch.results.append(NOAUTH)
             return True
         if not arity_ok(spec, len(args)):
-            batch.results.append(err_arity(spec.name))
+            error = Rejected(err_arity(spec.name).text)
+            if session.multi is not None:  # EXEC x, DISCARD x... inside MULTI, as Redis
+                error = abort_transaction(session, spec, error)
+            batch.results.append(error)
             return True
+        user = session.user
+        if not user.unrestricted and "noauth" not in spec.flags:
+            denied = user.denied(spec, args, keys)
+            if denied is not None:
+                batch.results.append(denied)
+                return True
         if keys:
             bad = check_reserved(keys)
             if bad is not None:
-                batch.results.append(bad)
+                batch.results.append(Rejected(bad.text))
                 return True
             if spec.writes:
                 if batch.written is None:
                     batch.written = set(keys)
                 else:
                     batch.written.update(keys)
+        if spec.container and len(args) > 1:
+            batch.names[-1] = name + b"|" + args[1].lower()
+            refused = subcommand_error(spec.name, args)
+            if refused is not None:
+                batch.results.append(Rejected(refused.text))
+                return True
         try:
             result = spec.handler(self, session, args, batch)
         except Exception:
@@ -253,30 +423,63 @@ class Proxy:
     # -- helpers for commands ---------------------------------------------------
 
     def authenticate(self, session: Session, password: bytes, user: bytes | None) -> Any:
+        """Redis's AUTH: ``user`` None is AUTH <password>, for the default user."""
         from ..protocol.resp import OK
 
-        expected = self.config.password
-        if not expected:
-            if user is None:
-                return ReplyError("ERR AUTH <password> called without any password configured "
-                                  "for the default user. Are you sure your configuration is correct?")
-            return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
-        if (user is None or user == b"default") and password == expected.encode():
+        name = "default" if user is None else user.decode(errors="replace")
+        found = self.users.get(name)
+        if user is None and found is not None and found.nopass and found.enabled:
+            return ReplyError("ERR AUTH <password> called without any password configured "
+                              "for the default user. Are you sure your configuration is correct?")
+        if found is not None and found.enabled and found.check_password(password):
+            session.user = found
             session.authenticated = True
             return OK
-        return ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+        self._auth_failed(session, name)
+        return WRONGPASS
+
+    def _auth_failed(self, session: Session, name: str) -> None:
+        """Count it; log it with the client's address, at most AUTH_LOG_BURST lines per
+        AUTH_LOG_WINDOW (a flood of wrong passwords must not flood the log)."""
+        self.auth_failures += 1
+        count = getattr(self.events, "auth_failure", None)
+        if count:
+            count()
+        now = time.monotonic()
+        if now - self._auth_log_window > AUTH_LOG_WINDOW:
+            self._log_unlogged_auth_failures(now)
+            self._auth_log_window = now
+            self._auth_logged = 0
+        if self._auth_logged < AUTH_LOG_BURST:
+            self._auth_logged += 1
+            user = name if name in self.users else "(unknown user)"
+            log.warning("failed authentication from %s as %s", session.addr, user[:64])
+        else:
+            self._auth_unlogged += 1
 
     def client_line(self, s: Session) -> str:
         age = int(time.time() - s.created)
+        flags, multi = ("x", len(s.multi)) if s.multi is not None else ("N", -1)
         return (f"id={s.id} addr={s.addr} laddr={_fmt(self.listen_address)} fd=-1 "
-                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags=N db=0 sub=0 "
-                f"psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user=default redir=-1 "
+                f"name={s.name.decode(errors='replace')} age={age} idle=0 flags={flags} db=0 "
+                f"sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+                f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=NULL user={s.user.name} redir=-1 "
                 f"resp={s.proto} lib-name={s.lib_name.decode(errors='replace')} "
                 f"lib-ver={s.lib_ver.decode(errors='replace')}")
 
     def version(self) -> str:
         return __version__
+
+
+def label_of(name: bytes) -> str:
+    """The statistics name of a command: its table name, ``container|subcommand`` for
+    a subcommand served, else the container's name; "other" for unknown commands."""
+    container, _, sub = name.partition(b"|")
+    spec = TABLE.get(container)
+    if spec is None:
+        return "other"
+    text = sub.decode(errors="replace")
+    return f"{spec.name}|{text}" if text in SUBCOMMANDS.get(spec.name, ()) else spec.name
 
 
 def default_proxy_id() -> str:

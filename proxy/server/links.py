@@ -40,8 +40,11 @@ import trio
 from ..protocol.resp import ReplyError, ReplyParser, encode_command
 from ..replication.counters import LocalHistogram, RoundTripSamples
 from ..replication.links import CLOSED, DOWN, SHUTTING_DOWN, TIMEOUT, ReplicaFailure
+from .tls import TlsSocket
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
     from .reactor import Reactor
 
 log = logging.getLogger("redquorum.backend")
@@ -127,11 +130,14 @@ class ReplicaLink:
         timeout: float,
         library: bytes,
         password: str | None = None,
+        username: str | None = None,
+        tls: ssl.SSLContext | None = None,
         reactor: Reactor,
         on_state: Callable[[ReplicaLink, bool], None] | None = None,
     ) -> None:
         self.id = replica_id
-        self.actor = replica_id.encode()  # this replica's name in version vectors
+        self.actor = replica_id.encode()  # prefixes the actors the replica writes under
+        self.epoch = ""  # the actor its current process writes under (rq_actor)
         self.host = host
         self.port = port
         self.up = False
@@ -141,12 +147,14 @@ class ReplicaLink:
         self._flusher = flusher
         self._library = library
         self._password = password
+        self._username = username
+        self.tls = tls  # replaced on a certificate reload; used from the next connect
         self._on_state = on_state
         self._reactor = reactor  # replies are read from its pass
         self.latency = LocalHistogram()  # queueing to reply, every request
         self.round_trips = RoundTripSamples()  # one reply in EVERY, GETs as reads, the rest writes
         self._sample_in = RoundTripSamples.EVERY  # replies until the next sample
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | TlsSocket | None = None
         self._out: list[bytes | _GetGroup] = []
         self._gets: _GetGroup | None = None  # the GET group still open for more keys
         self._backlog = b""
@@ -221,6 +229,8 @@ class ReplicaLink:
         if sent < len(data):
             self._backlog = data[sent:]
             self._writer_lot.unpark()
+        elif type(self._sock) is TlsSocket and self._sock.backlog:
+            self._writer_lot.unpark()  # ciphertext the kernel did not take
 
     def _deliver(self, data: bytes) -> None:
         parser = self._parser
@@ -276,7 +286,9 @@ class ReplicaLink:
                     task_status.started()
                     started = True
                     log.warning("replica %s (%s) is not reachable: %s", self.id, self.address,
-                                self.last_error)
+                                self.last_error, extra={"event": "replica_down", "replica": self.id,
+                                                        "address": self.address,
+                                                        "reason": self.last_error})
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
@@ -310,11 +322,14 @@ class ReplicaLink:
         if up:
             self.connected_since = time.time()
             self._ready.set()
-            log.info("replica %s (%s) is up", self.id, self.address)
+            log.info("replica %s (%s) is up", self.id, self.address,
+                     extra={"event": "replica_up", "replica": self.id, "address": self.address})
         else:
             self._ready = trio.Event()
             level = logging.INFO if self.last_error == SHUTTING_DOWN else logging.WARNING
-            log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error)
+            log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error,
+                    extra={"event": "replica_down", "replica": self.id, "address": self.address,
+                           "reason": self.last_error})
         if self._on_state is not None:
             self._on_state(self, up)
 
@@ -368,12 +383,14 @@ class ReplicaLink:
             if len(data) < 262144:
                 return  # drained (a recv more would only say EAGAIN): the next arrival is an edge
 
-    async def _writer(self, sock: socket.socket) -> None:
-        """Sends the backlog a full socket left behind. ``_fail`` may close the socket
-        from another task (the watchdog, the reactor's pass) while this one waits on it:
-        trio then raises ClosedResourceError here, which ends this task and nothing else."""
+    async def _writer(self, sock: socket.socket | TlsSocket) -> None:
+        """Sends the backlog a full socket left behind (and, over TLS, the ciphertext the
+        kernel did not take). ``_fail`` may close the socket from another task (the
+        watchdog, the reactor's pass) while this one waits on it: trio then raises
+        ClosedResourceError here, which ends this task and nothing else."""
+        tls = sock if type(sock) is TlsSocket else None
         while True:
-            if not self._backlog:
+            if not self._backlog and not (tls and tls.backlog):
                 await self._writer_lot.park()
                 continue
             try:
@@ -383,6 +400,10 @@ class ReplicaLink:
             if sock is not self._sock:
                 return
             try:
+                if tls is not None and not tls.flush():
+                    continue
+                if not self._backlog:
+                    continue
                 sent = sock.send(self._backlog)
             except BlockingIOError:
                 continue
@@ -434,27 +455,44 @@ class ReplicaLink:
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
                     raise OSError(code, f"connect to {self.address}: {errno.errorcode.get(code)}")
+                if self.tls is not None:
+                    tls = TlsSocket(sock, self.tls, server_side=False, server_hostname=self.host)
+                    await _tls_handshake(tls)
+                    await self._handshake(tls)
+                    return tls
                 await self._handshake(sock)
             return sock
         except BaseException:
             sock.close()
             raise
 
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def _handshake(self, sock: socket.socket | TlsSocket) -> None:
         commands = []
         if self._password:
-            commands.append(encode_command("AUTH", self._password))
+            auth = [self._username] if self._username else []
+            commands.append(encode_command("AUTH", *auth, self._password))
         commands.append(encode_command("CLIENT", "SETNAME", "redquorum"))
         commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
+        # A new redis-server process writes under a new actor (replicas/redquorum.lua,
+        # "Actor epochs"): started here, before any write of this connection.
+        commands.append(encode_command("FCALL", "rq_actor", "0", self.id))
         data = b"".join(commands)
-        while data:
+        while data or (type(sock) is TlsSocket and sock.backlog):
             await trio.lowlevel.wait_writable(sock)
-            data = data[sock.send(data):]
+            try:
+                if type(sock) is TlsSocket and not sock.flush():
+                    continue
+                data = data[sock.send(data):] if data else data
+            except BlockingIOError:
+                continue
         parser = ReplyParser()
         got = 0
         while got < len(commands):
             await trio.lowlevel.wait_readable(sock)
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                continue
             if not chunk:
                 raise OSError(errno.ECONNRESET, "replica closed the connection during handshake")
             parser.feed(chunk)
@@ -462,3 +500,18 @@ class ReplicaLink:
                 got += 1
                 if isinstance(reply, ReplyError):
                     raise ReplyError(f"handshake: {reply.text}")
+                if got == len(commands) and type(reply) is bytes:
+                    self.epoch = reply.decode(errors="replace")
+
+
+async def _tls_handshake(tls: TlsSocket) -> None:
+    """The client side of a TLS handshake over the link's non-blocking socket."""
+    while not tls.handshake():
+        if tls.backlog:
+            await trio.lowlevel.wait_writable(tls)
+            tls.flush()
+        else:
+            await trio.lowlevel.wait_readable(tls)
+    while tls.backlog:
+        await trio.lowlevel.wait_writable(tls)
+        tls.flush()

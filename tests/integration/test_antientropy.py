@@ -63,7 +63,7 @@ def recomputed_digests(raw) -> tuple[dict, dict, dict]:
         if key.startswith(b"__rq:aae:"):
             continue
         blob = raw.get(key)
-        if blob is None:
+        if blob is None or not blob.startswith(b"\x93\x01"):  # objects only, not the actor
             continue
         crc = zlib.crc32(key)
         p, s = crc & 4095, (crc >> 12) & 63

@@ -129,8 +129,10 @@ def _dynomite_binary() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_dynomite_binary() is None,
-                    reason="no dynomite binary on this machine ($DYNOMITE or PATH); the configuration "
-                           "it would run is checked by test_dynomite_configs_three_racks_full_copies_at_quorum")
+                    reason="no dynomite binary on this machine ($DYNOMITE or PATH): Debian does not package "
+                           "it, so the test command cannot install it; the "
+                           "configuration it would run is checked by "
+                           "test_dynomite_configs_three_racks_full_copies_at_quorum")
 def test_dynomite_target_runs_a_tiny_workload() -> None:
     settings = Settings(requests=2000, clients=10, data_size=16, keyspace=1000)
     with Fleet() as fleet:

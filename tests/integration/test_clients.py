@@ -1,6 +1,6 @@
 """Real clients against the proxy: redis-py (RESP2 and its default RESP3 handshake), an
 interactive redis-cli session on a pseudo-terminal, redis-benchmark, and Node's ioredis
-(installed from the npm registry into a cache directory; skipped without node/npm)."""
+(scripts/bootstrap.sh installs node, npm and ioredis into the repo's ignored .cache/node)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import re
 import select
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.harness import ProxyProcess, start_replicas
+from tests.harness import ROOT, ProxyProcess, start_replicas
 
 
 @pytest.fixture(scope="module")
@@ -239,11 +238,13 @@ async function run(port, protocol) {
 
 
 def _ioredis_dir() -> Path:
-    cache = Path(tempfile.gettempdir()) / "redquorum-test-ioredis"
+    """scripts/bootstrap.sh installs ioredis into the repo's ignored .cache/node; a run
+    without it installs there too."""
+    cache = ROOT / ".cache" / "node"
     if (cache / "node_modules" / "ioredis" / "package.json").exists():
         return cache
     if shutil.which("npm") is None:
-        pytest.skip("npm is not installed")
+        pytest.skip("npm is not installed (scripts/bootstrap.sh installs it)")
     cache.mkdir(parents=True, exist_ok=True)
     try:
         out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",

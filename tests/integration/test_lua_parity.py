@@ -66,6 +66,22 @@ def _collating_locale(root: Path) -> dict[str, str]:
     return {"LOCPATH": str(root), "LC_ALL": "en_US.UTF-8"}
 
 
+class PinnedActors(redis.Redis):
+    """A replica whose dot-minting functions write as the actor each call names.
+
+    On a real replica the functions mint dots under the actor of the redis-server process
+    (``__rq:actor``, replicas/redquorum.lua); the Python mirror names the actor of every
+    write, so the test sets the replica's actor to it before each call.
+    """
+
+    def fcall(self, function, numkeys, *args):
+        if function in ("rq_put", "rq_set"):
+            self.set(b"__rq:actor", args[numkeys])
+        elif function == "rq_put_synced":
+            self.set(b"__rq:actor", args[numkeys + 1 + int(args[numkeys])])
+        return super().fcall(function, numkeys, *args)
+
+
 @dataclass
 class Server:
     client: redis.Redis
@@ -79,8 +95,8 @@ def server(tmp_path_factory):
     with _environment(**env):
         replicas = launch(1, root / "data")
     try:
-        client = redis.Redis(host=replicas[0].host, port=replicas[0].port, protocol=2,
-                             socket_timeout=10)
+        client = PinnedActors(host=replicas[0].host, port=replicas[0].port, protocol=2,
+                              socket_timeout=10)
         client.execute_command("FUNCTION", "LOAD", "REPLACE", LUA.read_text())
         collates = client.eval("return ('B' < 'a') and 0 or 1", 0) == 1
         yield Server(client, collates)
@@ -439,3 +455,145 @@ def test_rq_set_equals_rq_put_even_on_an_object_breaking_the_clock_invariant(ser
     assert by_set[0] == by_put[0] == r.get(b"via-set") == r.get(b"via-put")
     # the uncovered sibling survives, the covered one is overwritten
     assert sorted(s.value for s in decode(by_set[0]).siblings) == [b"b", b"v"]
+
+
+# ---------------------------------------------------------------------------
+# last-write-wins mode: rq_lww, rq_put_lww, rq_merge_lww, rq_replace_lww against
+# clock.lww_resolve and clock.lww_update
+
+
+class LwwMirror(Mirror):
+    def lww(self, key: bytes, actor: bytes, ts: int, tombstone: bool, expire_at: int,
+            value: bytes) -> None:
+        """rq_lww: a blind SET or DEL in one round trip."""
+        before = self.obj(key)
+        newest = C.lww_resolve([before]).siblings
+        existed = 1 if newest and not newest[0].dead(ts // 1000) else 0
+        incoming = C.Sibling(actor, ts, ts, tombstone, expire_at, value)
+        expected = C.lww_resolve([before, Versioned((), (incoming,))])
+        reply = self.r.fcall("rq_lww", 1, key, actor, ts, GRACE_MS, int(tombstone), expire_at, value)
+        assert reply == existed
+        self._check(key, expected)
+
+    def put(self, key: bytes, actor: bytes, now_us: int, synced: list[bytes], op: tuple) -> None:
+        """rq_put_lww: a read-modify-write on the newest sibling of key and ``synced`` keys."""
+        blobs = [b for b in (self.stored(s) for s in synced) if b is not None]
+        merged = C.lww_resolve([self.obj(key)] + [decode(b) for b in blobs])
+        newest = merged.siblings[0] if merged.siblings else None
+        current = newest if newest is not None and not newest.dead(now_us // 1000) else None
+        if op[0] == "del":
+            args, expected_reply = [b"getdel"], (current.value if current else None)
+            expected = C.lww_update(merged, actor, b"", now_us, tombstone=True) if current else None
+        else:
+            _, value, mode, at, cond, get = op
+            args = [b"set", value, mode, b"%d" % at, cond, get]
+            expected_reply = current.value if current is not None and get == b"1" else None
+            expected = None
+            if not ((cond == b"NX" and current) or (cond == b"XX" and not current)):
+                expire_at = at if mode == b"at" else (
+                    current.expire_at if mode == b"keep" and current else 0)
+                expected = C.lww_update(merged, actor, value, now_us, expire_at=expire_at)
+        stored_before = self.stored(key)
+        answer = self.r.fcall("rq_put_lww", 1, key, len(blobs), *blobs, actor, now_us, b"*",
+                              GRACE_MS, 0, *args)
+        assert answer[1] == expected_reply
+        if expected is None:
+            assert answer[0] is None and self.stored(key) == stored_before
+            return
+        assert answer[0] == self.stored(key) and answer[2] == stored_before
+        assert answer[3] == max(0, self.r.execute_command("PEXPIRETIME", key))
+        self.last_put = (answer[0], stored_before or b"", answer[3])
+        self._check(key, expected)
+
+    def merge(self, key: bytes, sources: list[bytes]) -> None:
+        blobs = [b for b in (self.stored(s) for s in sources) if b is not None]
+        if not blobs:
+            return
+        before = self.obj(key)
+        merged = C.lww_resolve([before] + [decode(b) for b in blobs])
+        stored_before = self.stored(key)
+        changed = self.r.fcall("rq_merge_lww", 1, key, GRACE_MS, *blobs)
+        assert changed == (0 if self.stored(key) == stored_before else 1)
+        self._check(key, merged)
+
+    def replace(self, key: bytes) -> None:
+        if self.last_put is None:
+            return
+        blob, held, expire_at = self.last_put
+        merged = C.lww_resolve([self.obj(key), decode(blob)])
+        stored_before = self.stored(key)
+        changed = self.r.fcall("rq_replace_lww", 1, key, GRACE_MS, blob, held, expire_at)
+        assert changed == (0 if self.stored(key) == stored_before else 1)
+        self._check(key, merged)
+
+    def _check(self, key: bytes, expected: Versioned) -> None:
+        super()._check(key, expected)
+        blob = self.stored(key)
+        if blob is not None:  # one sibling, its dot the clock, however it got there
+            _, flat, sibs = msgpack.unpackb(blob, raw=True)
+            assert len(sibs) == 1 and flat == sibs[0][:2]
+
+
+lww_writes = st.tuples(st.just("lww"), key_index, st.sampled_from(ACTORS),
+                       st.sampled_from(OFFSETS_US), st.booleans(),
+                       st.sampled_from([0, -5_000, 60_000]), values)
+lww_puts = st.tuples(st.just("put"), key_index, st.sampled_from(ACTORS),
+                     st.sampled_from(OFFSETS_US), st.lists(key_index, max_size=2), operations)
+
+
+def run_lww(mirror: LwwMirror, steps) -> None:
+    for step in steps:
+        if step[0] == "merge":
+            mirror.merge(KEYS[step[1]], [KEYS[s] for s in step[2]])
+        elif step[0] == "replace":
+            mirror.replace(KEYS[step[1]])
+        elif step[0] == "lww":
+            _, k, actor, offset, tombstone, rel, value = step
+            ts = BASE_US + offset
+            expire_at = ts // 1000 + rel if rel and not tombstone else 0
+            mirror.lww(KEYS[k], actor, ts, tombstone, expire_at, b"" if tombstone else value)
+        else:
+            _, k, actor, offset, synced, op = step
+            now_us = BASE_US + offset
+            if op[0] == "set":
+                _, value, mode, rel, cond, get = op
+                op = ("set", value, mode, now_us // 1000 + rel, cond, get)
+            mirror.put(KEYS[k], actor, now_us, [KEYS[s] for s in synced], op)
+
+
+@PARITY
+@given(steps=st.lists(lww_writes | lww_puts | merges | replaces, min_size=1, max_size=15))
+def test_lww_functions_agree_with_python_and_keep_one_sibling(server, steps):
+    run_lww(LwwMirror(server.client), steps)
+
+
+@PARITY
+@given(steps=st.lists(lww_writes | lww_puts, min_size=1, max_size=10), data=st.data())
+def test_lww_merges_give_equal_bytes_whatever_the_order(server, steps, data):
+    mirror = LwwMirror(server.client)
+    run_lww(mirror, steps)
+    blobs = [b for b in (mirror.stored(k) for k in KEYS) if b is not None]
+    if not blobs:
+        return
+    results = set()
+    for i in range(3):
+        order = data.draw(st.permutations(blobs))
+        server.client.fcall("rq_merge_lww", 1, b"all%d" % i, GRACE_MS, *order)
+        results.add(server.client.get(b"all%d" % i))
+        for blob in order:
+            server.client.fcall("rq_merge_lww", 1, b"seq%d" % i, GRACE_MS, blob)
+        results.add(server.client.get(b"seq%d" % i))
+    assert len(results) == 1
+    assert decode(results.pop()) == C.lww_resolve(decode(b) for b in blobs)
+
+
+def test_lww_resolves_exact_ties_by_the_whole_sibling(server):
+    """Equal (timestamp, actor), different values: every replica keeps the same one."""
+    r = server.client
+    r.flushall()
+    for key, value in ((b"x", b"one"), (b"y", b"two")):
+        r.fcall("rq_lww", 1, key, b"p", BASE_US, GRACE_MS, 0, 0, value)
+    r.fcall("rq_merge_lww", 1, b"x", GRACE_MS, r.get(b"y"))
+    r.fcall("rq_merge_lww", 1, b"y", GRACE_MS, r.get(b"x"))
+    assert r.get(b"x") == r.get(b"y")
+    assert [s.value for s in decode(r.get(b"x")).siblings] == [b"two"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 import pytest
 
@@ -78,3 +79,34 @@ def test_a_client_that_reads_slowly_gets_every_reply_and_blocks_no_one(proxy):
             assert chunk, "the proxy closed the connection"
             received += chunk
         assert bytes(received) == expected
+
+
+def test_a_client_that_sends_and_closes_its_side_is_answered_and_closed(proxy):
+    # The data and the FIN arrive in one edge: once the data is read, nothing else will
+    # wake the connection, so the end must be noticed from that edge.
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(100):  # a timeout here: the proxy kept the connection
+                received += chunk
+            assert received == b"+OK\r\n"
+
+
+def test_a_client_that_closes_its_side_still_gets_a_large_reply_whole(proxy):
+    value = bytes(range(256)) * 4096 * 4  # 4 MiB: more than the socket buffers take at once
+    client = proxy.client()
+    assert client.set("whole", value)
+    expected = b"$%d\r\n%b\r\n+OK\r\n" % (len(value), value)
+    for request in (b"*2\r\n$3\r\nGET\r\n$5\r\nwhole\r\n",
+                    b"*2\r\n$3\r\nGET\r\n$5\r\nwhole\r\n*1\r\n$4\r\nQUIT\r\n"):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.3)  # the end is seen while most of the reply waits for room
+            received = bytearray()
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+            assert bytes(received) == (expected if b"QUIT" in request else expected[:-5])

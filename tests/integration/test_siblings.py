@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgpack
 import pytest
 import redis
 
@@ -252,3 +253,117 @@ def test_lww_mode_keeps_one_value(replicas, make_proxy):
     assert c.incr("n") == 1 and c.incr("n") == 2
     assert c.delete("k") == 1 and c.get("k") is None
     time.sleep(0)
+
+
+def legacy_lww_object(*siblings) -> bytes:
+    """An object as LWW mode's causal fallbacks used to leave it: concurrent siblings under
+    a clock covering them. Each sibling: (actor, ts_us, tombstone, value)."""
+    flat = []
+    for actor, ts, _, _ in sorted(siblings):
+        flat += [actor, ts]
+    sibs = [[actor, ts, ts, tomb, 0, value] for actor, ts, tomb, value in sorted(siblings)]
+    return msgpack.packb([1, flat, sibs], use_bin_type=False)
+
+
+def test_lww_answers_from_the_newest_sibling_tombstones_included(replicas, make_proxy):
+    """An old value and a newer concurrent tombstone: every read and read-modify-write
+    answers from the tombstone, whether the replicas hold identical bytes or not."""
+    c = make_proxy(replicas, mode="lww").client()
+    now = time.time_ns() // 1000
+    value, tomb = (b"a", now - 2_000_000, 0, b"5"), (b"b", now - 1_000_000, 1, b"")
+    both = legacy_lww_object(value, tomb)
+    for r in replicas:
+        replicas.raw(r.id).set("same", both)
+        replicas.raw(r.id).set("differ", legacy_lww_object(value) if r.id == "r1"
+                               else legacy_lww_object(tomb))
+    for key in ("same", "differ"):
+        assert c.get(key) is None
+        assert c.mget(key) == [None] and c.exists(key) == 0 and c.strlen(key) == 0
+        assert rq_get(c, key)[1] == set()
+    c.execute_command("RQ.CONSISTENCY", 2, 1)  # the read before the INCR hears all three
+    assert c.incr("same") == 1
+    assert c.get("same") == b"1"
+    wait_for(lambda: all(e["siblings"] == 1 for e in inspect(c, "same")),
+             what="every replica to keep one sibling")
+
+
+def test_lww_fan_out_keeps_one_sibling_where_a_home_differs(replicas, make_proxy):
+    """A read-modify-write reaches homes holding what its coordinator never read: they
+    merge the new object by last-write-wins too, so each keeps one sibling."""
+    c = make_proxy(replicas, mode="lww").client()
+    now = time.time_ns() // 1000
+    newest = (b"a", now - 1_000_000, 0, b"5")
+    for i, r in enumerate(replicas):
+        older = (b"x%d" % i, now - 2_000_000, 0, b"%d" % i)
+        replicas.raw(r.id).set("k", legacy_lww_object(newest, older))
+    c.execute_command("RQ.CONSISTENCY", 2, 3)  # every home acks; the coordinator reads one
+    assert c.incr("k") == 6
+    assert [e["siblings"] for e in inspect(c, "k")] == [1, 1, 1]
+    assert c.get("k") == b"6"
+
+
+def test_lww_objects_do_not_grow_with_proxy_restarts(replicas, make_proxy):
+    """Each proxy process writes under its own actor; the stored object stays the same size
+    (give or take a digit of the process id in the actor)."""
+    sizes = []
+    for _ in range(6):
+        proxy = make_proxy(replicas, mode="lww")
+        c = proxy.client()
+        c.set("k", "vvvv")
+        c.incr("n")
+        for key in ("k", "n"):  # the third replica's copy may land after the reply
+            wait_for(lambda c=c, key=key: len({e["bytes"] for e in inspect(c, key)}) == 1,
+                     what="every replica to hold the write")
+        entries = inspect(c, "k") + inspect(c, "n")
+        assert all(e["clock"].count(b":") == 1 for e in entries)
+        sizes.append(entries[0]["bytes"] + entries[-1]["bytes"])
+        c.close()
+        proxy.stop()
+    assert max(sizes) - min(sizes) <= 4 and max(sizes) < 140
+    causal = make_proxy(replicas).client()  # the object stays valid for causal mode
+    causal.set("k", "next")
+    assert rq_get(causal, "k")[1] == {"next"}
+
+
+def test_rq_set_expiries_are_validated_as_set_validates_them(client, replicas):
+    for option, number in (("EX", "9223372036854775807"), ("EX", "9223372036854775"),
+                           ("PX", "9223372036854775807"), ("EX", "0"), ("PX", "-5")):
+        with pytest.raises(redis.ResponseError, match="invalid expire time in 'rq.set'"):
+            client.execute_command("RQ.SET", "k", "", "v", option, number)
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        client.execute_command("RQ.SET", "k", "", "v", "EX", "1.5")
+    assert client.exists("k") == 0
+
+
+def test_expiries_beyond_lua_exactness_are_kept_as_year_287396(client, replicas):
+    """Redis accepts expiries up to int64 ms; the replicas keep at most 2**53 - 1."""
+    latest = 2**53 - 1
+    far = 2**63 - 1 - (time.time_ns() // 1_000_000) - 60_000
+    client.execute_command("RQ.SET", "a", "", "v", "PX", str(far))
+    client.set("b", "v", pxat=2**63 - 1)
+    client.set("c", "v")
+    client.pexpireat("c", 2**63 - 1)
+    client.set("d", "v", exat=9223372036854775)
+    for key in "abcd":
+        assert client.pexpiretime(key) == latest
+        assert client.get(key) == b"v"
+        for r in replicas:
+            wait_for(lambda r=r, key=key: expiries(replicas.raw(r.id).get(key)) == [latest],
+                     what=f"{r.id} to hold the expiry of {key}")
+
+
+def expiries(blob: bytes | None) -> list[int]:
+    return [] if blob is None else [s[4] for s in msgpack.unpackb(blob, raw=True)[2]]
+
+
+def test_lww_read_modify_write_commands_keep_one_sibling(replicas, make_proxy):
+    c = make_proxy(replicas, mode="lww").client()
+    assert c.incrbyfloat("f", "1.5") == 1.5 and c.incrbyfloat("f", "1") == 2.5
+    assert c.append("s", "ab") == 2 and c.setrange("s", 1, "xy") == 3
+    assert c.getset("s", "new") == b"axy" and c.set("s", "nx", nx=True) is None
+    assert c.expire("s", 100) is True and 0 < c.ttl("s") <= 100 and c.persist("s") is True
+    assert c.getex("s", px=5000) == b"new" and c.rename("s", "t") is True
+    assert c.getdel("t") == b"new" and c.get("t") is None and c.incr("t") == 1
+    for key in ("f", "s", "t"):
+        assert all(e["siblings"] <= 1 for e in inspect(c, key))
+    assert c.get("f") == b"2.5" and c.exists("s") == 0

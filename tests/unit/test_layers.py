@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "proxy"
 LAYERS = ["config", "protocol", "replication", "commands", "server",
-          "metrics", "run", "workers", "cli"]
+          "metrics", "run", "workers", "status", "logs", "cli"]
 ROOT_MODULES = {"__init__"}  # the version string, below everything
 
 

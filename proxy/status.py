@@ -1,0 +1,272 @@
+"""``redquorum status``: what an operator sees first, like ``nodetool status``.
+
+It reads only what is public: each replica over its own protocol (PING, DBSIZE, INFO
+memory, SCARD of the hint sets) and, when given, the proxies' /metrics endpoints (canary
+lag, hints pending and their age). No proxy's private state is needed, so it works with
+any number of proxies, or none running.
+
+Whether every key can still form a quorum follows from the ring: a key's partition has
+n homes, reads need r of them up and writes w (there is no sloppy quorum), so the
+cluster serves every key iff no partition has fewer than max(w, r) homes up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import hiredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from .config import Config, Replica
+from .protocol.resp import encode_command
+from .replication.coordinator import hints_key
+from .replication.ring import PARTITIONS, Ring
+
+# Up to this many keys the internal ones are counted exactly (one SCAN over the keyspace);
+# above it only the hint sets are subtracted (EXISTS) and the count is marked approximate.
+EXACT_KEYS_LIMIT = 200_000
+
+
+class ReplicaError(Exception):
+    pass
+
+
+class Connection:
+    """A blocking RESP connection to one replica, framed by hiredis."""
+
+    def __init__(self, replica: Replica, timeout: float) -> None:
+        self.sock = socket.create_connection((replica.host, replica.port), timeout=timeout)
+        self.reader = hiredis.Reader()
+        if replica.password:
+            self.call("AUTH", replica.password)
+
+    def call(self, *args: str | bytes | int) -> Any:
+        self.sock.sendall(encode_command(*args))
+        while True:
+            reply = self.reader.gets()
+            if reply is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ReplicaError(str(reply))
+                return reply
+            data = self.sock.recv(65536)
+            if not data:
+                raise ReplicaError("connection closed")
+            self.reader.feed(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class ReplicaStatus:
+    id: str
+    address: str
+    up: bool = False
+    error: str | None = None
+    keys: int | None = None
+    keys_exact: bool | None = None  # False: DBSIZE less the hint sets only (a large keyspace)
+    memory_bytes: int | None = None
+    homes: int = 0  # partitions the replica is one of the n homes of
+    coordinates: int = 0  # partitions whose first home it is
+    lag_seconds: float | None = None
+    hints_pending: int | None = None
+    hints_oldest_seconds: float | None = None
+
+
+@dataclass
+class Status:
+    n: int
+    w: int
+    r: int
+    mode: str
+    overlapping: bool  # w + r > n
+    replicas: list[ReplicaStatus]
+    up: int = 0
+    partitions: int = PARTITIONS
+    read_unavailable_partitions: int = 0
+    write_unavailable_partitions: int = 0
+    quorum_possible: bool = False
+    proxies: list[dict[str, Any]] = field(default_factory=list)
+
+
+def collect(config: Config, metrics_urls: list[str], timeout: float = 2.0) -> Status:
+    replicas = [_probe(replica, [r.id for r in config.replicas], timeout) for replica in config.replicas]
+    status = Status(config.n, config.w, config.r, config.mode, config.w + config.r > config.n, replicas)
+    _place(status, config)
+    _read_hint_sets(status, config, timeout)
+    for url in metrics_urls:
+        status.proxies.append(_read_proxy(status, url, timeout))
+    return status
+
+
+def _probe(replica: Replica, ids: list[str], timeout: float) -> ReplicaStatus:
+    found = ReplicaStatus(replica.id, replica.address)
+    try:
+        conn = Connection(replica, timeout)
+    except OSError as exc:
+        found.error = exc.strerror or str(exc)
+        return found
+    try:
+        conn.call("PING")
+        found.up = True
+        dbsize = conn.call("DBSIZE")
+        found.keys = dbsize - _internal_keys(conn, dbsize, ids)
+        found.keys_exact = dbsize <= EXACT_KEYS_LIMIT
+        found.memory_bytes = _info_field(conn.call("INFO", "memory"), b"used_memory")
+    except (OSError, ReplicaError) as exc:
+        found.up = False
+        found.error = str(exc) or type(exc).__name__
+    finally:
+        conn.close()
+    return found
+
+
+def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
+    if dbsize > EXACT_KEYS_LIMIT:
+        return sum(conn.call("EXISTS", hints_key(ident)) for ident in ids)
+    count, cursor = 0, b"0"
+    while True:
+        cursor, keys = conn.call("SCAN", cursor, "MATCH", b"__rq:*", "COUNT", 10_000)
+        count += len(keys)
+        if cursor == b"0":
+            return count
+
+
+def _info_field(info: bytes, name: bytes) -> int | None:
+    for line in info.splitlines():
+        key, _, value = line.partition(b":")
+        if key == name:
+            return int(value)
+    return None
+
+
+def _place(status: Status, config: Config) -> None:
+    ring = Ring(tuple(r.id for r in config.replicas), config.n)
+    by_id = {r.id: r for r in status.replicas}
+    up = {r.id for r in status.replicas if r.up}
+    status.up = len(up)
+    for homes in ring.partition_homes():
+        by_id[homes[0]].coordinates += 1
+        for ident in homes:
+            by_id[ident].homes += 1
+        alive = sum(1 for ident in homes if ident in up)
+        status.read_unavailable_partitions += alive < config.r
+        status.write_unavailable_partitions += alive < config.w
+    status.quorum_possible = not (status.read_unavailable_partitions or status.write_unavailable_partitions)
+
+
+def _read_hint_sets(status: Status, config: Config, timeout: float) -> None:
+    """Hints for a replica wait in ``__rq:hints:<id>`` sets on the other replicas: their
+    SCARDs on every replica that answers, summed."""
+    totals = {r.id: 0 for r in status.replicas}
+    for replica, found in zip(config.replicas, status.replicas, strict=True):
+        if not found.up:
+            continue
+        try:
+            conn = Connection(replica, timeout)
+            try:
+                for ident in totals:
+                    totals[ident] += conn.call("SCARD", hints_key(ident))
+            finally:
+                conn.close()
+        except (OSError, ReplicaError):
+            continue
+    for found in status.replicas:
+        found.hints_pending = totals[found.id]
+
+
+def _read_proxy(status: Status, url: str, timeout: float) -> dict[str, Any]:
+    """One proxy's view: lag and hint age per replica; the worst over proxies is kept."""
+    proxy: dict[str, Any] = {"url": url, "up": False}
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            text = reply.read().decode()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        proxy["error"] = str(getattr(exc, "reason", exc))
+        return proxy
+    proxy["up"] = True
+    by_id = {r.id: r for r in status.replicas}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found = by_id.get(sample.labels.get("replica", ""))
+            if found is None or math.isnan(sample.value):
+                continue
+            if sample.name == "redquorum_replica_lag_seconds":
+                found.lag_seconds = max(found.lag_seconds or 0.0, sample.value)
+            elif sample.name == "redquorum_hints_oldest_age_seconds":
+                found.hints_oldest_seconds = max(found.hints_oldest_seconds or 0.0, sample.value)
+            elif sample.name == "redquorum_replica_up":
+                proxy.setdefault("replicas_up", {})[found.id] = sample.value == 1
+    return proxy
+
+
+# -- output ------------------------------------------------------------------------------
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.0f}m"
+
+
+def render_table(status: Status) -> str:
+    with_metrics = bool(status.proxies)
+    header = ["ID", "ADDRESS", "STATE", "KEYS", "MEMORY", "HOMES", "FIRST"]
+    if with_metrics:
+        header += ["LAG"]
+    header += ["HINTS"] + (["OLDEST HINT"] if with_metrics else [])
+    rows = [header]
+    for r in status.replicas:
+        keys = "-" if r.keys is None else f"{'' if r.keys_exact else '~'}{r.keys}"
+        row = [r.id, r.address, "up" if r.up else "down", keys, _size(r.memory_bytes),
+               f"{100 * r.homes / status.partitions:.0f}%", f"{100 * r.coordinates / status.partitions:.0f}%"]
+        if with_metrics:
+            row.append(_seconds(r.lag_seconds))
+        row.append("-" if r.hints_pending is None else str(r.hints_pending))
+        if with_metrics:
+            row.append(_seconds(r.hints_oldest_seconds) if r.hints_pending else "-")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    for r in status.replicas:
+        if r.error:
+            lines.append(f"{r.id}: {r.error}")
+    lines.append("")
+    overlap = "w + r > n: reads see the latest acknowledged write" if status.overlapping \
+        else "w + r <= n: reads may miss acknowledged writes"
+    lines.append(f"n={status.n} w={status.w} r={status.r} mode={status.mode} ({overlap})")
+    lines.append(f"replicas up: {status.up} of {len(status.replicas)}")
+    if status.quorum_possible:
+        lines.append("quorum possible for all keys")
+    else:
+        lines.append(f"QUORUM LOST: reads fail for {_share(status.read_unavailable_partitions, status)} "
+                     f"and writes for {_share(status.write_unavailable_partitions, status)} of the keys")
+    for proxy in status.proxies:
+        state = "scraped" if proxy["up"] else f"unreachable ({proxy.get('error')})"
+        lines.append(f"proxy metrics {proxy['url']}: {state}")
+    return "\n".join(lines)
+
+
+def _share(partitions: int, status: Status) -> str:
+    return f"{100 * partitions / status.partitions:.0f}%"
+
+
+def render_json(status: Status) -> str:
+    return json.dumps(dict(asdict(status), checked_at=time.time()), indent=2)
