@@ -1,8 +1,9 @@
 """``redquorum status``: what an operator sees first, like ``nodetool status``.
 
 It reads only what is public: each replica over its own protocol (PING, DBSIZE, INFO
-memory, SCARD of the hint sets) and, when given, the proxies' /metrics endpoints (canary
-lag, hints pending and their age). No proxy's private state is needed, so it works with
+memory, SCARD of the hint sets, the anti-entropy digests' state) and, when given, the
+proxies' /metrics endpoints (canary lag, hints pending and their age, the last successful
+anti-entropy round). No proxy's private state is needed, so it works with
 any number of proxies, or none running.
 
 Whether every key can still form a quorum follows from the ring: a key's partition has
@@ -78,6 +79,8 @@ class ReplicaStatus:
     lag_seconds: float | None = None
     hints_pending: int | None = None
     hints_oldest_seconds: float | None = None
+    digests: str | None = None  # anti-entropy digests: complete, rebuilding or missing
+    digests_age_seconds: float | None = None  # since the complete ones were last built
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Status:
     write_unavailable_partitions: int = 0
     quorum_possible: bool = False
     proxies: list[dict[str, Any]] = field(default_factory=list)
+    antientropy_last_success_seconds: float | None = None  # the newest over the proxies
 
 
 def collect(config: Config, metrics_urls: list[str], timeout: float = 2.0) -> Status:
@@ -120,12 +124,26 @@ def _probe(replica: Replica, ids: list[str], timeout: float) -> ReplicaStatus:
         found.keys = dbsize - _internal_keys(conn, dbsize, ids)
         found.keys_exact = dbsize <= EXACT_KEYS_LIMIT
         found.memory_bytes = _info_field(conn.call("INFO", "memory"), b"used_memory")
+        _read_digests(found, conn)
     except (OSError, ReplicaError) as exc:
         found.up = False
         found.error = str(exc) or type(exc).__name__
     finally:
         conn.close()
     return found
+
+
+def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
+    """The anti-entropy digests' state (replicas/redquorum.lua, "Anti-entropy digests")."""
+    gen, building, built_at = conn.call("HMGET", "__rq:aae:state", "gen", "building", "built_at")
+    if building is not None:
+        found.digests = "rebuilding"
+    elif gen is not None:
+        found.digests = "complete"
+    else:
+        found.digests = "missing"
+    if gen is not None and built_at is not None:
+        found.digests_age_seconds = max(0.0, time.time() - int(built_at) / 1000)
 
 
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
@@ -195,6 +213,10 @@ def _read_proxy(status: Status, url: str, timeout: float) -> dict[str, Any]:
     by_id = {r.id: r for r in status.replicas}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name == "redquorum_antientropy_last_success_timestamp_seconds" and sample.value > 0:
+                age = max(0.0, time.time() - sample.value)
+                last = status.antientropy_last_success_seconds
+                status.antientropy_last_success_seconds = age if last is None else min(last, age)
             found = by_id.get(sample.labels.get("replica", ""))
             if found is None or math.isnan(sample.value):
                 continue
@@ -258,6 +280,15 @@ def render_table(status: Status) -> str:
     else:
         lines.append(f"QUORUM LOST: reads fail for {_share(status.read_unavailable_partitions, status)} "
                      f"and writes for {_share(status.write_unavailable_partitions, status)} of the keys")
+    digests = [f"{r.id} {r.digests}" + (f" (built {_seconds(r.digests_age_seconds)} ago)"
+                                        if r.digests_age_seconds is not None else "")
+               for r in status.replicas if r.digests]
+    if digests:
+        lines.append("anti-entropy digests: " + ", ".join(digests))
+    if status.proxies:
+        last = status.antientropy_last_success_seconds
+        lines.append("last anti-entropy round: " +
+                     ("none succeeded yet" if last is None else f"{_seconds(last)} ago"))
     for proxy in status.proxies:
         state = "scraped" if proxy["up"] else f"unreachable ({proxy.get('error')})"
         lines.append(f"proxy metrics {proxy['url']}: {state}")

@@ -387,6 +387,15 @@ def test_metrics_show_the_rounds(replicas, make_proxy):
     assert "redquorum_antientropy_round_duration_seconds " in text
     assert "redquorum_antientropy_segments_diverged{" in text
 
+    args = [sys.executable, "-m", "redquorum.cli", "status", "--metrics-url",
+            f"127.0.0.1:{proxy.metrics_port}"] + [f"--replica={r.id}={r.address}" for r in replicas]
+    done = subprocess.run(args + ["--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert report["antientropy_last_success_seconds"] < 60
+    assert [r["digests"] for r in report["replicas"]] == ["complete"] * 3
+    table = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "last anti-entropy round: " in table and "r1 complete" in table
+
 
 # -- random workloads with failures: digests equal, and equal to a recomputation ----------
 
