@@ -133,6 +133,15 @@ def _probe(replica: Replica, ids: list[str], timeout: float) -> ReplicaStatus:
     return found
 
 
+def _digest_keys(conn: Connection) -> int:
+    """The anti-entropy digests' partition hashes, of every generation the state names."""
+    count = 0
+    for gen in conn.call("HMGET", "__rq:aae:state", "gen", "building", "drop"):
+        if gen is not None:
+            count += conn.call("EXISTS", *(b"__rq:aae:%b:p:%d" % (gen, p) for p in range(PARTITIONS)))
+    return count
+
+
 def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
     """The anti-entropy digests' state (replicas/redquorum.lua, "Anti-entropy digests")."""
     gen, building, built_at = conn.call("HMGET", "__rq:aae:state", "gen", "building", "built_at")
@@ -146,9 +155,15 @@ def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
         found.digests_age_seconds = max(0.0, time.time() - int(built_at) / 1000)
 
 
+# The replicas' own bookkeeping keys with fixed names: the actor of the redis-server process
+# and the contexts' secret (replicas/redquorum.lua, proxy/replication/contexts.py).
+FIXED_INTERNAL_KEYS = ("__rq:actor", "__rq:actor:run", "__rq:secret", "__rq:aae:state")
+
+
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
-    if dbsize > EXACT_KEYS_LIMIT:
-        return sum(conn.call("EXISTS", hints_key(ident)) for ident in ids)
+    if dbsize > EXACT_KEYS_LIMIT:  # counted by name: no SCAN over a large keyspace
+        named = [hints_key(ident) for ident in ids] + list(FIXED_INTERNAL_KEYS)
+        return conn.call("EXISTS", *named) + _digest_keys(conn)
     count, cursor = 0, b"0"
     while True:
         cursor, keys = conn.call("SCAN", cursor, "MATCH", b"__rq:*", "COUNT", 10_000)
