@@ -146,7 +146,6 @@ class AntiEntropy:
         self.repaired_total: dict[str, int] = {ident: 0 for ident in self.links}
         self.segments_diverged: dict[str, int] = {ident: 0 for ident in self.links}
         self.rebuild_phase: dict[str, str] = {}
-        self.on_round: Callable[[RoundStats], None] | None = None
         self._next_round = 0.0
         self._tokens = 0.0
         self._last_tick = 0.0
@@ -274,8 +273,6 @@ class AntiEntropy:
             log.info("anti-entropy round: %d partitions differed, %d segments, %d keys repaired, "
                      "%d errors", stats.partitions_diverged, stats.segments_diverged,
                      stats.keys_repaired, stats.errors)
-        if self.on_round is not None:
-            self.on_round(stats)
 
     # -- digest rebuilds ----------------------------------------------------------------
 
