@@ -31,6 +31,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
     p.add_argument("-w", type=int, help="write quorum: acks before a write succeeds (env REDQUORUM_W)")
     p.add_argument("-r", type=int, help="read quorum: answers before a read succeeds (env REDQUORUM_R)")
+    p.add_argument("--min-w", type=int, dest="min_w", metavar="W",
+                   help="the lowest write quorum a connection may choose with RQ.CONSISTENCY; "
+                        "read-modify-write commands read n - min_w + 1 replicas (default: w; "
+                        "env REDQUORUM_MIN_W)")
     p.add_argument("--mode", choices=["causal", "lww"],
                    help="causal (siblings, default) or lww (last write wins) (env REDQUORUM_MODE)")
     p.add_argument("--replica-timeout", type=float, dest="replica_timeout", metavar="SECONDS",

@@ -71,6 +71,7 @@ class Config:
     n: int = 3
     w: int = 2
     r: int = 2
+    min_w: int = 2  # the lowest w a connection may choose (RQ.CONSISTENCY)
     mode: str = "causal"
     replica_timeout: float = 0.5  # seconds a replica has to answer a request once sent
     tombstone_grace: float = 3600.0  # seconds tombstones and expired values are kept
@@ -164,6 +165,7 @@ SETTINGS = {
     "n": ("quorum", "n"),
     "w": ("quorum", "w"),
     "r": ("quorum", "r"),
+    "min_w": ("quorum", "min_w"),
     "mode": ("quorum", "mode"),
     "replica_timeout": ("quorum", "replica_timeout"),
     "tombstone_grace": ("quorum", "tombstone_grace"),
@@ -393,6 +395,9 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         raise ConfigError(f"w={w} is outside 1..n (n={n})")
     if not 1 <= r <= n:
         raise ConfigError(f"r={r} is outside 1..n (n={n})")
+    min_w = _int(raw.get("min_w", w), "min_w")
+    if not 1 <= min_w <= w:
+        raise ConfigError(f"min_w={min_w} is outside 1..w (w={w})")
     mode = str(raw.get("mode", "causal")).lower()
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -471,6 +476,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         tombstone_grace=grace,
         sibling_soft_limit=soft,
         sibling_hard_limit=hard,
+        min_w=min_w,
         heartbeat_interval=heartbeat,
         password=password,
         context_secret=str(context_secret) if context_secret is not None else None,

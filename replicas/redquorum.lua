@@ -160,25 +160,19 @@ local function alive(s, now_ms)
   return s[4] == 0 and (s[5] == 0 or s[5] > now_ms)
 end
 
--- The live sibling a plain GET answers: highest (timestamp, actor).
+-- The sibling a plain GET answers: the newest by (timestamp, actor) among all of them,
+-- tombstones and expired values included, or nil when that one is dead. A DEL or an
+-- expiry newer than a concurrent value wins over it, as it would in Redis, where the
+-- later command wins (timestamps follow real time: see put_on).
 local function winner(sibs, now_ms)
   local best
   for _, s in ipairs(sibs) do
-    if s[4] == 0 and (s[5] == 0 or s[5] > now_ms) then  -- alive(s, now_ms), inline
-      if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
-        best = s
-      end
+    if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
+      best = s
     end
   end
+  if best == nil or best[4] == 1 or (best[5] ~= 0 and best[5] <= now_ms) then return nil end
   return best
-end
-
-local function count_live(sibs, now_ms)
-  local n = 0
-  for _, s in ipairs(sibs) do
-    if alive(s, now_ms) then n = n + 1 end
-  end
-  return n
 end
 
 ---------------------------------------------------------------------------
@@ -830,7 +824,7 @@ local function live_count(keys, args)
     local blob = call('GET', key)
     if blob then
       local _, sibs = decode(blob)
-      if count_live(sibs, now_ms) > 0 then n = n + 1 end
+      if winner(sibs, now_ms) then n = n + 1 end
     end
   end
   return n
@@ -842,7 +836,7 @@ local function visible(key, now_ms)
   local blob = call('GET', key)
   if not blob then return false end
   local ok, _, sibs = pcall(decode, blob)
-  return ok and count_live(sibs, now_ms) > 0
+  return ok and winner(sibs, now_ms) ~= nil
 end
 
 -- rq_scan now_ms cursor count pattern : one SCAN step over this replica's keys, answering

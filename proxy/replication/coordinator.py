@@ -104,6 +104,7 @@ class Coordinator:
         *,
         r: int,
         w: int,
+        min_w: int | None = None,
         mode: str = "causal",
         tombstone_grace: float = 3600.0,
         sibling_soft_limit: int = 25,
@@ -116,6 +117,9 @@ class Coordinator:
         self.n = ring.n
         self.r = r
         self.w = w
+        # the lowest w any connection may write with: read-modify-write operations read
+        # n - min_w + 1 homes, which always include one that acknowledged the latest write
+        self.min_w = w if min_w is None else min_w
         self.mode = mode
         self.events = events or Events()
         self.grace_ms = b"%d" % int(tombstone_grace * 1000)
@@ -424,7 +428,7 @@ class _ReadForWrite:
         self.key = key
         self.homes = homes
         self.w = w
-        self.need = len(homes) - w + 1
+        self.need = len(homes) - co.min_w + 1
         self.context = context
         self.op = op
         self.op_args = op_args

@@ -99,3 +99,45 @@ def test_a_replica_restarted_empty_never_reuses_a_dot(replicas, make_proxy):
     assert c.delete("k") == 1
     assert c.get("k") is None
     wait_for(lambda: same_everywhere(replicas, "k"), timeout=3, what="every home to hold the tombstone")
+
+
+def test_a_newer_tombstone_or_expiry_beats_an_older_concurrent_value(client):
+    """Siblings arise when a coordinator missed a write (a replica just back, a partition);
+    a plain GET then follows real time across all of them, dead ones included."""
+    client.execute_command("RQ.SET", "deleted", "", "old")
+    client.execute_command("RQ.DEL", "deleted", "")  # saw nothing: a sibling of "old"
+    assert client.get("deleted") is None
+    assert client.exists("deleted") == 0
+    assert client.incr("deleted") == 1  # INCR starts from the newest sibling too
+
+    client.execute_command("RQ.SET", "expired", "", "v1")
+    client.execute_command("RQ.SET", "expired", "", "v2", "PX", "300")
+    assert client.get("expired") == b"v2"
+    time.sleep(0.4)
+    assert client.get("expired") is None
+    assert client.exists("expired") == 0
+    assert b"expired" not in client.keys("*")
+
+
+def test_read_modify_write_reads_enough_homes_whatever_this_connection_writes_with(replicas, make_proxy):
+    """A connection writing with w=3 once read n - 3 + 1 = 1 home for INCR: the stale one
+    answered first, and an increment of an older value was acknowledged."""
+    proxy = make_proxy(replicas)
+    c = proxy.client()
+    c.set("counter", 5)
+    stale = first_home(c, "counter")  # it coordinates the INCR below
+    old = replicas.raw(stale).get("counter")
+    c.set("counter", 10)
+    wait_for(lambda: same_everywhere(replicas, "counter"), timeout=3, what="every home to hold 10")
+    replicas.raw(stale).set("counter", old)  # the home lost the write behind the proxy's back
+    strict = proxy.client()
+    assert strict.execute_command("RQ.CONSISTENCY", 2, 3) == b"OK"
+    assert strict.incr("counter") == 11
+    assert c.get("counter") == b"11"
+    # a w below the cluster's min_w (default: its w) is refused: INCR would read too few
+    try:
+        strict.execute_command("RQ.CONSISTENCY", 2, 1)
+    except redis.ResponseError as exc:
+        assert "min_w" in str(exc)
+    else:
+        raise AssertionError("RQ.CONSISTENCY accepted w below min_w")
