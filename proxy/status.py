@@ -1,7 +1,7 @@
 """``redquorum status``: what an operator sees first, like ``nodetool status``.
 
 It reads only what is public: each replica over its own protocol (PING, DBSIZE, INFO
-memory, SCARD of the hint sets) and, when given, the proxies' /metrics endpoints (canary
+memory, HLEN of the hint hashes) and, when given, the proxies' /metrics endpoints (canary
 lag, hints pending and their age). No proxy's private state is needed, so it works with
 any number of proxies, or none running.
 
@@ -129,8 +129,9 @@ def _probe(replica: Replica, ids: list[str], timeout: float) -> ReplicaStatus:
 
 
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
-    if dbsize > EXACT_KEYS_LIMIT:
-        return sum(conn.call("EXISTS", hints_key(ident)) for ident in ids)
+    if dbsize > EXACT_KEYS_LIMIT:  # the internal keys whose names are known: hints, actor, secret
+        fixed = [hints_key(ident) for ident in ids] + [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
+        return conn.call("EXISTS", *fixed)
     count, cursor = 0, b"0"
     while True:
         cursor, keys = conn.call("SCAN", cursor, "MATCH", b"__rq:*", "COUNT", 10_000)
@@ -163,8 +164,8 @@ def _place(status: Status, config: Config) -> None:
 
 
 def _read_hint_sets(status: Status, config: Config, timeout: float) -> None:
-    """Hints for a replica wait in ``__rq:hints:<id>`` sets on the other replicas: their
-    SCARDs on every replica that answers, summed."""
+    """Hints for a replica wait in ``__rq:hints:<id>`` hashes on the other replicas: their
+    HLENs on every replica that answers, summed."""
     totals = {r.id: 0 for r in status.replicas}
     for replica, found in zip(config.replicas, status.replicas, strict=True):
         if not found.up:
@@ -173,7 +174,7 @@ def _read_hint_sets(status: Status, config: Config, timeout: float) -> None:
             conn = Connection(replica, timeout)
             try:
                 for ident in totals:
-                    totals[ident] += conn.call("SCARD", hints_key(ident))
+                    totals[ident] += conn.call("HLEN", hints_key(ident))
             finally:
                 conn.close()
         except (OSError, ReplicaError):

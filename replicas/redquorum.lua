@@ -809,6 +809,14 @@ local function put_lww(keys, args)
   return {blob, reply, old or false, pxat}
 end
 
+-- rq_hint_done hints_key | key object : the hint for ``key`` was delivered; drop it unless
+-- a newer write replaced it meanwhile (then the newer one is delivered in a later page).
+local function hint_done(keys, args)
+  if not ready then init() end
+  if call('HGET', keys[1], args[1]) == args[2] then return call('HDEL', keys[1], args[1]) end
+  return 0
+end
+
 -- rq_inspect key : {stored bytes or false, PTTL}
 local function inspect(keys, args)
   if not ready then init() end
@@ -875,6 +883,7 @@ local function randomkey(keys, args)
 end
 
 redis.register_function('rq_actor', actor_of)
+redis.register_function('rq_hint_done', hint_done)
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)

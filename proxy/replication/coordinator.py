@@ -67,7 +67,8 @@ HINTS_PREFIX = b"__rq:hints:"
 
 
 def hints_key(target: str) -> bytes:
-    """The set, on a replica that holds a write, of keys ``target`` missed."""
+    """The hash, on a replica that coordinated a write, of the keys ``target`` missed,
+    each with the object to hand it."""
     return HINTS_PREFIX + target.encode()
 
 
@@ -121,6 +122,9 @@ class Coordinator:
         # n - min_w + 1 homes, which always include one that acknowledged the latest write
         self.min_w = w if min_w is None else min_w
         self.mode = mode
+        # replicas that came back and may still lack writes hints will bring: they
+        # coordinate writes only when no other home can (handoff.py keeps this set)
+        self.catching_up: set[str] = set()
         self.events = events or Events()
         self.grace_ms = b"%d" % int(tombstone_grace * 1000)
         self.hard_limit = b"%d" % sibling_hard_limit
@@ -196,9 +200,11 @@ class Coordinator:
         else:
             _Write(self, key, homes, w, context, op, op_args, done).start()
 
-    def hint(self, holder: Link, target: Link, key: bytes) -> None:
-        """Leave a hint on ``holder``: ``target`` missed a write of ``key`` (proxy/handoff.py)."""
-        holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
+    def hint(self, holder: Link, target: Link, key: bytes, blob: bytes = b"") -> None:
+        """Leave a hint on ``holder``: ``target`` missed a write of ``key``, whose object
+        (as the coordinator made it) is ``blob``; b"" when only the holder's current object
+        can say (LWW's one round trip). See handoff.py."""
+        holder.request(command(b"HSET", hints_key(target.id), key, blob), _ignore)
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
         if len(blobs) == 1:  # the hot case: a write's fan-out
@@ -504,7 +510,15 @@ class _WriteQuorum:
 
 
 class _Write(_WriteQuorum):
-    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced")
+    """A causal write: one home coordinates (``rq_put``/``rq_set``), the others take the
+    object it made (``rq_replace``). Homes are tried in preference order, except that a
+    home still catching up (hints for it pending since it came back, see handoff.py)
+    coordinates only when no other home can: it may lack acknowledged writes, and a
+    write it coordinates would be a sibling of them rather than their successor. Homes
+    that failed before the coordinator answered get a hint with the new object."""
+
+    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced", "order",
+                 "tried", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
@@ -516,6 +530,9 @@ class _Write(_WriteQuorum):
         self.synced = synced
         self.coordinator = -1
         self.result: Any = None
+        self.order = _coordinator_order(co, homes)
+        self.tried = 0  # how many of ``order`` were asked to coordinate
+        self.missed: list[int] = []  # homes that failed before a coordinator answered
 
     def start(self) -> None:
         self._coordinate_next()
@@ -523,14 +540,17 @@ class _Write(_WriteQuorum):
     def _coordinate_next(self) -> None:
         homes = self.homes
         # A replica that failed as coordinator counts as a failure of the write.
-        while self.coordinator + 1 < len(homes):
-            self.coordinator += 1
-            link = homes[self.coordinator]
+        while self.tried < len(self.order):
+            index = self.order[self.tried]
+            self.tried += 1
+            link = homes[index]
             if not link.up:
-                self._failed(self.coordinator, DOWN)
+                self._failed(index, DOWN)
+                self.missed.append(index)
                 continue
             if self.failures > len(homes) - self.need:
                 break
+            self.coordinator = index
             payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
                                           self.op_args, self.synced)
             link.request(payload, self.on_coordinated)
@@ -542,6 +562,7 @@ class _Write(_WriteQuorum):
         if type(reply) is not list:
             if is_replica_error(reply) or not isinstance(reply, ReplyError):
                 self._failed(self.coordinator, reply)
+                self.missed.append(self.coordinator)
                 if isinstance(reply, ReplyError) and "Function not found" in reply.text:
                     link.fail("function library missing; reloading")
                 self._coordinate_next()
@@ -556,11 +577,11 @@ class _Write(_WriteQuorum):
             self.finished = True
             self.done(self.result)
             return
-        for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
-            self.co.hint(link, missed, self.key)
+        for missed in self.missed:  # they failed before: hand off later
+            self.co.hint(link, self.homes[missed], self.key, blob)
         payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
-        for i in range(self.coordinator + 1, len(self.homes)):
-            self.homes[i].request(payload, partial(self.on_ack, i))
+        for index in self.order[self.tried:]:
+            self.homes[index].request(payload, partial(self.on_ack, index))
         self._check(self.result)
 
     def on_ack(self, index: int, reply: Any) -> None:
@@ -568,8 +589,19 @@ class _Write(_WriteQuorum):
             self.acks += 1
         else:
             self._failed(index, reply)
-            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key)
+            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key, self.result[0])
         self._check(self.result)
+
+
+_IN_ORDER = {size: tuple(range(size)) for size in range(1, 33)}
+
+
+def _coordinator_order(co: Coordinator, homes: tuple[Link, ...]) -> tuple[int, ...]:
+    """Preference order, homes still catching up last (the common case costs one test)."""
+    if not co.catching_up:
+        return _IN_ORDER.get(len(homes)) or tuple(range(len(homes)))
+    first = [i for i, link in enumerate(homes) if link.id not in co.catching_up]
+    return tuple(first + [i for i, link in enumerate(homes) if link.id in co.catching_up])
 
 
 def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:

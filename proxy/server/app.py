@@ -193,6 +193,8 @@ class Proxy:
     # -- replica states ---------------------------------------------------------
 
     def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        if up:
+            self.handoff.came_up(link.id)
         forward = getattr(self.events, "replica_state", None)
         if forward is not None:
             forward(link, up)
