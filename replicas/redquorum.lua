@@ -82,7 +82,9 @@ end
 
 -- When every sibling is dead (tombstone or expired), the key itself expires once the
 -- newest death is older than the grace period: until then it stops stale replicas from
--- bringing the value back through repair. Returns the expiry set (ms), or 0.
+-- bringing the value back through repair. A value written with an expiry already past
+-- (SET ... PXAT <past>) died when it was written, not at that expiry: it is kept for the
+-- grace period from the write like a tombstone. Returns the expiry set (ms), or 0.
 local function write_blob(key, blob, sibs, grace_ms)
   local last = 0
   for _, s in ipairs(sibs) do
@@ -90,7 +92,7 @@ local function write_blob(key, blob, sibs, grace_ms)
     if s[4] == 1 then
       death = floor(s[3] / 1000)
     elseif s[5] > 0 then
-      death = s[5]
+      death = max(s[5], floor(s[3] / 1000))
     else
       last = nil
       break

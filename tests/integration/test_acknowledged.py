@@ -171,3 +171,27 @@ def test_deletes_missed_during_an_outage_never_come_back_at_any_volume(replicas,
     values = c.mget(keys)
     assert values.count(None) == len(keys), f"{len(keys) - values.count(None)} deleted keys came back"
     assert replicas.raw("r3").dbsize() < 10  # the old values are gone from r3 too
+
+
+def test_a_value_set_with_a_past_expiry_stays_dead_when_a_missed_home_returns(replicas, make_proxy):
+    """SET ... PXAT <past> once stored a sibling Redis dropped at once (its expiry plus the
+    grace was already past): the home that missed the write brought the old value back.
+    The sibling now counts as dead from the write, kept for the grace like a tombstone."""
+    proxy = make_proxy(replicas)
+    c = proxy.client()
+    c.set("k", "v1")
+    wait_for(lambda: same_everywhere(replicas, "k"), timeout=3, what="every home to hold v1")
+    away = replicas.by_id("r3")
+    away.kill()
+    assert c.set("k", "v2", pxat=1) is True
+    assert c.get("k") is None
+    for holder in ("r1", "r2"):  # no hint: only the stored objects can stop the old value
+        replicas.raw(holder).delete("__rq:hints:r3")
+        assert replicas.raw(holder).pttl("k") > 0  # kept for the grace period
+    away.start()
+    wait_for(away.ready, what="r3 to restart")
+    wait_for(lambda: all_reachable(c, "k"), what="the proxy to see r3 back")
+    strict = proxy.client()
+    strict.execute_command("RQ.CONSISTENCY", 3, 2)
+    assert strict.get("k") is None
+    assert c.get("k") is None
