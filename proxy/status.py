@@ -1,7 +1,7 @@
 """``redquorum status``: what an operator sees first, like ``nodetool status``.
 
 It reads only what is public: each replica over its own protocol (PING, DBSIZE, INFO
-memory, SCARD of the hint sets, the anti-entropy digests' state) and, when given, the
+memory, HLEN of the hint hashes, the anti-entropy digests' state) and, when given, the
 proxies' /metrics endpoints (canary lag, hints pending and their age, the last successful
 anti-entropy round). No proxy's private state is needed, so it works with
 any number of proxies, or none running.
@@ -155,15 +155,10 @@ def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
         found.digests_age_seconds = max(0.0, time.time() - int(built_at) / 1000)
 
 
-# The replicas' own bookkeeping keys with fixed names: the actor of the redis-server process
-# and the contexts' secret (replicas/redquorum.lua, proxy/replication/contexts.py).
-FIXED_INTERNAL_KEYS = ("__rq:actor", "__rq:actor:run", "__rq:secret", "__rq:aae:state")
-
-
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
-    if dbsize > EXACT_KEYS_LIMIT:  # counted by name: no SCAN over a large keyspace
-        named = [hints_key(ident) for ident in ids] + list(FIXED_INTERNAL_KEYS)
-        return conn.call("EXISTS", *named) + _digest_keys(conn)
+    if dbsize > EXACT_KEYS_LIMIT:  # the internal keys whose names are known: hints, actor, secret
+        fixed = [hints_key(ident) for ident in ids] + [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
+        return conn.call("EXISTS", *fixed, b"__rq:aae:state") + _digest_keys(conn)
     count, cursor = 0, b"0"
     while True:
         cursor, keys = conn.call("SCAN", cursor, "MATCH", b"__rq:*", "COUNT", 10_000)
@@ -196,8 +191,8 @@ def _place(status: Status, config: Config) -> None:
 
 
 def _read_hint_sets(status: Status, config: Config, timeout: float) -> None:
-    """Hints for a replica wait in ``__rq:hints:<id>`` sets on the other replicas: their
-    SCARDs on every replica that answers, summed."""
+    """Hints for a replica wait in ``__rq:hints:<id>`` hashes on the other replicas: their
+    HLENs on every replica that answers, summed."""
     totals = {r.id: 0 for r in status.replicas}
     for replica, found in zip(config.replicas, status.replicas, strict=True):
         if not found.up:
@@ -206,7 +201,7 @@ def _read_hint_sets(status: Status, config: Config, timeout: float) -> None:
             conn = Connection(replica, timeout)
             try:
                 for ident in totals:
-                    totals[ident] += conn.call("SCARD", hints_key(ident))
+                    totals[ident] += conn.call("HLEN", hints_key(ident))
             finally:
                 conn.close()
         except (OSError, ReplicaError):

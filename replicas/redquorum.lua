@@ -423,7 +423,9 @@ end
 
 -- When every sibling is dead (tombstone or expired), the key itself expires once the
 -- newest death is older than the grace period: until then it stops stale replicas from
--- bringing the value back through repair. Returns the expiry set (ms), or 0.
+-- bringing the value back through repair. A value written with an expiry already past
+-- (SET ... PXAT <past>) died when it was written, not at that expiry: it is kept for the
+-- grace period from the write like a tombstone. Returns the expiry set (ms), or 0.
 local function write_blob(key, blob, sibs, grace_ms)
   local last = 0
   for _, s in ipairs(sibs) do
@@ -431,7 +433,7 @@ local function write_blob(key, blob, sibs, grace_ms)
     if s[4] == 1 then
       death = floor(s[3] / 1000)
     elseif s[5] > 0 then
-      death = s[5]
+      death = max(s[5], floor(s[3] / 1000))
     else
       last = nil
       break
@@ -502,25 +504,19 @@ local function alive(s, now_ms)
   return s[4] == 0 and (s[5] == 0 or s[5] > now_ms)
 end
 
--- The live sibling a plain GET answers: highest (timestamp, actor).
+-- The sibling a plain GET answers: the newest by (timestamp, actor) among all of them,
+-- tombstones and expired values included, or nil when that one is dead. A DEL or an
+-- expiry newer than a concurrent value wins over it, as it would in Redis, where the
+-- later command wins (timestamps follow real time: see put_on).
 local function winner(sibs, now_ms)
   local best
   for _, s in ipairs(sibs) do
-    if s[4] == 0 and (s[5] == 0 or s[5] > now_ms) then  -- alive(s, now_ms), inline
-      if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
-        best = s
-      end
+    if best == nil or s[3] > best[3] or (s[3] == best[3] and bytes_less(best[1], s[1])) then
+      best = s
     end
   end
+  if best == nil or best[4] == 1 or (best[5] ~= 0 and best[5] <= now_ms) then return nil end
   return best
-end
-
-local function count_live(sibs, now_ms)
-  local n = 0
-  for _, s in ipairs(sibs) do
-    if alive(s, now_ms) then n = n + 1 end
-  end
-  return n
 end
 
 ---------------------------------------------------------------------------
@@ -1159,6 +1155,14 @@ local function put_lww(keys, args)
   return {blob, reply, old or false, pxat}
 end
 
+-- rq_hint_done hints_key | key object : the hint for ``key`` was delivered; drop it unless
+-- a newer write replaced it meanwhile (then the newer one is delivered in a later page).
+local function hint_done(keys, args)
+  if not ready then init() end
+  if call('HGET', keys[1], args[1]) == args[2] then return call('HDEL', keys[1], args[1]) end
+  return 0
+end
+
 -- rq_inspect key : {stored bytes or false, PTTL}
 local function inspect(keys, args)
   if not ready then init() end
@@ -1174,7 +1178,7 @@ local function live_count(keys, args)
     local blob = call('GET', key)
     if blob then
       local _, sibs = decode(blob)
-      if count_live(sibs, now_ms) > 0 then n = n + 1 end
+      if winner(sibs, now_ms) then n = n + 1 end
     end
   end
   return n
@@ -1186,7 +1190,7 @@ local function visible(key, now_ms)
   local blob = call('GET', key)
   if not blob then return false end
   local ok, _, sibs = pcall(decode, blob)
-  return ok and count_live(sibs, now_ms) > 0
+  return ok and winner(sibs, now_ms) ~= nil
 end
 
 -- rq_scan now_ms cursor count pattern : one SCAN step over this replica's keys, answering
@@ -1225,6 +1229,7 @@ local function randomkey(keys, args)
 end
 
 redis.register_function('rq_actor', actor_of)
+redis.register_function('rq_hint_done', hint_done)
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)

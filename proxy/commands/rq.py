@@ -99,6 +99,11 @@ def cmd_rq_consistency(app: App, s: Session, args: list[bytes], batch: Batch) ->
         return NOT_INT
     if not (1 <= r <= n and 1 <= w <= n):
         return ReplyError(f"ERR redquorum: r and w must each be within 1..{n}")
+    if w < app.config.min_w:
+        # read-modify-write commands read n - min_w + 1 homes, enough to meet every write
+        # acknowledged by min_w of them; a lower w would let them miss one
+        return ReplyError(f"ERR redquorum: w={w} is below the cluster's min_w={app.config.min_w} "
+                          "(start the proxies with --min-w to allow it)")
     s.r, s.w = r, w
     return OK
 

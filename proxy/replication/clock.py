@@ -75,13 +75,15 @@ class Versioned(NamedTuple):
         return [s for s in self.siblings if not s.dead(now_ms)]
 
     def winner(self, now_ms: int) -> Sibling | None:
-        """The live sibling a plain GET answers: highest (timestamp, actor)."""
+        """The sibling a plain GET answers: the newest by (timestamp, actor) among all,
+        tombstones and expired values included; None when that one is dead (a DEL or an
+        expiry newer than a concurrent value wins, as the later command does in Redis)."""
         best = None
         for s in self.siblings:
-            if s.tombstone or (s.expire_at and s.expire_at <= now_ms):
-                continue
             if best is None or (s.timestamp, s.actor) > (best.timestamp, best.actor):
                 best = s
+        if best is None or best.dead(now_ms):
+            return None
         return best
 
     def newest_timestamp(self) -> int:

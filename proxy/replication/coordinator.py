@@ -23,7 +23,7 @@ Theory of operation
    ``rq_put_lww`` and ``rq_replace_lww``, and reads resolve with ``clock.lww_resolve``:
    every path keeps the one newest sibling, its dot the whole clock.
 3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
-   where it landed: a later read may or may not see it (README, "Failed writes").
+   where it landed: a later read may or may not see it (docs/guarantees.md, "Failed writes").
 4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
    the client is answered. When the first ``r`` replies are the same bytes, there is
    nothing to merge and one decode does.
@@ -67,7 +67,8 @@ HINTS_PREFIX = b"__rq:hints:"
 
 
 def hints_key(target: str) -> bytes:
-    """The set, on a replica that holds a write, of keys ``target`` missed."""
+    """The hash, on a replica that coordinated a write, of the keys ``target`` missed,
+    each with the object to hand it."""
     return HINTS_PREFIX + target.encode()
 
 
@@ -104,10 +105,11 @@ class Coordinator:
         *,
         r: int,
         w: int,
-        mode: str = "causal",
-        tombstone_grace: float = 3600.0,
-        sibling_soft_limit: int = 25,
-        sibling_hard_limit: int = 100,
+        min_w: int | None = None,
+        mode: str,
+        tombstone_grace: float,
+        sibling_soft_limit: int,
+        sibling_hard_limit: int,
         events: Events | None = None,
         actor: str = "proxy",
     ) -> None:
@@ -116,7 +118,13 @@ class Coordinator:
         self.n = ring.n
         self.r = r
         self.w = w
+        # the lowest w any connection may write with: read-modify-write operations read
+        # n - min_w + 1 homes, which always include one that acknowledged the latest write
+        self.min_w = w if min_w is None else min_w
         self.mode = mode
+        # replicas that came back and may still lack writes hints will bring: they
+        # coordinate writes only when no other home can (handoff.py keeps this set)
+        self.catching_up: set[str] = set()
         self.events = events or Events()
         self.grace_ms = b"%d" % int(tombstone_grace * 1000)
         self.hard_limit = b"%d" % sibling_hard_limit
@@ -195,9 +203,11 @@ class Coordinator:
         else:
             _Write(self, key, homes, w, context, op, op_args, done).start()
 
-    def hint(self, holder: Link, target: Link, key: bytes) -> None:
-        """Leave a hint on ``holder``: ``target`` missed a write of ``key`` (proxy/handoff.py)."""
-        holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
+    def hint(self, holder: Link, target: Link, key: bytes, blob: bytes = b"") -> None:
+        """Leave a hint on ``holder``: ``target`` missed a write of ``key``, whose object
+        (as the coordinator made it) is ``blob``; b"" when only the holder's current object
+        can say (LWW's one round trip). See handoff.py."""
+        holder.request(command(b"HSET", hints_key(target.id), key, blob), _ignore)
 
     def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
         if len(blobs) == 1:  # the hot case: a write's fan-out
@@ -427,7 +437,7 @@ class _ReadForWrite:
         self.key = key
         self.homes = homes
         self.w = w
-        self.need = len(homes) - w + 1
+        self.need = len(homes) - co.min_w + 1
         self.context = context
         self.op = op
         self.op_args = op_args
@@ -503,7 +513,15 @@ class _WriteQuorum:
 
 
 class _Write(_WriteQuorum):
-    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced")
+    """A causal write: one home coordinates (``rq_put``/``rq_set``), the others take the
+    object it made (``rq_replace``). Homes are tried in preference order, except that a
+    home still catching up (hints for it pending since it came back, see handoff.py)
+    coordinates only when no other home can: it may lack acknowledged writes, and a
+    write it coordinates would be a sibling of them rather than their successor. Homes
+    that failed before the coordinator answered get a hint with the new object."""
+
+    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced", "order",
+                 "tried", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
@@ -515,6 +533,9 @@ class _Write(_WriteQuorum):
         self.synced = synced
         self.coordinator = -1
         self.result: Any = None
+        self.order = _coordinator_order(co, homes)
+        self.tried = 0  # how many of ``order`` were asked to coordinate
+        self.missed: list[int] = []  # homes that failed before a coordinator answered
 
     def start(self) -> None:
         self._coordinate_next()
@@ -522,14 +543,17 @@ class _Write(_WriteQuorum):
     def _coordinate_next(self) -> None:
         homes = self.homes
         # A replica that failed as coordinator counts as a failure of the write.
-        while self.coordinator + 1 < len(homes):
-            self.coordinator += 1
-            link = homes[self.coordinator]
+        while self.tried < len(self.order):
+            index = self.order[self.tried]
+            self.tried += 1
+            link = homes[index]
             if not link.up:
-                self._failed(self.coordinator, DOWN)
+                self._failed(index, DOWN)
+                self.missed.append(index)
                 continue
             if self.failures > len(homes) - self.need:
                 break
+            self.coordinator = index
             payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
                                           self.op_args, self.synced)
             link.request(payload, self.on_coordinated)
@@ -541,6 +565,7 @@ class _Write(_WriteQuorum):
         if type(reply) is not list:
             if is_replica_error(reply) or not isinstance(reply, ReplyError):
                 self._failed(self.coordinator, reply)
+                self.missed.append(self.coordinator)
                 if isinstance(reply, ReplyError) and "Function not found" in reply.text:
                     link.fail("function library missing; reloading")
                 self._coordinate_next()
@@ -555,11 +580,11 @@ class _Write(_WriteQuorum):
             self.finished = True
             self.done(self.result)
             return
-        for missed in self.homes[:self.coordinator]:  # they failed before: hand off later
-            self.co.hint(link, missed, self.key)
+        for missed in self.missed:  # they failed before: hand off later
+            self.co.hint(link, self.homes[missed], self.key, blob)
         payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
-        for i in range(self.coordinator + 1, len(self.homes)):
-            self.homes[i].request(payload, partial(self.on_ack, i))
+        for index in self.order[self.tried:]:
+            self.homes[index].request(payload, partial(self.on_ack, index))
         self._check(self.result)
 
     def on_ack(self, index: int, reply: Any) -> None:
@@ -567,8 +592,19 @@ class _Write(_WriteQuorum):
             self.acks += 1
         else:
             self._failed(index, reply)
-            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key)
+            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key, self.result[0])
         self._check(self.result)
+
+
+_IN_ORDER = {size: tuple(range(size)) for size in range(1, 33)}
+
+
+def _coordinator_order(co: Coordinator, homes: tuple[Link, ...]) -> tuple[int, ...]:
+    """Preference order, homes still catching up last (the common case costs one test)."""
+    if not co.catching_up:
+        return _IN_ORDER.get(len(homes)) or tuple(range(len(homes)))
+    first = [i for i, link in enumerate(homes) if link.id not in co.catching_up]
+    return tuple(first + [i for i, link in enumerate(homes) if link.id in co.catching_up])
 
 
 def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:

@@ -1,17 +1,24 @@
-"""Hinted handoff: a write that missed a home replica leaves a hint; the hint is replayed
+"""Hinted handoff: a write that missed a home replica leaves a hint; the hint is delivered
 when that replica answers again.
 
-A hint is the key's name in a Redis set ``__rq:hints:<replica id>`` on the replica that
-coordinated the write (it holds the new object, and its AOF keeps the hint across a
-restart). Every ``interval`` each proxy, for every pair of up replicas (holder, target),
-takes a handful of hints for the target from the holder (SPOP is atomic: several proxies
-never replay the same hint twice), reads the key's current object on the holder and
-merges it into the target with ``rq_merge`` — a merge, never a blind SET, so a newer
-write that reached the target meanwhile is kept. A replay that fails puts its hint back
-(best effort: if the holder itself fails in between, read repair is the fallback).
+A hint is a field of the Redis hash ``__rq:hints:<replica id>`` on the replica that
+coordinated the write: the key, with the object the coordinator made (LWW's one-round-trip
+writes leave an empty object: the holder's current one is read instead). Keeping the
+object, not just the key's name, is what makes a DEL missed during an outage safe at any
+volume: the tombstone travels in the hint even after the holders have collected their own
+copy (a delivered tombstone past its grace deletes the target's older value and is gone).
+The holder's AOF keeps hints across a restart. Every second each proxy, for every pair of
+up replicas (holder, target), walks the holder's hash with HSCAN, a page at a time and the
+next page as soon as one is merged, so delivery keeps up with whatever an outage left.
+Each object goes into the target through ``rq_merge`` (a merge, never a blind SET, so a
+newer write that reached the target meanwhile is kept), and only then is the hint removed
+(``rq_hint_done``, which keeps it if a newer write replaced it meanwhile): a proxy that
+dies mid-delivery leaves the hint for the next one. Several proxies may deliver the same
+hint; the merge makes that harmless.
 
-Hints are per key, not per write: ten missed writes of one key are one hint, and the
-replay ships the holder's latest object.
+A replica that comes back is "catching up" until a round finds no hint pending for it on
+any up holder (or ``CATCH_UP_LIMIT`` passes): meanwhile it does not coordinate writes
+while another home can (coordinator.py).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..protocol.resp import command
@@ -27,7 +35,8 @@ from .links import Link
 
 log = logging.getLogger("redquorum.handoff")
 
-BATCH = 64  # hints taken per (holder, target) pair and round
+PAGE = 256  # hints asked for per HSCAN (a page is merged before the next is asked for)
+CATCH_UP_LIMIT = 10.0  # seconds a returning replica is kept from coordinating, at most
 
 
 class Handoff:
@@ -45,6 +54,24 @@ class Handoff:
         # target → (time, replayed count) at the start of the last round it was idle: a
         # replay's first hints go in the round that first counts them, before it is logged
         self._idle_mark: dict[str, tuple[float, int]] = {}
+        self._walking: set[tuple[str, str]] = set()  # pairs with a page in flight
+        self._round = 0
+        self._counted: dict[tuple[str, str], int] = {}  # pair → round of its last count
+        self._came_up: dict[str, tuple[int, float]] = {}  # target → (round, time) it came up
+
+    def came_up(self, target: str) -> None:
+        """``target``'s link is up again: it may lack what hints hold for it."""
+        self._came_up[target] = (self._round, time.monotonic())
+        self.coordinator.catching_up.add(target)
+
+    def _check_caught_up(self) -> None:
+        for target, (since_round, since) in list(self._came_up.items()):
+            holders = [h for h in self.links.values() if h.up and h.id != target]
+            counted = all(self._counted.get((h.id, target), -1) > since_round for h in holders)
+            pending = sum(self.pending.get((h.id, target), 0) for h in holders)
+            if (counted and not pending) or time.monotonic() - since > CATCH_UP_LIMIT:
+                del self._came_up[target]
+                self.coordinator.catching_up.discard(target)
 
     def pending_for(self) -> dict[str, int]:
         """Hints waiting, per target replica (as last counted)."""
@@ -66,6 +93,8 @@ class Handoff:
         # the previous round's counts are all in by now: whole totals, not one holder's
         for target, pending in self.pending_for().items():
             self._replay_state(target, pending)
+        self._check_caught_up()
+        self._round += 1
         for holder in links:
             if not holder.up:
                 continue
@@ -73,16 +102,19 @@ class Handoff:
                 if holder is target:
                     continue
                 self._count(holder, target)
-                if target.up:
-                    holder.request(command(b"SPOP", hints_key(target.id), b"%d" % BATCH),
-                                   self._taken(holder, target))
+                if target.up and (holder.id, target.id) not in self._walking:
+                    self._walking.add((holder.id, target.id))
+                    self._page(holder, target, b"0")
 
     def _count(self, holder: Link, target: Link) -> None:
+        this_round = self._round
+
         def counted(reply: Any) -> None:
             if type(reply) is int:
                 self.pending[(holder.id, target.id)] = reply
+                self._counted[(holder.id, target.id)] = this_round
                 self._recount(target.id)
-        holder.request(command(b"SCARD", hints_key(target.id)), counted)
+        holder.request(command(b"HLEN", hints_key(target.id)), counted)
 
     def _recount(self, target: str) -> None:
         total = sum(count for (_, t), count in self.pending.items() if t == target)
@@ -112,28 +144,62 @@ class Handoff:
                      extra={"event": "hint_replay_finished", "replica": target, "replayed": replayed,
                             "pending_at_start": pending_then, "seconds": round(seconds, 3)})
 
-    def _taken(self, holder: Link, target: Link) -> Callable[[Any], None]:
-        def taken(keys: Any) -> None:
-            if type(keys) is not list:
-                return
-            for key in keys:
-                holder.get(key, self._read, (holder, target, key))
-        return taken
+    # -- delivery ------------------------------------------------------------
 
-    def _read(self, hint: tuple[Link, Link, bytes], blob: Any) -> None:
-        holder, target, key = hint
+    def _page(self, holder: Link, target: Link, cursor: bytes) -> None:
+        holder.request(command(b"HSCAN", hints_key(target.id), cursor, b"COUNT", b"%d" % PAGE),
+                       partial(self._scanned, holder, target))
+
+    def _scanned(self, holder: Link, target: Link, reply: Any) -> None:
+        pair = (holder.id, target.id)
+        if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
+            self._walking.discard(pair)  # the holder failed: the next round starts over
+            return
+        cursor, flat = reply
+        hints = list(zip(flat[::2], flat[1::2], strict=False))
+        left = [len(hints)]
+
+        def delivered() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self._next_page(holder, target, cursor)
+
+        if not hints:
+            self._next_page(holder, target, cursor)
+        for key, blob in hints:
+            if blob:
+                self.deliver(holder, target, key, blob, delivered)
+            else:  # an LWW hint: the holder's current object
+                holder.get(key, self._read, (holder, target, key, delivered))
+
+    def _next_page(self, holder: Link, target: Link, cursor: bytes) -> None:
+        if cursor != b"0" and holder.up and target.up:
+            self._page(holder, target, cursor)
+        else:
+            self._walking.discard((holder.id, target.id))
+
+    def _read(self, hint: tuple[Link, Link, bytes, Callable[[], None]], blob: Any) -> None:
+        holder, target, key, delivered = hint
         if type(blob) is bytes:
-            self.replay(holder, target, key, blob)
-        elif blob is not None:  # the holder failed: the hint goes back for a later round
-            holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
-        # None: the key is gone (a collected tombstone, a flush): nothing to hand off
+            self.deliver(holder, target, key, blob, delivered, expected=b"")
+            return
+        if blob is None:  # the key is gone on the holder (collected, flushed): nothing to hand
+            holder.request(command(b"FCALL", b"rq_hint_done", b"1", hints_key(target.id), key, b""),
+                           _ignore)
+        delivered()  # a failed holder keeps the hint for a later round
 
-    def replay(self, holder: Link, target: Link, key: bytes, blob: bytes) -> None:
+    def deliver(self, holder: Link, target: Link, key: bytes, blob: bytes,
+                delivered: Callable[[], None], expected: bytes | None = None) -> None:
+        """Merge ``blob`` into ``target``, then drop the hint if it still says ``expected``
+        (the hint's own object unless given)."""
+        hint = blob if expected is None else expected
+
         def merged(reply: Any) -> None:
             if type(reply) is int:
                 self.replayed[target.id] = self.replayed.get(target.id, 0) + 1
-            else:  # not home yet after all: keep the hint for a later round
-                holder.request(command(b"SADD", hints_key(target.id), key), _ignore)
+                holder.request(command(b"FCALL", b"rq_hint_done", b"1", hints_key(target.id),
+                                       key, hint), _ignore)
+            delivered()  # else: not home after all, and the hint stays for a later round
         target.request(self.coordinator.merge_payload(key, blob), merged)
 
 

@@ -120,7 +120,7 @@ class Proxy:
             self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
             tombstone_grace=config.tombstone_grace,
             sibling_soft_limit=config.sibling_soft_limit,
-            sibling_hard_limit=config.sibling_hard_limit, events=self.events,
+            sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w, events=self.events,
             actor=self.proxy_id)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
@@ -203,6 +203,8 @@ class Proxy:
     # -- replica states ---------------------------------------------------------
 
     def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        if up:
+            self.handoff.came_up(link.id)
         forward = getattr(self.events, "replica_state", None)
         if forward is not None:
             forward(link, up)

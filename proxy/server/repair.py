@@ -21,6 +21,7 @@ from ..replication.ring import Ring
 from .app import default_proxy_id, library_code
 from .links import Flusher, ReplicaLink
 from .reactor import Reactor
+from .tls import replica_contexts
 
 STEP = 0.02  # seconds between ticks of the round
 
@@ -34,12 +35,16 @@ async def run_round(config: Config, *, dry_run: bool = False, partitions: list[i
     flusher = Flusher()
     reactor = Reactor(flusher)
     library = library_code()
+    replica_tls = replica_contexts(config)
     links = {r.id: ReplicaLink(r.id, r.host, r.port, flusher=flusher,
                                timeout=max(config.replica_timeout, 2.0), library=library,
-                               reactor=reactor, password=r.password)
+                               reactor=reactor, password=r.password, username=r.username,
+                               tls=replica_tls.get(r.id) if r.tls else None)
              for r in config.replicas}
     coordinator = Coordinator(Ring(tuple(links), config.n), links, r=config.r, w=config.w,
                               mode=config.mode, tombstone_grace=config.tombstone_grace,
+                              sibling_soft_limit=config.sibling_soft_limit,
+                              sibling_hard_limit=config.sibling_hard_limit,
                               actor=default_proxy_id())
     ae = AntiEntropy(coordinator, owner=f"repair-{default_proxy_id()}", interval=3600.0,
                      keys_per_second=config.antientropy_keys_per_second, dry_run=dry_run,

@@ -161,8 +161,8 @@ def test_noquorum_write_is_not_rolled_back(client, replicas):
     replicas[2].kill()
     with pytest.raises(redis.ResponseError, match="NOQUORUM"):
         client.set("partial", "x")
-    client.execute_command("RQ.CONSISTENCY", 1, 1)
-    assert client.execute_command("RQ.CONSISTENCY") == [1, 1]
+    client.execute_command("RQ.CONSISTENCY", 1, 2)
+    assert client.execute_command("RQ.CONSISTENCY") == [1, 2]
 
 
 def test_pipeline_orders_keyspace_commands_and_protocol_switches(proxy):

@@ -224,7 +224,8 @@ class Mirror:
         assert [s[:2] for s in sibs] == sorted(s[:2] for s in sibs)
         # the key outlives its last sibling's death by the grace period, and only then
         expiry = self.r.execute_command("PEXPIRETIME", key)
-        deaths = [s.timestamp // 1000 if s.tombstone else s.expire_at for s in expected.siblings]
+        deaths = [s.timestamp // 1000 if s.tombstone else s.expire_at and max(s.expire_at, s.timestamp // 1000)
+                  for s in expected.siblings]
         if all(deaths):
             assert expiry == max(deaths) + GRACE_MS
         else:

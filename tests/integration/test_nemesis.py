@@ -18,23 +18,12 @@ from tests.nemesis.runner import RunSpec, run, seed_from_environment
 
 DURATION = 3.0
 
-# A plain GET answers the newest *live* sibling (Lua ``winner`` in replicas/redquorum.lua,
-# ``Versioned.winner`` in proxy/replication/clock.py): a DEL whose coordinator did not hold
-# the value writes a tombstone concurrent with it, and the older value wins every read.
-TOMBSTONE_LOSES = ("plain GET skips tombstone siblings when choosing the newest, so a DEL "
-                   "coordinated by a replica that missed the value is undone")
-# A replica restarted empty (or from an older AOF) coordinates plain writes from its old
-# clock and reuses dots the others hold for other values, which they drop as already seen.
-DOTS_REUSED = "a replica that lost state reuses version-vector dots"
-
 RUNS = [
     # (workload, mode, nemesis, default seed, bytes of padding per register value)
     pytest.param("set", "causal", "safe", 1, 0, id="set-causal-safe"),
-    pytest.param("register", "causal", "safe", 2, 0, id="register-causal-safe",
-                 marks=pytest.mark.xfail(strict=False, reason=TOMBSTONE_LOSES)),
+    pytest.param("register", "causal", "safe", 2, 0, id="register-causal-safe"),
     pytest.param("set", "causal", "amnesia", 3, 0, id="set-causal-amnesia"),
-    pytest.param("register", "causal", "amnesia", 4, 0, id="register-causal-amnesia",
-                 marks=pytest.mark.xfail(strict=False, reason=f"{TOMBSTONE_LOSES}; {DOTS_REUSED}")),
+    pytest.param("register", "causal", "amnesia", 4, 0, id="register-causal-amnesia"),
     pytest.param("set", "lww", "all", 5, 0, id="set-lww-all"),
     pytest.param("register", "lww", "net,proxy", 6, 0, id="register-lww-net"),
     # 1 MiB values fill the links' socket buffers while a replica is paused or black-holed:
@@ -70,7 +59,6 @@ def cluster(tmp_path):
         yield started
 
 
-@pytest.mark.xfail(strict=False, reason=TOMBSTONE_LOSES)
 def test_a_newer_tombstone_sibling_hides_an_older_value(cluster):
     """What the register workload found under faults, without the faults: a DEL whose
     context does not cover the value (here RQ.DEL with an empty context, as a coordinator

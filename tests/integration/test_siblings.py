@@ -174,7 +174,9 @@ def scrape_value(proxy, name: str) -> float:
 def partitioned_proxies(replicas, make_proxy, mode="causal"):
     """Proxy A reaches only r1; proxy B reaches only r2 and r3; relays make the cut."""
     relays = {r.id: (Relay(r.port), Relay(r.port)) for r in replicas}
-    a = make_proxy(replicas, mode=mode, addresses={i: ra.address for i, (ra, _) in relays.items()})
+    # A writes with w=1 on its side of the partition
+    a = make_proxy(replicas, mode=mode, addresses={i: ra.address for i, (ra, _) in relays.items()},
+                   extra=["--min-w", "1"])
     b = make_proxy(replicas, mode=mode, addresses={i: rb.address for i, (_, rb) in relays.items()})
     for ident, (ra, rb) in relays.items():
         (rb if ident == "r1" else ra).cut()
@@ -268,7 +270,7 @@ def legacy_lww_object(*siblings) -> bytes:
 def test_lww_answers_from_the_newest_sibling_tombstones_included(replicas, make_proxy):
     """An old value and a newer concurrent tombstone: every read and read-modify-write
     answers from the tombstone, whether the replicas hold identical bytes or not."""
-    c = make_proxy(replicas, mode="lww").client()
+    c = make_proxy(replicas, mode="lww", extra=["--min-w", "1"]).client()
     now = time.time_ns() // 1000
     value, tomb = (b"a", now - 2_000_000, 0, b"5"), (b"b", now - 1_000_000, 1, b"")
     both = legacy_lww_object(value, tomb)

@@ -55,7 +55,7 @@ def test_a_down_replica_with_hints_waiting_and_the_proxy_metrics(replicas, make_
     replicas.by_id("r3").kill()
     for i in range(20):
         client.set(f"k{i}", i)
-    held = sum(replicas.raw(r).scard("__rq:hints:r3") for r in ("r1", "r2"))
+    held = sum(replicas.raw(r).hlen("__rq:hints:r3") for r in ("r1", "r2"))
     assert held >= 20
     done = status(*replica_flags(replicas), "--metrics-url", f"127.0.0.1:{proxy.metrics_port}")
     assert done.returncode == 0, done.stdout + done.stderr  # 2 of 3 homes up: w and r still met
@@ -133,12 +133,12 @@ def test_a_large_keyspace_is_counted_without_a_scan(replicas, proxy, monkeypatch
     client = proxy.client()
     for i in range(30):
         client.set(f"big:{i}", i)
-    replicas.raw("r1").sadd("__rq:hints:r2", "big:0")
+    replicas.raw("r1").hset("__rq:hints:r2", "big:0", "")
     config = build({}, [Replica(r.id, r.host, r.port) for r in replicas])
     monkeypatch.setattr(status_module, "EXACT_KEYS_LIMIT", 10)
     found = status_module.collect(config, [])
     r1 = next(r for r in found.replicas if r.id == "r1")
     assert r1.keys_exact is False
     heartbeats = len(replicas.raw("r1").keys("__rq:hb:*"))
-    assert r1.keys == 30 + heartbeats  # the hint set is left out, the heartbeat key is not
+    assert r1.keys == 30 + heartbeats  # hints, actor and secret keys are left out, heartbeats not
     assert "~" in status_module.render_table(found)

@@ -218,7 +218,7 @@ def measure_convergence(cluster: Cluster, passive: float, bound: float) -> Conve
     described = describe_divergence(cluster, left)
     conn = Connection(cluster, 0)
     try:
-        conn.call("RQ.CONSISTENCY", cluster.spec.n, 1)
+        conn.call("RQ.CONSISTENCY", cluster.spec.n, cluster.spec.n)
         for key in sorted(left):
             conn.call("RQ.GET", key)
     finally:

@@ -154,7 +154,7 @@ class SetWorkload(Workload):
 
     def final_read(self, conn: Connection) -> dict[str, set[str]]:
         """Every key's elements, read from every replica (r = n) and merged."""
-        conn.call("RQ.CONSISTENCY", self.cluster.spec.n, 1)
+        conn.call("RQ.CONSISTENCY", self.cluster.spec.n, self.cluster.spec.n)
         found = {}
         for key in self.keys:
             _, siblings = conn.call("RQ.GET", key)

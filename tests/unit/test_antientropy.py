@@ -84,7 +84,8 @@ def deliver(replicas: list[FakeReplica], hold: bytes | None = None) -> None:
 
 def exchange(replicas: list[FakeReplica], **kwargs: Any) -> AntiEntropy:
     links = {r.id: r for r in replicas}
-    co = Coordinator(Ring(tuple(links), 3), links, r=2, w=2)
+    co = Coordinator(Ring(tuple(links), 3), links, r=2, w=2, mode="causal", tombstone_grace=3600,
+                     sibling_soft_limit=25, sibling_hard_limit=100)
     return AntiEntropy(co, owner="test", **kwargs)
 
 

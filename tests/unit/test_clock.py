@@ -199,22 +199,21 @@ def test_writes_that_did_not_see_each_other_both_survive(objs, actor1, actor2):
 
 
 @given(object_lists(1), st.randoms(use_true_random=False))
-def test_winner_is_the_highest_live_timestamp_then_actor(objs, rnd):
+def test_winner_is_the_newest_sibling_when_it_lives(objs, rnd):
     (obj,) = objs
-    live = obj.live(NOW_MS)
     best = obj.winner(NOW_MS)
-    if not live:
+    if not obj.siblings:
         assert best is None
         return
-    top = max((s.timestamp, s.actor) for s in live)
-    assert (best.timestamp, best.actor) == top
-    assert not best.dead(NOW_MS)
+    top = max((s.timestamp, s.actor) for s in obj.siblings)
     # ties on (timestamp, actor) are broken by dot order, so any holder of the same
     # normalised object answers the same sibling
-    assert best == min((s for s in live if (s.timestamp, s.actor) == top), key=lambda s: s.dot)
-    # the answer does not depend on the order siblings are held in, when (timestamp, actor)
-    # is unique, as it is for siblings made by update (timestamps rise per key)
-    if len({(s.timestamp, s.actor) for s in live}) == len(live):
+    newest = min((s for s in obj.siblings if (s.timestamp, s.actor) == top), key=lambda s: s.dot)
+    if newest.dead(NOW_MS):  # a newer DEL or expiry: no older value comes back
+        assert best is None
+    else:
+        assert best == newest
+    if len({(s.timestamp, s.actor) for s in obj.siblings}) == len(obj.siblings):
         shuffled = list(obj.siblings)
         rnd.shuffle(shuffled)
         assert Versioned(obj.clock, tuple(shuffled)).winner(NOW_MS) == best
@@ -231,9 +230,11 @@ def test_winner_examples():
     s2 = Sibling(b"r2", 1, 100, False, 0, b"two")
     s3 = Sibling(b"r3", 1, 200, True, 0, b"")
     s4 = Sibling(b"r0", 1, 300, False, NOW_MS, b"expired")
+    assert normalise({b"r1": 1, b"r2": 1}, [s1, s2]).winner(NOW_MS) == s2  # same time: higher actor
     obj = normalise({b"r0": 1, b"r1": 1, b"r2": 1, b"r3": 1}, [s1, s2, s3, s4])
-    assert obj.winner(NOW_MS) == s2  # same timestamp: the higher actor wins
-    assert obj.winner(NOW_MS - 1) == s4  # not yet expired
+    assert obj.winner(NOW_MS - 1) == s4  # the newest, not yet expired
+    assert obj.winner(NOW_MS) is None  # the newest has expired: older values do not come back
+    assert normalise({b"r1": 1, b"r2": 1, b"r3": 1}, [s1, s2, s3]).winner(NOW_MS) is None  # a newer DEL
     assert normalise({b"r3": 1}, [s3]).winner(NOW_MS) is None
 
 
