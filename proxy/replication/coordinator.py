@@ -32,7 +32,10 @@ Theory of operation
    the others' objects through ``rq_merge``, never a blind SET, so a write that landed
    in between is kept.
 
-The operations are small objects with callbacks, not tasks: see proxy/backend.py.
+6. Every operation is a small state machine built per request and driven by reply
+   callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
+   its phase in one attribute (constants below), and answers ``done`` through one
+   ``_finish``. Each class's docstring gives the events it accepts and their order.
 """
 
 from __future__ import annotations
