@@ -56,7 +56,8 @@ def drain(queue: deque) -> None:
 def coordinator(mode: str, queue: deque) -> Coordinator:
     ring = Ring(("r0", "r1", "r2"), 3)
     links = {name: QueueLink(name, queue) for name in ring.nodes}
-    return Coordinator(ring, links, r=2, w=2, mode=mode)
+    return Coordinator(ring, links, r=2, w=2, mode=mode, tombstone_grace=3600.0,
+                       sibling_soft_limit=25, sibling_hard_limit=100)
 
 
 def measure(ops: int, run: Any, queue: deque) -> float:

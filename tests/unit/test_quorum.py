@@ -96,7 +96,9 @@ class Cluster:
                  min_w: int | None = None) -> None:
         self.sent: list[Pending] = []
         links = {name: FakeLink(name, self.sent) for name in NODES}
-        self.co = Coordinator(Ring(NODES, 3), links, r=r, w=w, min_w=min_w, mode=mode)
+        self.co = Coordinator(Ring(NODES, 3), links, r=r, w=w, min_w=min_w, mode=mode,
+                              tombstone_grace=3600.0, sibling_soft_limit=25,
+                              sibling_hard_limit=100)
         self.homes: tuple[FakeLink, ...] = self.co.homes(KEY)  # type: ignore[assignment]
         self.answers: list[Any] = []
         self.failures: list[str] = []
