@@ -8,12 +8,23 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .commands.acl import build_users
-from .config import Config, ConfigError, load, parse_address
+from .config import (
+    MODES,
+    SETTINGS,
+    TLS_AUTH_CLIENTS,
+    Config,
+    ConfigError,
+    Replica,
+    help_text,
+    load,
+    parse_address,
+)
 from .logs import configure as configure_logging
 from .run import serve
 from .server.listener import AddressInUse, bind_listener
@@ -22,73 +33,55 @@ from .workers import run_workers
 
 log = logging.getLogger("redquorum")
 
+UP_METRICS_LISTEN = "127.0.0.1:9379"  # up serves metrics unless told otherwise
+UP_SHOWN = {"n": "min(3, --replicas)", "metrics_listen": UP_METRICS_LISTEN}
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", metavar="HOST:PORT",
-                   help="where clients connect (default 127.0.0.1:6379; env REDQUORUM_LISTEN)")
-    p.add_argument("--metrics-listen", metavar="HOST:PORT", dest="metrics_listen",
-                   help="serve Prometheus /metrics here (env REDQUORUM_METRICS_LISTEN)")
-    p.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
-    p.add_argument("-w", type=int, help="write quorum: acks before a write succeeds (env REDQUORUM_W)")
-    p.add_argument("-r", type=int, help="read quorum: answers before a read succeeds (env REDQUORUM_R)")
-    p.add_argument("--min-w", type=int, dest="min_w", metavar="W",
-                   help="the lowest write quorum a connection may choose with RQ.CONSISTENCY; "
-                        "read-modify-write commands read n - min_w + 1 replicas (default: w; "
-                        "env REDQUORUM_MIN_W)")
-    p.add_argument("--mode", choices=["causal", "lww"],
-                   help="causal (siblings, default) or lww (last write wins) (env REDQUORUM_MODE)")
-    p.add_argument("--replica-timeout", type=float, dest="replica_timeout", metavar="SECONDS",
-                   help="how long a replica has to answer (default 0.5; env REDQUORUM_REPLICA_TIMEOUT)")
-    p.add_argument("--tombstone-grace", type=float, dest="tombstone_grace", metavar="SECONDS",
-                   help="how long tombstones are kept (default 3600; env REDQUORUM_TOMBSTONE_GRACE)")
-    p.add_argument("--sibling-soft-limit", type=int, dest="sibling_soft_limit", metavar="N",
-                   help="warn (log, metric) above N siblings (default 25; env REDQUORUM_SIBLING_SOFT_LIMIT)")
-    p.add_argument("--sibling-hard-limit", type=int, dest="sibling_hard_limit", metavar="N",
-                   help="refuse writes to a key with N siblings until resolved (default 100; "
-                        "env REDQUORUM_SIBLING_HARD_LIMIT)")
-    p.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval", metavar="SECONDS",
-                   help="freshness canary period (default 1; env REDQUORUM_HEARTBEAT_INTERVAL)")
-    p.add_argument("--pbs-t-ms", dest="pbs_t_ms", metavar="T1,T2,...",
-                   help="t (ms after a write commits) of the exported PBS consistency "
-                        "probabilities (default 0,1,5,10,100; env REDQUORUM_PBS_T_MS)")
-    p.add_argument("--pbs-interval", type=float, dest="pbs_interval", metavar="SECONDS",
-                   help="how often the PBS estimate is recomputed (default 10; env REDQUORUM_PBS_INTERVAL)")
-    p.add_argument("--password", help="require clients to AUTH with this (env REDQUORUM_PASSWORD)")
-    p.add_argument("--protected-mode", dest="protected_mode", choices=["yes", "no"],
-                   help="refuse to start on a non-loopback address without a password "
-                        "(default yes; env REDQUORUM_PROTECTED_MODE)")
-    p.add_argument("--maxclients", type=int, metavar="N",
-                   help="most client connections at once (default 10000; env REDQUORUM_MAXCLIENTS)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="close clients idle this long (default 0: never; env REDQUORUM_TIMEOUT)")
-    p.add_argument("--client-output-buffer-limit", dest="client_output_buffer_limit",
-                   metavar="'HARD SOFT SECONDS'",
-                   help="close a client whose unsent replies pass HARD, or SOFT for SECONDS "
-                        "(default '256mb 64mb 60'; env REDQUORUM_CLIENT_OUTPUT_BUFFER_LIMIT)")
-    p.add_argument("--tls-cert-file", dest="tls_cert_file", metavar="FILE",
-                   help="TLS on the client listener with this certificate (and --tls-key-file)")
-    p.add_argument("--tls-key-file", dest="tls_key_file", metavar="FILE",
-                   help="the private key of --tls-cert-file")
-    p.add_argument("--tls-ca-cert-file", dest="tls_ca_cert_file", metavar="FILE",
-                   help="CA certificates that client certificates must chain to")
-    p.add_argument("--tls-auth-clients", dest="tls_auth_clients",
-                   choices=["yes", "no", "optional"],
-                   help="require client certificates (default yes, as Redis)")
-    p.add_argument("--tls-protocols", dest="tls_protocols", metavar="'TLSv1.2 TLSv1.3'",
-                   help="TLS versions accepted (default: TLSv1.2 and TLSv1.3)")
-    p.add_argument("--tls-ciphers", dest="tls_ciphers", metavar="LIST",
-                   help="OpenSSL cipher list for TLSv1.2 and below")
-    p.add_argument("--tls-ciphersuites", dest="tls_ciphersuites", metavar="LIST",
-                   help="OpenSSL TLSv1.3 cipher suites")
+
+def _setting(p: argparse.ArgumentParser, name: str, *flags: str,
+             shown: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+    """A flag for a setting of config.SETTINGS, its help (default, environment variable)
+    written from there; ``shown`` states a command's own defaults."""
+    flags = flags or ("--" + name.replace("_", "-"),)
+    p.add_argument(*flags, dest=name, help=help_text(name, (shown or {}).get(name)), **kwargs)
+
+
+def _common(p: argparse.ArgumentParser, shown: Mapping[str, str] | None = None) -> None:
+    def setting(name: str, *flags: str, **kwargs: Any) -> None:
+        _setting(p, name, *flags, shown=shown, **kwargs)
+
+    setting("listen", metavar="HOST:PORT")
+    setting("metrics_listen", metavar="HOST:PORT")
+    setting("n", "-n", type=int)
+    setting("w", "-w", type=int)
+    setting("r", "-r", type=int)
+    setting("min_w", metavar="W", type=int)
+    setting("mode", choices=MODES)
+    setting("replica_timeout", type=float, metavar="SECONDS")
+    setting("tombstone_grace", type=float, metavar="SECONDS")
+    setting("sibling_soft_limit", type=int, metavar="N")
+    setting("sibling_hard_limit", type=int, metavar="N")
+    setting("heartbeat_interval", type=float, metavar="SECONDS")
+    setting("pbs_t_ms", metavar="T1,T2,...")
+    setting("pbs_interval", type=float, metavar="SECONDS")
+    setting("password")
+    setting("protected_mode", choices=["yes", "no"])
+    setting("maxclients", type=int, metavar="N")
+    setting("timeout", type=float, metavar="SECONDS")
+    setting("client_output_buffer_limit", metavar="'HARD SOFT SECONDS'")
+    setting("tls_cert_file", metavar="FILE")
+    setting("tls_key_file", metavar="FILE")
+    setting("tls_ca_cert_file", metavar="FILE")
+    setting("tls_auth_clients", choices=list(TLS_AUTH_CLIENTS))
+    setting("tls_protocols", metavar="'TLSv1.2 TLSv1.3'")
+    setting("tls_ciphers", metavar="LIST")
+    setting("tls_ciphersuites", metavar="LIST")
     p.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"],
                    default=os.environ.get("REDQUORUM_LOG_FORMAT", "text"),
                    help="text lines, or one JSON object per line with ts, level, logger, msg and "
                         "the event's fields (env REDQUORUM_LOG_FORMAT)")
-    p.add_argument("--log-keys", dest="log_keys", action="store_const", const=True,
-                   help="log lines may name keys; by default only a key's length and hash "
-                        "(env REDQUORUM_LOG_KEYS)")
+    setting("log_keys", action="store_const", const=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,15 +100,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", dest="data_dir", metavar="DIR",
                     help="where replicas keep their data (default: a temporary directory, "
                          "removed on exit)")
-    _common(up)
+    up.add_argument("--config", metavar="FILE",
+                    help="TOML configuration, its [[replicas]] replaced by the embedded ones "
+                         "(env REDQUORUM_CONFIG)")
+    _common(up, UP_SHOWN)
 
     serve = sub.add_parser("serve", help="run the proxy over existing redis-server replicas",
                            description="Run the proxy over existing redis-server replicas.")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
     serve.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
                        help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
-    serve.add_argument("--workers", type=int, metavar="N",
-                       help="processes sharing the listening port (default 1; env REDQUORUM_WORKERS)")
+    _setting(serve, "workers", type=int, metavar="N")
     _common(serve)
 
     status = sub.add_parser(
@@ -126,9 +121,8 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
     status.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
                         help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
-    status.add_argument("-n", type=int, help="replicas per key (env REDQUORUM_N)")
-    status.add_argument("-w", type=int, help="write quorum (env REDQUORUM_W)")
-    status.add_argument("-r", type=int, help="read quorum (env REDQUORUM_R)")
+    for name in "nwr":
+        _setting(status, name, "-" + name, type=int)
     status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
                         help="a proxy's metrics endpoint, e.g. http://127.0.0.1:9379/metrics "
                              "(repeat for each proxy): adds canary lag and hint ages")
@@ -157,8 +151,9 @@ def _pbs_parser(sub: Any) -> None:
     for leg, what in (("W", "write request to a replica"), ("A", "write ack back"),
                       ("R", "read request to a replica"), ("S", "read response back")):
         pbs.add_argument(f"--{leg}", dest=leg, metavar="SPEC", help=f"latency of the {what} (ms)")
-    pbs.add_argument("--t", dest="t_ms", default="0,1,5,10,100", metavar="T1,T2,...",
-                     help="ms after commit to report P(consistent) at (default 0,1,5,10,100)")
+    t_ms = SETTINGS["pbs_t_ms"].shown_default()
+    pbs.add_argument("--t", dest="t_ms", default=t_ms, metavar="T1,T2,...",
+                     help=f"ms after commit to report P(consistent) at (default {t_ms})")
     pbs.add_argument("--quantiles", default="0.99,0.999", metavar="Q1,Q2,...",
                      help="probabilities to report the t-visibility for (default 0.99,0.999)")
     pbs.add_argument("--trials", type=int, default=100_000, help="Monte Carlo trials (default 100000)")
@@ -230,29 +225,25 @@ def check_security(config: Config) -> None:
     replica_contexts(config)
 
 
+def up_config(flags: Mapping[str, Any], environ: Mapping[str, str],
+              replicas: list[Replica]) -> Config:
+    """``up``'s configuration: the loading and precedence of ``serve`` (defaults < TOML
+    file < environment < flags), the embedded replicas in place of any configured, and
+    ``up``'s own defaults just above the table's."""
+    defaults = {"n": min(3, len(replicas)), "metrics_listen": UP_METRICS_LISTEN}
+    return load(flags, environ, defaults=defaults, replicas=replicas)
+
+
 def run_up(args: argparse.Namespace) -> int:
-    from .config import Replica, build
     from .replicas.launcher import LaunchError, launch, stop_all
 
     count = args.replicas
     if count < 1:
         raise ConfigError("--replicas must be at least 1")
     flags = _flags(args)
-    raw: dict[str, Any] = {}
-    from .config import SETTINGS
-
-    for name in SETTINGS:
-        env = os.environ.get("REDQUORUM_" + name.upper())
-        if env:
-            raw[name] = env
-        if flags.get(name) is not None:
-            raw[name] = flags[name]
-    raw.setdefault("n", min(3, count))
-    if "metrics_listen" not in raw:
-        raw["metrics_listen"] = "127.0.0.1:9379"
     # Validate before starting anything: the same checks as with real replicas.
     placeholder = [Replica(f"r{i}", "127.0.0.1", 1 + i) for i in range(1, count + 1)]
-    config = build(raw, placeholder)
+    config = up_config(flags, os.environ, placeholder)
     check_security(config)
     for what, address in (("listen", config.listen), ("metrics", config.metrics_listen)):
         if address is not None:
@@ -278,7 +269,7 @@ def run_up(args: argparse.Namespace) -> int:
         except LaunchError as exc:
             print(f"redquorum: {exc}", file=sys.stderr)
             return 1
-        config = build(raw, [Replica(r.id, r.host, r.port) for r in replicas])
+        config = up_config(flags, os.environ, [Replica(r.id, r.host, r.port) for r in replicas])
         banner = (f"embedded replicas: {', '.join(f'{r.id}={r.address} (pid {r.pid})' for r in replicas)}"
                   f"; data in {data_dir}; Ctrl-C stops all")
         return serve(config, lsock, banner)

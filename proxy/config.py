@@ -65,42 +65,44 @@ class OutputLimit:
 
 @dataclass(frozen=True)
 class Config:
-    replicas: tuple[Replica, ...] = ()
-    listen: tuple[str, int] = ("127.0.0.1", 6379)
-    metrics_listen: tuple[str, int] | None = None
-    n: int = 3
-    w: int = 2
-    r: int = 2
-    min_w: int = 2  # the lowest w a connection may choose (RQ.CONSISTENCY)
-    mode: str = "causal"
-    replica_timeout: float = 0.5  # seconds a replica has to answer a request once sent
-    tombstone_grace: float = 3600.0  # seconds tombstones and expired values are kept
-    sibling_soft_limit: int = 25
-    sibling_hard_limit: int = 100
-    heartbeat_interval: float = 1.0
-    password: str | None = field(default=None, repr=False)  # the default user's, when set
-    context_secret: str | None = field(default=None, repr=False)  # signs RQ contexts; else one kept on the replicas
-    log_keys: bool = False  # log lines may name keys (else only their length and a hash)
-    workers: int = 1
-    users: tuple[User, ...] = ()
-    protected_mode: bool = True
-    maxclients: int = 10000
-    timeout: float = 0.0  # idle seconds before a client is closed; 0: never
-    output_limit: OutputLimit = OutputLimit(256 * 1024**2, 64 * 1024**2, 60.0)
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_ca_cert_file: str | None = None
-    tls_auth_clients: str = "yes"
-    tls_protocols: str | None = None
-    tls_ciphers: str | None = None
-    tls_ciphersuites: str | None = None
+    """The validated settings; build() makes it, with the defaults of ``SETTINGS``."""
+
+    replicas: tuple[Replica, ...]
+    listen: tuple[str, int]
+    metrics_listen: tuple[str, int] | None
+    n: int
+    w: int
+    r: int
+    min_w: int  # the lowest w a connection may choose (RQ.CONSISTENCY)
+    mode: str
+    replica_timeout: float  # seconds a replica has to answer a request once sent
+    tombstone_grace: float  # seconds tombstones and expired values are kept
+    sibling_soft_limit: int
+    sibling_hard_limit: int
+    heartbeat_interval: float
+    password: str | None = field(repr=False)  # the default user's, when set
+    context_secret: str | None = field(repr=False)  # signs RQ contexts; else one kept on the replicas
+    log_keys: bool  # log lines may name keys (else only their length and a hash)
+    workers: int
+    users: tuple[User, ...]
+    protected_mode: bool
+    maxclients: int
+    timeout: float  # idle seconds before a client is closed; 0: never
+    output_limit: OutputLimit
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    tls_ca_cert_file: str | None
+    tls_auth_clients: str
+    tls_protocols: str | None
+    tls_ciphers: str | None
+    tls_ciphersuites: str | None
+    pbs_t_ms: tuple[float, ...]  # t of the exported P(consistent)
+    pbs_interval: float  # seconds between recomputations of the PBS estimate
 
     @property
     def tls(self) -> bool:
         """TLS on the client listener: a certificate and its key were given."""
         return bool(self.tls_cert_file and self.tls_key_file)
-    pbs_t_ms: tuple[float, ...] = (0.0, 1.0, 5.0, 10.0, 100.0)  # t of the exported P(consistent)
-    pbs_interval: float = 10.0  # seconds between recomputations of the PBS estimate
 
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
@@ -154,64 +156,128 @@ def _float(value: Any, name: str) -> float:
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
 
 
-# setting name → (TOML section, key); the environment variable is REDQUORUM_<NAME>
-SETTINGS = {
-    "listen": ("proxy", "listen"),
-    "metrics_listen": ("proxy", "metrics_listen"),
-    "password": ("proxy", "password"),
-    "context_secret": ("proxy", "context_secret"),
-    "log_keys": ("proxy", "log_keys"),
-    "workers": ("proxy", "workers"),
-    "n": ("quorum", "n"),
-    "w": ("quorum", "w"),
-    "r": ("quorum", "r"),
-    "min_w": ("quorum", "min_w"),
-    "mode": ("quorum", "mode"),
-    "replica_timeout": ("quorum", "replica_timeout"),
-    "tombstone_grace": ("quorum", "tombstone_grace"),
-    "sibling_soft_limit": ("quorum", "sibling_soft_limit"),
-    "sibling_hard_limit": ("quorum", "sibling_hard_limit"),
-    "heartbeat_interval": ("proxy", "heartbeat_interval"),
-    "protected_mode": ("proxy", "protected_mode"),
-    "maxclients": ("proxy", "maxclients"),
-    "timeout": ("proxy", "timeout"),
-    "client_output_buffer_limit": ("proxy", "client_output_buffer_limit"),
-    "tls_cert_file": ("proxy", "tls_cert_file"),
-    "tls_key_file": ("proxy", "tls_key_file"),
-    "tls_ca_cert_file": ("proxy", "tls_ca_cert_file"),
-    "tls_auth_clients": ("proxy", "tls_auth_clients"),
-    "tls_protocols": ("proxy", "tls_protocols"),
-    "tls_ciphers": ("proxy", "tls_ciphers"),
-    "tls_ciphersuites": ("proxy", "tls_ciphersuites"),
-    "pbs_t_ms": ("proxy", "pbs_t_ms"),
-    "pbs_interval": ("proxy", "pbs_interval"),
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its TOML section (the key is its name), its default as a user would
+    write it (None: unset, or derived from other settings as ``shown`` says), and its help."""
+
+    section: str
+    default: Any
+    help: str
+    shown: str | None = None  # the default as help states it, when not the value itself
+
+    def shown_default(self) -> str | None:
+        if self.shown is not None:
+            return self.shown
+        return None if self.default is None else _format_value(self.default)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_format_value(v) for v in value)
+    return str(value)
+
+
+# The one table of settings: TOML [section] name, environment REDQUORUM_<NAME>, flag
+# --<name-with-dashes>. build() takes its defaults from here and proxy/cli.py its help.
+SETTINGS: dict[str, Setting] = {
+    "listen": Setting("proxy", "127.0.0.1:6379", "where clients connect"),
+    "metrics_listen": Setting("proxy", None, "serve Prometheus /metrics here", shown="off"),
+    "password": Setting("proxy", None, "require clients to AUTH with this"),
+    "context_secret": Setting(
+        "proxy", None, "signs RQ contexts, the same on every proxy of the cluster "
+        "(at least 16 characters)", shown="a secret kept on the replicas"),
+    "log_keys": Setting("proxy", False, "log lines may name keys; else only a key's length "
+                        "and hash"),
+    "workers": Setting("proxy", 1, "processes sharing the listening port"),
+    "n": Setting("quorum", None, "replicas per key", shown="min(3, replicas)"),
+    "w": Setting("quorum", None, "write quorum: acks before a write succeeds",
+                 shown="a majority of n"),
+    "r": Setting("quorum", None, "read quorum: answers before a read succeeds",
+                 shown="a majority of n"),
+    "min_w": Setting("quorum", None, "the lowest write quorum a connection may choose with "
+                     "RQ.CONSISTENCY; read-modify-write commands read n - min_w + 1 replicas",
+                     shown="w"),
+    "mode": Setting("quorum", "causal", "causal (siblings) or lww (last write wins)"),
+    "replica_timeout": Setting("quorum", 0.5, "seconds a replica has to answer a request"),
+    "tombstone_grace": Setting("quorum", 3600.0, "seconds tombstones and expired values are "
+                               "kept"),
+    "sibling_soft_limit": Setting("quorum", 25, "warn (log, metric) above this many siblings"),
+    "sibling_hard_limit": Setting("quorum", 100, "refuse writes to a key with this many "
+                                  "siblings until resolved"),
+    "heartbeat_interval": Setting("proxy", 1.0, "seconds between freshness canary writes"),
+    "protected_mode": Setting("proxy", "yes", "refuse to start on a non-loopback address "
+                              "without a password"),
+    "maxclients": Setting("proxy", 10000, "most client connections at once"),
+    "timeout": Setting("proxy", 0.0, "close clients idle this many seconds; 0: never"),
+    "client_output_buffer_limit": Setting(
+        "proxy", "256mb 64mb 60", "close a client whose unsent replies pass HARD, or SOFT "
+        "for SECONDS"),
+    "tls_cert_file": Setting("proxy", None, "TLS on the client listener with this "
+                             "certificate (and tls_key_file)"),
+    "tls_key_file": Setting("proxy", None, "the private key of tls_cert_file"),
+    "tls_ca_cert_file": Setting("proxy", None, "CA certificates that client certificates "
+                                "must chain to"),
+    "tls_auth_clients": Setting("proxy", "yes", "require client certificates: yes, no or "
+                                "optional"),
+    "tls_protocols": Setting("proxy", None, "TLS versions accepted",
+                             shown="TLSv1.2 TLSv1.3"),
+    "tls_ciphers": Setting("proxy", None, "OpenSSL cipher list for TLSv1.2 and below"),
+    "tls_ciphersuites": Setting("proxy", None, "OpenSSL TLSv1.3 cipher suites"),
+    "pbs_t_ms": Setting("proxy", (0.0, 1.0, 5.0, 10.0, 100.0), "t (ms after a write "
+                        "commits) of the exported PBS consistency probabilities"),
+    "pbs_interval": Setting("proxy", 10.0, "seconds between recomputations of the PBS "
+                            "estimate"),
 }
+
+
+def help_text(name: str, shown_default: str | None = None) -> str:
+    """A setting's help for its flag: what it does, its default, its environment variable.
+    ``shown_default`` states a command's own default in place of the table's."""
+    setting = SETTINGS[name]
+    shown = shown_default if shown_default is not None else setting.shown_default()
+    env = "env REDQUORUM_" + name.upper()
+    return f"{setting.help} ({'default ' + shown + '; ' if shown is not None else ''}{env})"
+
+
+def _default(raw: Mapping[str, Any], name: str) -> Any:
+    return raw.get(name, SETTINGS[name].default)
 
 
 def load(
     flags: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
     config_file: str | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    replicas: list[Replica] | None = None,
 ) -> Config:
-    """Build and validate a Config. ``flags`` holds only the flags the user gave."""
+    """Build and validate a Config. ``flags`` holds only the flags the user gave.
+
+    ``defaults`` (a command's own, such as ``up``'s metrics address) sit above the table's
+    and below the file; ``replicas``, when given, replace every other source of replicas."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    replicas: list[Replica] | None = None
+    raw: dict[str, Any] = dict(defaults or {})
+    configured: list[Replica] | None = None
     users: list[User] = []
 
     path = flags.get("config") or environ.get("REDQUORUM_CONFIG") or config_file
     if path:
         doc = _read_toml(path)
-        for name, (section, key) in SETTINGS.items():
-            table = doc.get(section, {})
-            for spelling in (key, key.replace("_", "-")):  # Redis spells tls-cert-file
+        for name, setting in SETTINGS.items():
+            table = doc.get(setting.section, {})
+            for spelling in (name, name.replace("_", "-")):  # Redis spells tls-cert-file
                 if spelling in table:
                     raw[name] = table[spelling]
         unknown = set(doc) - {"proxy", "quorum", "replicas", "users"}
         if unknown:
             raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
         if "replicas" in doc:
-            replicas = [_replica_from_toml(entry, path) for entry in doc["replicas"]]
+            configured = [_replica_from_toml(entry, path) for entry in doc["replicas"]]
         users = [_user_from_toml(entry, path) for entry in doc.get("users", [])]
 
     for name in SETTINGS:
@@ -220,15 +286,15 @@ def load(
             raw[name] = env
     env_replicas = environ.get("REDQUORUM_REPLICAS")
     if env_replicas:
-        replicas = [parse_replica(x) for x in env_replicas.split(",") if x.strip()]
+        configured = [parse_replica(x) for x in env_replicas.split(",") if x.strip()]
 
     for name in SETTINGS:
         if flags.get(name) is not None:
             raw[name] = flags[name]
     if flags.get("replica"):
-        replicas = [parse_replica(x) for x in flags["replica"]]
+        configured = [parse_replica(x) for x in flags["replica"]]
 
-    return build(raw, replicas or [], users)
+    return build(raw, replicas if replicas is not None else configured or [], users)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -398,33 +464,33 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
     min_w = _int(raw.get("min_w", w), "min_w")
     if not 1 <= min_w <= w:
         raise ConfigError(f"min_w={min_w} is outside 1..w (w={w})")
-    mode = str(raw.get("mode", "causal")).lower()
+    mode = str(_default(raw, "mode")).lower()
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
 
-    listen = raw.get("listen", "127.0.0.1:6379")
+    listen = _default(raw, "listen")
     listen_addr = parse_address(listen, "listen address") if isinstance(listen, str) else tuple(listen)
-    metrics = raw.get("metrics_listen")
+    metrics = _default(raw, "metrics_listen")
     metrics_addr = parse_address(metrics, "metrics address") if metrics else None
 
-    timeout = _float(raw.get("replica_timeout", 0.5), "replica_timeout")
+    timeout = _float(_default(raw, "replica_timeout"), "replica_timeout")
     if not 0.001 <= timeout <= 60:
         raise ConfigError(f"replica_timeout={timeout} is outside 0.001..60 seconds")
-    grace = _float(raw.get("tombstone_grace", 3600), "tombstone_grace")
+    grace = _float(_default(raw, "tombstone_grace"), "tombstone_grace")
     if grace < 0:
         raise ConfigError("tombstone_grace must not be negative")
-    soft = _int(raw.get("sibling_soft_limit", 25), "sibling_soft_limit")
-    hard = _int(raw.get("sibling_hard_limit", 100), "sibling_hard_limit")
+    soft = _int(_default(raw, "sibling_soft_limit"), "sibling_soft_limit")
+    hard = _int(_default(raw, "sibling_hard_limit"), "sibling_hard_limit")
     if not 1 <= soft <= hard:
         raise ConfigError("sibling limits need 1 <= sibling_soft_limit <= sibling_hard_limit")
-    heartbeat = _float(raw.get("heartbeat_interval", 1.0), "heartbeat_interval")
+    heartbeat = _float(_default(raw, "heartbeat_interval"), "heartbeat_interval")
     if heartbeat <= 0:
         raise ConfigError("heartbeat_interval must be positive")
-    workers = _int(raw.get("workers", 1), "workers")
+    workers = _int(_default(raw, "workers"), "workers")
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
-    password = raw.get("password")
-    context_secret = raw.get("context_secret")
+    password = _default(raw, "password")
+    context_secret = _default(raw, "context_secret")
     if context_secret is not None and len(str(context_secret)) < 16:
         raise ConfigError("context_secret must be at least 16 characters (every proxy of "
                           "the cluster needs the same one)")
@@ -434,33 +500,33 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"user {name!r} is defined twice")
-    protected = _yes_no(raw.get("protected_mode", True), "protected-mode")
+    protected = _yes_no(_default(raw, "protected_mode"), "protected-mode")
     host = str(listen_addr[0])
     if protected and not is_loopback(host) and default_user_open(password, users):
         raise ConfigError(
             f"protected mode: listening on {host} (not a loopback address) with no password "
             "would let anyone on the network use the data; set --password (or [[users]] and a "
             "closed default user), listen on 127.0.0.1, or start with --protected-mode no")
-    maxclients = _int(raw.get("maxclients", 10000), "maxclients")
+    maxclients = _int(_default(raw, "maxclients"), "maxclients")
     if not 1 <= maxclients <= 1_000_000:
         raise ConfigError(f"maxclients={maxclients} is outside 1..1000000")
-    idle = _float(raw.get("timeout", 0), "timeout")
+    idle = _float(_default(raw, "timeout"), "timeout")
     if idle < 0:
         raise ConfigError("timeout must not be negative (0: never)")
-    output_limit = parse_output_limit(raw.get("client_output_buffer_limit", "256mb 64mb 60"))
+    output_limit = parse_output_limit(_default(raw, "client_output_buffer_limit"))
     tls = {name: (str(raw[name]) if raw.get(name) else None)
            for name in ("tls_cert_file", "tls_key_file", "tls_ca_cert_file", "tls_protocols",
                         "tls_ciphers", "tls_ciphersuites")}
     if bool(tls["tls_cert_file"]) != bool(tls["tls_key_file"]):
         raise ConfigError("--tls-cert-file and --tls-key-file go together")
-    auth_clients = str(raw.get("tls_auth_clients", "yes")).lower()
+    auth_clients = str(_default(raw, "tls_auth_clients")).lower()
     if auth_clients not in TLS_AUTH_CLIENTS:
         raise ConfigError(f"tls-auth-clients {auth_clients!r} is not one of yes, no, optional")
     if tls["tls_cert_file"] and auth_clients != "no" and not tls["tls_ca_cert_file"]:
         raise ConfigError("tls-auth-clients needs --tls-ca-cert-file to verify client "
                           "certificates (or use --tls-auth-clients no)")
-    pbs_t_ms = _times(raw.get("pbs_t_ms", Config.pbs_t_ms), "pbs_t_ms")
-    pbs_interval = _float(raw.get("pbs_interval", 10.0), "pbs_interval")
+    pbs_t_ms = _times(_default(raw, "pbs_t_ms"), "pbs_t_ms")
+    pbs_interval = _float(_default(raw, "pbs_interval"), "pbs_interval")
     if not 0.01 <= pbs_interval <= 86400:
         raise ConfigError(f"pbs_interval={pbs_interval} is outside 0.01..86400 seconds")
 
@@ -480,7 +546,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         heartbeat_interval=heartbeat,
         password=password,
         context_secret=str(context_secret) if context_secret is not None else None,
-        log_keys=_bool(raw.get("log_keys", False), "log_keys"),
+        log_keys=_bool(_default(raw, "log_keys"), "log_keys"),
         workers=workers,
         users=tuple(users),
         protected_mode=protected,

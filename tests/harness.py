@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -107,3 +109,17 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextmanager
+def reference_and_proxy(base: Path) -> Iterator[tuple[int, ProxyProcess]]:
+    """A plain redis-server to compare replies with, and a proxy over three replicas."""
+    reference = launch(1, base / "reference", prefix="ref")
+    replicas = start_replicas(3, base / "replicas")
+    proxy = ProxyProcess(replicas, log_path=base / "proxy.log")
+    try:
+        yield reference[0].port, proxy
+    finally:
+        proxy.stop()
+        replicas.stop()
+        stop_all(reference)

@@ -234,7 +234,7 @@ def cmd_msetnx(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     """Not atomic across keys: a quorum read of every key first; if none exists, each key
     is written with SET NX semantics at its own coordinator. The reply is 1 only when
     every key was set; a concurrent writer of one of the keys between the check and the
-    write makes it 0, and the keys written by then stay written (README)."""
+    write makes it 0, and the keys written by then stay written (docs/guarantees.md)."""
     if len(args) % 2 == 0:
         return err_arity("msetnx")
     values = {args[i]: args[i + 1] for i in range(1, len(args), 2)}  # the last one wins

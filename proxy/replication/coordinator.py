@@ -23,7 +23,7 @@ Theory of operation
    ``rq_put_lww`` and ``rq_replace_lww``, and reads resolve with ``clock.lww_resolve``:
    every path keeps the one newest sibling, its dot the whole clock.
 3. A write that gets fewer than ``w`` acks answers ``-NOQUORUM``. It is not rolled back
-   where it landed: a later read may or may not see it (README, "Failed writes").
+   where it landed: a later read may or may not see it (docs/guarantees.md, "Failed writes").
 4. Read: every home gets ``GET``; after ``r`` answers the objects are merged (sync) and
    the client is answered. When the first ``r`` replies are the same bytes, there is
    nothing to merge and one decode does.
@@ -110,10 +110,10 @@ class Coordinator:
         r: int,
         w: int,
         min_w: int | None = None,
-        mode: str = "causal",
-        tombstone_grace: float = 3600.0,
-        sibling_soft_limit: int = 25,
-        sibling_hard_limit: int = 100,
+        mode: str,
+        tombstone_grace: float,
+        sibling_soft_limit: int,
+        sibling_hard_limit: int,
         events: Events | None = None,
         actor: str = "proxy",
     ) -> None:

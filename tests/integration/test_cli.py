@@ -11,7 +11,8 @@ import time
 
 import pytest
 import redis
-from redquorum.config import ConfigError, load
+from redquorum.cli import UP_SHOWN
+from redquorum.config import SETTINGS, ConfigError, load
 from redquorum.replicas.launcher import free_port
 
 from tests.harness import ROOT, wait_for
@@ -166,8 +167,57 @@ def test_help_documents_the_flags():
         assert flag in out.stdout
     out = subprocess.run([sys.executable, "-m", "redquorum.cli", "up", "--help"], cwd=ROOT,
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    for flag in ("--replicas", "--listen", "--metrics-listen", "-n", "-w", "-r", "--data-dir"):
+    for flag in ("--replicas", "--listen", "--metrics-listen", "-n", "-w", "-r", "--data-dir",
+                 "--config"):
         assert flag in out.stdout
+    # the defaults come from the settings table, up's own where it has them
+    text = " ".join(out.stdout.split())
+    for name, setting in SETTINGS.items():
+        shown = UP_SHOWN.get(name, setting.shown_default())
+        if name not in ("workers", "context_secret"):
+            assert f"({'default ' + shown + '; ' if shown else ''}env REDQUORUM_{name.upper()})" in text
+    assert "(default 127.0.0.1:9379; env REDQUORUM_METRICS_LISTEN)" in text
+    assert "(default 0.5; env REDQUORUM_REPLICA_TIMEOUT)" in text
+
+
+def test_up_loads_file_environment_and_flags_like_serve(tmp_path):
+    port, metrics = free_port(), free_port()
+    conf = tmp_path / "up.toml"
+    conf.write_text(f"""
+[proxy]
+listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:{metrics}"
+
+[quorum]
+n = 2
+w = 1
+r = 1
+mode = "lww"
+
+[[replicas]]
+id = "elsewhere"
+address = "127.0.0.1:1"
+""")
+    # the file gives n, mode and the addresses; the environment overrides its w and r;
+    # the flag overrides the environment's r
+    proc = redquorum("up", "--config", str(conf), "--replicas", "2", "-r", "1",
+                     "--data-dir", str(tmp_path / "data"), "--log-level", "warning",
+                     env={"REDQUORUM_W": "2", "REDQUORUM_R": "2"})
+    try:
+        banner = read_until(proc, "Ctrl-C stops all")
+        assert "n=2 w=2 r=1 mode=lww" in banner
+        assert "elsewhere" not in banner  # the embedded replicas stand in for [[replicas]]
+        c = redis.Redis(port=port, protocol=2)
+        assert c.set("k", "v") and c.get("k") == b"v"
+        assert c.info("redquorum")["replicas_up"] == 2
+        with socket.create_connection(("127.0.0.1", metrics), timeout=5):
+            pass  # the file's metrics address, not up's default
+        pids = [int(p) for p in __import__("re").findall(r"\(pid (\d+)\)", banner)]
+        stop_and_check(proc, pids, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_workers_share_the_port_and_stop_together(replicas):

@@ -27,9 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redquorum.protocol.resp import ReplyError, SetReply, Simple, Verbatim
-from redquorum.replicas.launcher import launch, stop_all
 
-from tests.harness import ProxyProcess, start_replicas
+from tests.harness import reference_and_proxy
 from tests.resp_client import NIL_ARRAY, NIL_BULK, RawClient
 
 # ---------------------------------------------------------------------------
@@ -38,16 +37,8 @@ from tests.resp_client import NIL_ARRAY, NIL_BULK, RawClient
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    base = tmp_path_factory.mktemp("differential")
-    reference = launch(1, base / "reference", prefix="ref")
-    replicas = start_replicas(3, base / "replicas")
-    proxy = ProxyProcess(replicas, log_path=base / "proxy.log")
-    try:
-        yield reference[0].port, proxy.port
-    finally:
-        proxy.stop()
-        replicas.stop()
-        stop_all(reference)
+    with reference_and_proxy(tmp_path_factory.mktemp("differential")) as (reference, proxy):
+        yield reference, proxy.port
 
 
 class Pair:

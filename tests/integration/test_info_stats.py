@@ -7,9 +7,8 @@ import re
 
 import pytest
 from redquorum.protocol.resp import Simple
-from redquorum.replicas.launcher import launch, stop_all
 
-from tests.harness import ProxyProcess, start_replicas
+from tests.harness import reference_and_proxy
 from tests.resp_client import RawClient
 
 COMMANDSTAT = re.compile(r"cmdstat_([a-z_|.]+):calls=(\d+),usec=(\d+),usec_per_call=(\d+\.\d\d),"
@@ -20,16 +19,8 @@ LATENCYSTAT = re.compile(r"latency_percentiles_usec_([a-z_|.]+):p50=\d+\.\d{3},p
 
 @pytest.fixture(scope="module")
 def ports(tmp_path_factory):
-    base = tmp_path_factory.mktemp("infostats")
-    reference = launch(1, base / "reference", prefix="ref")
-    replicas = start_replicas(3, base / "replicas")
-    proxy = ProxyProcess(replicas, log_path=base / "proxy.log")
-    try:
-        yield reference[0].port, proxy.port
-    finally:
-        proxy.stop()
-        replicas.stop()
-        stop_all(reference)
+    with reference_and_proxy(tmp_path_factory.mktemp("infostats")) as (reference, proxy):
+        yield reference, proxy.port
 
 
 def info(client: RawClient, *sections: str) -> dict[str, list[str]]:

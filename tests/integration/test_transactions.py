@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 import redis
 from redquorum.protocol.resp import ReplyError, Simple
-from redquorum.replicas.launcher import launch, stop_all
 
-from tests.harness import ProxyProcess, start_replicas
+from tests.harness import reference_and_proxy
 from tests.integration.test_differential import Pair, typed
 from tests.resp_client import NIL_BULK, RawClient
 
@@ -18,16 +17,8 @@ EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    base = tmp_path_factory.mktemp("transactions")
-    reference = launch(1, base / "reference", prefix="ref")
-    replicas = start_replicas(3, base / "replicas")
-    proxy = ProxyProcess(replicas, log_path=base / "proxy.log")
-    try:
-        yield reference[0].port, proxy
-    finally:
-        proxy.stop()
-        replicas.stop()
-        stop_all(reference)
+    with reference_and_proxy(tmp_path_factory.mktemp("transactions")) as (reference, proxy):
+        yield reference, proxy
 
 
 @pytest.fixture
