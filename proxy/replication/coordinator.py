@@ -32,7 +32,10 @@ Theory of operation
    the others' objects through ``rq_merge``, never a blind SET, so a write that landed
    in between is kept.
 
-The operations are small objects with callbacks, not tasks: see proxy/backend.py.
+6. Every operation is a small state machine built per request and driven by reply
+   callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
+   its phase in one attribute (constants below), and answers ``done`` through one
+   ``_finish``. Each class's docstring gives the events it accepts and their order.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .clock import CorruptObject
 from .counters import SIBLING_BUCKETS, LocalHistogram
 from .events import Events
 from .links import DOWN, Link, ReplicaFailure, is_replica_error
+from .quorum import Quorum, noquorum
 from .ring import PARTITIONS, Ring
 
 _PARTITION_MASK = PARTITIONS - 1
@@ -274,82 +278,132 @@ class Coordinator:
             link.request(payload, one(i))
 
 
-def noquorum(op: str, got: int, needed: int, of: int, why: str = "") -> ReplyError:
-    text = f"NOQUORUM {op} needs {needed} of {of} replicas, {got} answered"
-    if why:
-        text += f" ({why})"
-    return ReplyError(text)
+# The phases of the state machines below: module-level strings, so that a test of the
+# phase is one global load and an identity comparison on the per-request hot path.
+WAITING = "waiting"  # read: the answer is not decided yet
+READING = "reading"  # read-for-write: gathering what n - min_w + 1 homes hold
+WRITING = "writing"  # read-for-write: handed over to a _Write, which answers
+COORDINATING = "coordinating"  # write: waiting for a home to make the new object
+FANNING_OUT = "fanning out"  # write: the object is on its way to the other homes
+ANSWERED = "answered"  # ``done`` was called; late replies may still arrive
+REPAIRING = "repairing"  # read: every home is in, stale ones were sent the merge
+DONE = "done"  # read: every home is in, none was stale
+_ANSWERED = frozenset((ANSWERED, REPAIRING, DONE))
 
 
-class _Read:
-    __slots__ = ("co", "key", "homes", "need", "done", "plain", "blobs", "same", "failures",
-                 "answered", "finished", "why")
+class _Machine:
+    """What every quorum operation holds: the key, its homes, a ``Quorum`` counter, the
+    phase, and ``done``, which ``_finish`` calls exactly once."""
+
+    __slots__ = ("co", "key", "homes", "done", "quorum", "phase")
+
+    co: Coordinator
+    key: bytes
+    homes: tuple[Link, ...]
+    done: Done
+    quorum: Quorum
+    phase: str
+
+    def _finish(self, result: Any) -> None:
+        if self.phase in _ANSWERED:  # a bug: the client must not get two answers
+            log.error("%s of %r answered twice; dropped the second answer %r",
+                      type(self).__name__, self.key[:100], result)
+            return
+        self.phase = ANSWERED
+        self.done(result)
+
+    def _noquorum(self, op: str) -> None:
+        self.co.events.quorum_failure(op)
+        self._finish(self.quorum.error(op))
+
+    def _settle(self, result: Any, op: str) -> None:
+        """Answer ``result`` once the quorum is reached, NOQUORUM once it cannot be."""
+        quorum = self.quorum
+        if quorum.reached:
+            self._finish(result)
+        elif quorum.impossible:
+            self._noquorum(op)
+
+
+class _Read(_Machine):
+    """A quorum read: every home gets GET; the merge of the first ``r`` objects answers.
+
+    Events: ``on_reply(index, reply)`` once per home, in any order; a reply is the
+    object's bytes, None (no object), or a failure (``ReplyError``, ``ReplicaFailure``).
+    WAITING → ANSWERED once ``r`` homes answered with objects that decode (the merge,
+    or with ``plain`` the value a GET answers) or once ``r`` can no longer be reached
+    (NOQUORUM). Bytes that do not decode are found while the answer is built, before it
+    is decided: those homes count as failed, and the read waits for more replies.
+    ANSWERED → REPAIRING when the last home is in and some home's object differs from
+    the merge of them all (it gets the others' objects through ``rq_merge``), else DONE.
+    """
+
+    __slots__ = ("plain", "blobs", "same", "replies")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  done: Done, plain: bool = False) -> None:
         self.co = co
-        self.plain = plain
         self.key = key
         self.homes = homes
-        self.need = need
         self.done = done
+        self.quorum = Quorum(need, len(homes))
+        self.phase = WAITING
+        self.plain = plain
         self.blobs: list[tuple[int, bytes | None]] = []
-        self.same = True  # every reply so far is the same bytes
-        self.failures = 0
-        self.answered = 0
-        self.finished = False
-        self.why = ""
+        self.same = True  # every object so far is the same bytes
+        self.replies = 0
 
     def on_reply(self, index: int, reply: Any) -> None:
-        self.answered += 1
-        t = type(reply)
-        if t is bytes or reply is None:
+        self.replies += 1
+        if type(reply) is bytes or reply is None:
             blobs = self.blobs
             if blobs and reply != blobs[0][1]:
                 self.same = False
             blobs.append((index, reply))
+            self.quorum.acks += 1
         else:
-            self.failures += 1
-            self.why = _why(self.homes[index], reply)
-        if not self.finished:
+            self.quorum.fail(_why(self.homes[index], reply))
+        if self.phase is WAITING:
             self._decide()
-        if self.answered == len(self.homes):
-            self._repair()
+        if self.replies == len(self.homes):
+            self.phase = REPAIRING if self._repair() else DONE
 
     def _decide(self) -> None:
-        if len(self.blobs) >= self.need:
-            self.finished = True
-            self._answer()
-        elif self.failures > len(self.homes) - self.need:
-            self.finished = True
-            self.co.events.quorum_failure("read")
-            self.done(noquorum("read", len(self.blobs), self.need, len(self.homes), self.why))
+        quorum = self.quorum
+        while quorum.reached:
+            try:
+                answer = self._answer()
+            except CorruptObject:
+                self._drop_undecodable()  # removes at least the object that raised
+                continue
+            self._finish(answer)
+            return
+        if quorum.impossible:
+            self._noquorum("read")
 
-    def _answer(self) -> None:
+    def _answer(self) -> Any:
+        """The merged object (with ``plain``, the value); CorruptObject if one does not decode."""
         blobs = self.blobs
         co = self.co
-        try:
-            if self.same and self.plain:  # the usual GET: one sibling, nothing to merge
-                blob = blobs[0][1]
-                if blob is None:
-                    co.sibling_counts.observe(0)
-                    self.done(None)
-                    return
+        if self.same and self.plain:  # the usual GET: one sibling, nothing to merge
+            blob = blobs[0][1]
+            if blob is None:
+                co.sibling_counts.observe(0)
+                return None
+            try:
                 value = clock.plain_value(blob, time.time_ns() // 1_000_000)
-                if value is not False:
-                    co.sibling_counts.observe(1)
-                    self.done(value)
-                    return
-            if co.mode == "lww":  # one sibling, even where replicas hold more
-                held = blobs[:1] if self.same else blobs
-                merged = clock.lww_resolve([clock.decode(b) for _, b in held])
-            elif self.same:
-                merged = clock.decode(blobs[0][1])
-            else:
-                merged = clock.sync_all(clock.decode(b) for _, b in blobs)
-        except CorruptObject:
-            self._drop_undecodable()
-            return
+            except CorruptObject:  # decode below judges, as _drop_undecodable does
+                value = False
+            if value is not False:
+                co.sibling_counts.observe(1)
+                return value
+        if co.mode == "lww":  # one sibling, even where replicas hold more
+            held = blobs[:1] if self.same else blobs
+            merged = clock.lww_resolve([clock.decode(b) for _, b in held])
+        elif self.same:
+            merged = clock.decode(blobs[0][1])
+        else:
+            merged = clock.sync_all(clock.decode(b) for _, b in blobs)
         live = 1
         if len(merged.siblings) != 1:
             live = len(merged.live(time.time_ns() // 1_000_000))
@@ -358,9 +412,8 @@ class _Read:
         co.sibling_counts.observe(live)
         if self.plain:
             best = merged.winner(time.time_ns() // 1_000_000)
-            self.done(None if best is None else best.value)
-        else:
-            self.done(merged)
+            return None if best is None else best.value
+        return merged
 
     def _drop_undecodable(self) -> None:
         """A replica holding bytes redquorum did not write counts as a failed replica."""
@@ -369,25 +422,23 @@ class _Read:
             try:
                 clock.decode(blob)
             except CorruptObject as exc:
-                self.failures += 1
-                self.why = f"{self.homes[i].id}: {exc}"
+                self.quorum.demote(f"{self.homes[i].id}: {exc}")
                 log.warning("replica %s holds an undecodable object under %r", self.homes[i].id,
                             self.key[:100])
             else:
                 good.append((i, blob))
         self.blobs = good
         self.same = all(blob == good[0][1] for _, blob in good)
-        self.finished = False
-        self._decide()
 
-    def _repair(self) -> None:
+    def _repair(self) -> bool:
+        """Send the merge to every home whose object differs from it; True if any did."""
         blobs = self.blobs
         if len(blobs) < 2 or self.same:
-            return
+            return False
         try:
             decoded = {i: clock.decode(b) for i, b in blobs}
         except CorruptObject:
-            return
+            return False
         co = self.co
         if co.mode == "lww":
             merged = clock.lww_resolve(decoded.values())
@@ -408,6 +459,7 @@ class _Read:
             link.request(co.merge_payload(self.key, *sorted(others)), _ignore)
         if stale:
             co.events.stale_read()
+        return stale
 
 
 def _ignore(reply: Any) -> None:
@@ -422,178 +474,160 @@ def _why(link: Link, reply: Any) -> str:
     return f"{link.id}: unexpected reply"
 
 
-class _ReadForWrite:
-    """Read-modify-write operations first gather what n - w + 1 homes hold: that many
+class _ReadForWrite(_Machine):
+    """Read-modify-write operations first gather what n - min_w + 1 homes hold: that many
     always include a replica that acknowledged the latest write, so the coordinator
     (which syncs those objects before applying the operation) never increments, appends
-    to or tests an older value than the latest acknowledged one after a failover."""
+    to or tests an older value than the latest acknowledged one after a failover.
 
-    __slots__ = ("co", "key", "homes", "w", "need", "context", "op", "op_args", "done",
-                 "blobs", "answers", "failures", "started", "why")
+    Events: ``on_reply(index, reply)`` once per home, in any order, as for ``_Read``.
+    READING → WRITING once n - min_w + 1 homes answered: a ``_Write`` carrying their
+    distinct objects takes over and answers; READING → ANSWERED (NOQUORUM) once that
+    many can no longer answer. Replies after READING are ignored.
+    """
+
+    __slots__ = ("w", "context", "op", "op_args", "blobs")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], w: int,
                  context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
         self.co = co
         self.key = key
         self.homes = homes
+        self.done = done
+        self.quorum = Quorum(len(homes) - co.min_w + 1, len(homes))
+        self.phase = READING
         self.w = w
-        self.need = len(homes) - co.min_w + 1
         self.context = context
         self.op = op
         self.op_args = op_args
-        self.done = done
         self.blobs: list[bytes] = []
-        self.answers = 0
-        self.failures = 0
-        self.started = False
-        self.why = ""
 
     def start(self) -> None:
         for i, link in enumerate(self.homes):
             link.get(self.key, self.on_reply, i)
 
     def on_reply(self, index: int, reply: Any) -> None:
-        if self.started:
+        if self.phase is not READING:
             return
+        quorum = self.quorum
         if type(reply) is bytes or reply is None:
-            self.answers += 1
+            quorum.acks += 1
             if reply is not None and reply not in self.blobs:
                 self.blobs.append(reply)
         else:
-            self.failures += 1
-            self.why = _why(self.homes[index], reply)
-        if self.answers >= self.need:
-            self.started = True
+            quorum.fail(_why(self.homes[index], reply))
+        if quorum.reached:
+            self.phase = WRITING
             _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.op_args,
                    self.done, self.blobs).start()
-        elif self.failures > len(self.homes) - self.need:
-            self.started = True
+        elif quorum.impossible:
             self.co.events.quorum_failure("write")
-            self.done(noquorum("write", 0, self.w, len(self.homes),
-                               f"its read of the current value failed: {self.why}"))
+            # the client asked for a write: the counts it gets are the write's
+            self._finish(noquorum("write", 0, self.w, len(self.homes),
+                                  f"its read of the current value failed: {quorum.why}"))
 
 
-class _WriteQuorum:
-    """What every write counts: acks and failures against ``need``, answered once."""
-
-    __slots__ = ("co", "key", "homes", "need", "done", "acks", "failures", "finished", "why")
-
-    def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
-                 done: Done) -> None:
-        self.co = co
-        self.key = key
-        self.homes = homes
-        self.need = need
-        self.done = done
-        self.acks = 0
-        self.failures = 0
-        self.finished = False
-        self.why = ""
-
-    def _failed(self, index: int, reply: Any) -> None:
-        self.failures += 1
-        self.why = _why(self.homes[index], reply)
-
-    def _check(self, result: Any) -> None:
-        """Answer with ``result`` once ``need`` acks are in, NOQUORUM once they cannot be."""
-        if self.finished:
-            return
-        if self.acks >= self.need:
-            self.finished = True
-            self.done(result)
-        elif self.failures > len(self.homes) - self.need:
-            self._fail()
-
-    def _fail(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.co.events.quorum_failure("write")
-        self.done(noquorum("write", self.acks, self.need, len(self.homes), self.why))
-
-
-class _Write(_WriteQuorum):
+class _Write(_Machine):
     """A causal write: one home coordinates (``rq_put``/``rq_set``), the others take the
     object it made (``rq_replace``). Homes are tried in preference order, except that a
     home still catching up (hints for it pending since it came back, see handoff.py)
     coordinates only when no other home can: it may lack acknowledged writes, and a
     write it coordinates would be a sibling of them rather than their successor. Homes
-    that failed before the coordinator answered get a hint with the new object."""
+    that failed before the coordinator answered get a hint with the new object.
 
-    __slots__ = ("context", "op", "op_args", "coordinator", "result", "synced", "order",
-                 "tried", "missed")
+    Events: ``on_coordinated(reply)`` for the one home asked to coordinate at a time,
+    then ``on_ack(index, reply)`` once per other home, in any order.
+    COORDINATING: a coordinator that is down or fails counts as a failed home and the
+    next one in order is asked; none left, or the quorum impossible, → ANSWERED
+    (NOQUORUM). An error about the command itself, or an operation that wrote nothing
+    (SET NX on an existing key), → ANSWERED with that. Else → FANNING_OUT, the
+    coordinator's object the first ack; → ANSWERED once ``w`` acked (NOQUORUM once they
+    cannot). A home that fails after the coordinator answered gets a hint, in any phase.
+    """
+
+    __slots__ = ("context", "op", "op_args", "synced", "order", "tried", "missed",
+                 "coordinator", "result")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
                  synced: Sequence[bytes] | None = None) -> None:
-        super().__init__(co, key, homes, need, done)
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.done = done
+        self.quorum = Quorum(need, len(homes))
+        self.phase = COORDINATING
         self.context = context
         self.op = op
         self.op_args = op_args
         self.synced = synced
-        self.coordinator = -1
-        self.result: Any = None
         self.order = _coordinator_order(co, homes)
         self.tried = 0  # how many of ``order`` were asked to coordinate
         self.missed: list[int] = []  # homes that failed before a coordinator answered
+        self.coordinator = -1
+        self.result: Any = None
 
     def start(self) -> None:
         self._coordinate_next()
 
     def _coordinate_next(self) -> None:
         homes = self.homes
-        # A replica that failed as coordinator counts as a failure of the write.
-        while self.tried < len(self.order):
-            index = self.order[self.tried]
+        order = self.order
+        while self.tried < len(order):
+            index = order[self.tried]
             self.tried += 1
             link = homes[index]
             if not link.up:
-                self._failed(index, DOWN)
-                self.missed.append(index)
+                self._missed(index, DOWN)
                 continue
-            if self.failures > len(homes) - self.need:
+            if self.quorum.impossible:
                 break
             self.coordinator = index
             payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
                                           self.op_args, self.synced)
             link.request(payload, self.on_coordinated)
             return
-        self._fail()
+        self._noquorum("write")
+
+    def _missed(self, index: int, reply: Any) -> None:
+        """A home failed before a coordinator answered (as coordinator, it counts too)."""
+        self.quorum.fail(_why(self.homes[index], reply))
+        self.missed.append(index)
 
     def on_coordinated(self, reply: Any) -> None:
         link = self.homes[self.coordinator]
         if type(reply) is not list:
             if is_replica_error(reply) or not isinstance(reply, ReplyError):
-                self._failed(self.coordinator, reply)
-                self.missed.append(self.coordinator)
+                self._missed(self.coordinator, reply)
                 if isinstance(reply, ReplyError) and "Function not found" in reply.text:
                     link.fail("function library missing; reloading")
                 self._coordinate_next()
-                return
-            self.finished = True
-            self.done(clean_error(reply))
+            else:
+                self._finish(clean_error(reply))
             return
         blob = reply[0]
         self.result = (blob, reply[1])
-        self.acks = 1
+        self.quorum.acks = 1
         if blob is None:  # the operation wrote nothing (e.g. SET NX on an existing key)
-            self.finished = True
-            self.done(self.result)
+            self._finish(self.result)
             return
+        self.phase = FANNING_OUT
         for missed in self.missed:  # they failed before: hand off later
             self.co.hint(link, self.homes[missed], self.key, blob)
         payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
         for index in self.order[self.tried:]:
             self.homes[index].request(payload, partial(self.on_ack, index))
-        self._check(self.result)
+        if self.phase is FANNING_OUT:
+            self._settle(self.result, "write")
 
     def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
-            self.acks += 1
+            self.quorum.acks += 1
         else:
-            self._failed(index, reply)
+            self.quorum.fail(_why(self.homes[index], reply))
             self.co.hint(self.homes[self.coordinator], self.homes[index], self.key, self.result[0])
-        self._check(self.result)
+        if self.phase is FANNING_OUT:
+            self._settle(self.result, "write")
 
 
 _IN_ORDER = {size: tuple(range(size)) for size in range(1, 33)}
@@ -622,14 +656,24 @@ def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, byt
     return None
 
 
-class _LwwWrite(_WriteQuorum):
-    """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip."""
+class _LwwWrite(_Machine):
+    """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip.
+
+    Events: ``on_ack(index, reply)`` once per home, in any order. FANNING_OUT from the
+    start; → ANSWERED once ``w`` acked (NOQUORUM once they cannot). The first home to
+    ack holds the hints for the homes that failed, before it or after.
+    """
 
     __slots__ = ("existed", "payload", "holder", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
-        super().__init__(co, key, homes, need, done)
+        self.co = co
+        self.key = key
+        self.homes = homes
+        self.done = done
+        self.quorum = Quorum(need, len(homes))
+        self.phase = FANNING_OUT
         tombstone, expire_at, value = sibling
         self.existed = 0
         self.holder: Link | None = None  # the first home that took the write
@@ -644,17 +688,18 @@ class _LwwWrite(_WriteQuorum):
 
     def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
-            self.acks += 1
+            self.quorum.acks += 1
             self.existed = max(self.existed, reply)
             if self.holder is None:
                 self.holder = self.homes[index]
                 for missed in self.missed:
                     self.co.hint(self.holder, missed, self.key)
         else:
-            self._failed(index, reply)
+            self.quorum.fail(_why(self.homes[index], reply))
             if self.holder is None:
                 self.missed.append(self.homes[index])
             else:
                 self.co.hint(self.holder, self.homes[index], self.key)
-        # No object bytes come back in one round trip: b"" stands for "written".
-        self._check((b"", self.existed))
+        if self.phase is FANNING_OUT:
+            # No object bytes come back in one round trip: b"" stands for "written".
+            self._settle((b"", self.existed), "write")
