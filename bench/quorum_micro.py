@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 import msgpack
+from redquorum.replication import wire
 from redquorum.replication.coordinator import Coordinator
 from redquorum.replication.ring import Ring
 
@@ -81,12 +82,12 @@ def main() -> None:
     queue: deque = deque()
     causal = coordinator("causal", queue)
     lww = coordinator("lww", queue)
-    set_args = (b"value", b"", b"0", b"", b"0")
+    set_op = wire.set_value(b"value")
     cases = {
         "get": lambda key, done: causal.read(key, 2, done, plain=True),
-        "set": lambda key, done: causal.write(key, 2, b"*", b"set", set_args, done),
-        "set-lww": lambda key, done: lww.write(key, 2, b"*", b"set", set_args, done),
-        "incr": lambda key, done: causal.write(key, 2, b"*", b"incrby", (b"1",), done),
+        "set": lambda key, done: causal.write(key, 2, b"*", set_op, done),
+        "set-lww": lambda key, done: lww.write(key, 2, b"*", set_op, done),
+        "incr": lambda key, done: causal.write(key, 2, b"*", wire.incr_by(1), done),
     }
     for name, run in cases.items():
         best = min(measure(args.ops, run, queue) for _ in range(args.rounds))

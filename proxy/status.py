@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config, Replica
 from .protocol.resp import encode_command
-from .replication.coordinator import hints_key
 from .replication.ring import PARTITIONS, Ring
+from .replication.wire import hints_key
 
 # Up to this many keys the internal ones are counted exactly (one SCAN over the keyspace);
 # above it only the hint sets are subtracted (EXISTS) and the count is marked approximate.

@@ -22,6 +22,7 @@ from functools import reduce
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import ReplyError
+from ..replication import wire
 from .strings import MAX_STRING, compare_and_set
 from .table import (
     DEFERRED,
@@ -122,7 +123,7 @@ def cmd_setbit(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     on = parse_int(args[3])
     if on is None or on & ~1:
         return BAD_BIT
-    return write(app, s, batch, args[1], b"setbit", [b"%d" % offset, b"%d" % on],
+    return write(app, s, batch, args[1], wire.set_bit(offset, bool(on)),
                  lambda blob, was: was)
 
 
@@ -248,10 +249,10 @@ def cmd_bitop(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
             return
         result = bitop(op, [v or b"" for v in values])
         if not result:
-            app.coordinator.write(dest, s.w, b"*", b"del", [], lambda r: done(
+            app.coordinator.write(dest, s.w, b"*", wire.delete(), lambda r: done(
                 r if isinstance(r, ReplyError) else 0))
             return
-        app.coordinator.write(dest, s.w, b"*", b"set", [result, b"", b"0", b"", b"0"],
+        app.coordinator.write(dest, s.w, b"*", wire.set_value(result),
                               lambda r: done(r if isinstance(r, ReplyError) else len(result)))
 
     app.coordinator.read_many(args[3:], s.r, combine, plain=True)

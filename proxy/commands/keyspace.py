@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import OK, ReplyError, Simple
-from ..replication import clock
+from ..replication import clock, wire
 from ..replication.clock import Versioned
 from ..replication.coordinator import gather
 from . import scan
@@ -53,7 +53,7 @@ def cmd_del(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     keys = args[1:]
     part = gather(len(keys), done, sum)
     for i, key in enumerate(keys):
-        app.coordinator.write(key, s.w, b"*", b"del", [], unwrap(part(i)))
+        app.coordinator.write(key, s.w, b"*", wire.delete(), unwrap(part(i)))
     return DEFERRED
 
 
@@ -143,8 +143,8 @@ def _expire(app: App, s: Session, args: list[bytes], batch: Batch, name: str, se
         if when > MAX_INT64 - base:
             return ReplyError(f"ERR invalid expire time in '{name}' command")
         when += base
-    return write(app, s, batch, args[1], b"expire",
-                 [b"at", b"%d" % stored_expiry(when), b",".join(sorted(flags))], lambda blob, changed: changed)
+    return write(app, s, batch, args[1], wire.expire(stored_expiry(when), flags),
+                 lambda blob, changed: changed)
 
 
 # (seconds, relative) per command name
@@ -163,8 +163,7 @@ def cmd_expire(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
 
 @command("PERSIST", 2, "write fast", (1, 1, 1), "generic", "Removes the expiration time of a key.")
 def cmd_persist(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return write(app, s, batch, args[1], b"expire", [b"persist", b"0", b""],
-                 lambda blob, changed: changed)
+    return write(app, s, batch, args[1], wire.persist(), lambda blob, changed: changed)
 
 
 # ---------------------------------------------------------------------------
@@ -188,8 +187,8 @@ def _copy_value(app: App, s: Session, batch: Batch, src: bytes, dst: bytes, *, r
             done(missing)
             return
         expire = int(best.expire_at)
-        op_args = [best.value, b"at" if expire else b"", b"%d" % expire,
-                   b"" if replace else b"NX", b"0"]
+        op = wire.set_value(best.value, expire_at=expire or None,
+                            condition=b"" if replace else b"NX")
 
         def got_written(result: Any) -> None:
             if isinstance(result, ReplyError):
@@ -202,10 +201,10 @@ def _copy_value(app: App, s: Session, batch: Batch, src: bytes, dst: bytes, *, r
                 done(written)
                 return
             context = clock.context_payload(dict(obj.clock))
-            app.coordinator.write(src, s.w, context, b"del", [],
+            app.coordinator.write(src, s.w, context, wire.delete(),
                                   lambda r: done(r if isinstance(r, ReplyError) else written))
 
-        app.coordinator.write(dst, s.w, b"*", b"set", op_args, got_written)
+        app.coordinator.write(dst, s.w, b"*", op, got_written)
 
     app.coordinator.read(src, s.r, got_source)
     return DEFERRED

@@ -10,7 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import OK, ReplyError
-from ..replication import clock
+from ..replication import clock, wire
 from ..replication.clock import BadContext, Versioned
 from .strings import EXPIRE_TOKENS, expire_ms
 from .table import DEFERRED, NOT_INT, SYNTAX, Batch, command, err_arity, now_ms, parse_int, read, write
@@ -61,7 +61,7 @@ def cmd_rq_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     if app.config.mode == "lww":  # one round trip, no object comes back: the value won
         value = args[3]
         convert = lambda blob, _: [b"", [value]]  # noqa: E731
-    return write(app, s, batch, args[1], b"rqset", [args[3], b"%d" % expire_at],
+    return write(app, s, batch, args[1], wire.client_set(args[3], expire_at),
                  convert, context=clock.context_payload(ctx) if ctx else b"")
 
 
@@ -80,7 +80,7 @@ def cmd_rq_del(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     ctx = _client_context(app, args[1], args[2])
     if isinstance(ctx, ReplyError):
         return ctx
-    return write(app, s, batch, args[1], b"del", [], lambda blob, existed: existed,
+    return write(app, s, batch, args[1], wire.delete(), lambda blob, existed: existed,
                  context=clock.context_payload(ctx) if ctx else b"")
 
 

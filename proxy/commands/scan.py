@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import OK, ReplyError
 from ..protocol.resp import command as request
+from ..replication import wire
 from ..replication.links import ReplicaFailure
 from .table import now_ms
 
@@ -129,8 +130,7 @@ def scan_step(app: App, cursor: int, count: int, pattern: bytes, done: Done) -> 
                 cursor = encode_cursor(index, next_cursor, skipped)
             done([b"%d" % cursor, keys])
 
-        link.request(request(b"FCALL", b"rq_scan", b"0", b"%d" % now_ms(),
-                             b"%d" % replica_cursor, count_arg, pattern), got)
+        link.request(wire.scan_step(now_ms(), b"%d" % replica_cursor, count_arg, pattern), got)
 
     visit(index, replica_cursor, skipped)
 
@@ -172,8 +172,7 @@ def walk(app: App, pattern: bytes, what: str, done: Done) -> None:
             else:
                 step(link, reply[0])
 
-        link.request(request(b"FCALL", b"rq_scan", b"0", b"%d" % now_ms(), cursor, WALK_COUNT,
-                             pattern), got)
+        link.request(wire.scan_step(now_ms(), cursor, WALK_COUNT, pattern), got)
 
     for link in walking:
         step(link, b"0")
@@ -202,7 +201,7 @@ def random_key(app: App, done: Done) -> None:
             else:  # None (nothing there) or a failure: ask the next replica
                 ask(i + 1)
 
-        links[i].request(request(b"FCALL_RO", b"rq_randomkey", b"0", b"%d" % now_ms()), got)
+        links[i].request(wire.random_key(now_ms()), got)
 
     ask(0)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import OK, ReplyError
+from ..replication import wire
 from ..replication.coordinator import gather
 from .longdouble import LongDouble
 from .table import (
@@ -139,7 +140,7 @@ _SET_OK = _set_reply(False)
 @command("SET", -3, "write denyoom", (1, 1, 1), "string", "Sets the string value of a key, ignoring its type.")
 def cmd_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     if len(args) == 3:
-        return write(app, s, batch, args[1], b"set", [args[2], b"", b"0", b"", b"0"], _SET_OK)
+        return write(app, s, batch, args[1], wire.set_value(args[2]), _SET_OK)
     parsed = parse_string_options(args, 3, True)
     if isinstance(parsed, ReplyError):
         return parsed
@@ -154,13 +155,14 @@ def cmd_set(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
         mode = b"keep"
     cond = b"NX" if flags & _NX else b"XX" if flags & _XX else b""
     get = bool(flags & _GET)
-    return write(app, s, batch, args[1], b"set",
-                 [args[2], mode, b"%d" % at, cond, b"1" if get else b"0"], _set_reply(get))
+    op = wire.set_value(args[2], expire_at=at if mode == b"at" else None,
+                        keep_ttl=mode == b"keep", condition=cond, get_old=get)
+    return write(app, s, batch, args[1], op, _set_reply(get))
 
 
 @command("SETNX", 3, "write denyoom fast", (1, 1, 1), "string", "Set the string value of a key only when the key doesn't exist.")
 def cmd_setnx(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return write(app, s, batch, args[1], b"set", [args[2], b"", b"0", b"NX", b"0"],
+    return write(app, s, batch, args[1], wire.set_value(args[2], condition=b"NX"),
                  lambda blob, old: 1 if blob is not None else 0)
 
 
@@ -168,7 +170,7 @@ def _setex(app: App, s: Session, args: list[bytes], batch: Batch, flag: int, nam
     at = expire_ms(flag, args[2], name)
     if isinstance(at, ReplyError):
         return at
-    return write(app, s, batch, args[1], b"set", [args[3], b"at", b"%d" % at, b"", b"0"], _SET_OK)
+    return write(app, s, batch, args[1], wire.set_value(args[3], expire_at=at), _SET_OK)
 
 
 @command("SETEX", 4, "write denyoom", (1, 1, 1), "string", "Sets the string value and expiration time of a key.")
@@ -183,13 +185,13 @@ def cmd_psetex(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
 
 @command("GETSET", 3, "write denyoom fast", (1, 1, 1), "string", "Returns the previous string value of a key after setting it to a new value.")
 def cmd_getset(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return write(app, s, batch, args[1], b"set", [args[2], b"", b"0", b"", b"1"],
+    return write(app, s, batch, args[1], wire.set_value(args[2], get_old=True),
                  lambda blob, old: old)
 
 
 @command("GETDEL", 2, "write fast", (1, 1, 1), "string", "Returns the string value of a key after deleting the key.")
 def cmd_getdel(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return write(app, s, batch, args[1], b"getdel", [], lambda blob, old: old)
+    return write(app, s, batch, args[1], wire.get_delete(), lambda blob, old: old)
 
 
 @command("GETEX", -2, "write fast", (1, 1, 1), "string", "Returns the string value of a key after setting its expiration time.")
@@ -208,7 +210,7 @@ def cmd_getex(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
             error = ms.text.encode()
         else:
             mode, at = b"at", ms
-    return write(app, s, batch, args[1], b"getex", [mode, b"%d" % at, error],
+    return write(app, s, batch, args[1], wire.get_and_expire(at if mode == b"at" else None, error),
                  lambda blob, value: value)
 
 
@@ -224,7 +226,7 @@ def cmd_mset(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
     pairs = [(args[i], args[i + 1]) for i in range(1, len(args), 2)]
     part = gather(len(pairs), done, lambda results: OK)
     for i, (key, value) in enumerate(pairs):
-        app.coordinator.write(key, s.w, b"*", b"set", [value, b"", b"0", b"", b"0"],
+        app.coordinator.write(key, s.w, b"*", wire.set_value(value),
                               unwrap(part(i)))
     return DEFERRED
 
@@ -250,7 +252,7 @@ def cmd_msetnx(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
             return
         part = gather(len(keys), done, lambda written: 1 if all(written) else 0)
         for i, key in enumerate(keys):
-            app.coordinator.write(key, s.w, b"*", b"set", [values[key], b"", b"0", b"NX", b"0"],
+            app.coordinator.write(key, s.w, b"*", wire.set_value(values[key], condition=b"NX"),
                                   _written(part(i)))
 
     app.coordinator.read_many(keys, s.r, checked)
@@ -267,7 +269,7 @@ def _written(done: Callable[[Any], None]) -> Callable[[Any], None]:
 
 def _incr(app: App, s: Session, batch: Batch, key: bytes, by: int) -> Any:
     # The replica answers the new value as decimal text: Lua numbers are doubles.
-    return write(app, s, batch, key, b"incrby", [b"%d" % by], lambda blob, value: int(value))
+    return write(app, s, batch, key, wire.incr_by(by), lambda blob, value: int(value))
 
 
 @command("INCR", 2, "write denyoom fast", (1, 1, 1), "string", "Increments the integer value of a key by one.")
@@ -329,8 +331,8 @@ def compare_and_set(app: App, s: Session, key: bytes,
     attempts = [0]
     answer: list[Any] = [None]
 
-    def attempt(expect: list[bytes]) -> None:
-        app.coordinator.write(key, s.w, b"*", b"cas", expect, step)
+    def attempt(op: wire.Op) -> None:
+        app.coordinator.write(key, s.w, b"*", op, step)
 
     def step(result: Any) -> None:
         if isinstance(result, ReplyError):
@@ -355,10 +357,10 @@ def compare_and_set(app: App, s: Session, key: bytes,
         if value is None:
             done(answer[0])
             return
-        attempt([b"dot", reply[2], reply[3], value] if len(reply) > 1
-                else [b"none", b"", b"0", value])
+        attempt(wire.compare_and_set(value, expect_dot=(reply[2], reply[3])) if len(reply) > 1
+                else wire.compare_and_set(value, expect_none=True))
 
-    attempt([b"peek", b"", b"0", b""])
+    attempt(wire.compare_and_set(b""))
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +369,7 @@ def compare_and_set(app: App, s: Session, key: bytes,
 
 @command("APPEND", 3, "write denyoom", (1, 1, 1), "string", "Appends a string to the value of a key.")
 def cmd_append(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
-    return write(app, s, batch, args[1], b"append", [args[2]], lambda blob, length: length)
+    return write(app, s, batch, args[1], wire.append(args[2]), lambda blob, length: length)
 
 
 @command("STRLEN", 2, "readonly fast", (1, 1, 1), "string", "Returns the length of a string value.")
@@ -419,5 +421,5 @@ def cmd_setrange(app: App, s: Session, args: list[bytes], batch: Batch) -> Any:
         return ReplyError("ERR offset is out of range")
     if args[3] and offset + len(args[3]) > MAX_STRING:
         return TOO_BIG
-    return write(app, s, batch, args[1], b"setrange", [b"%d" % offset, args[3]],
+    return write(app, s, batch, args[1], wire.set_range(offset, args[3]),
                  lambda blob, length: length)

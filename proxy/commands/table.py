@@ -14,6 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resp import ReplyError
+from ..replication import wire
 from ..replication.clock import Versioned
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,7 +208,7 @@ def value_of(obj: Versioned) -> bytes | None:
     return None if best is None else best.value
 
 
-def write(app: App, s: Session, batch: Batch, key: bytes, op: bytes, op_args: list[bytes],
+def write(app: App, s: Session, batch: Batch, key: bytes, op: wire.Op,
           convert: Callable[[bytes | None, Any], Any], context: bytes = b"*") -> object:
     done = batch.defer()
 
@@ -217,7 +218,7 @@ def write(app: App, s: Session, batch: Batch, key: bytes, op: bytes, op_args: li
         else:
             done(convert(result[0], result[1]))
 
-    app.coordinator.write(key, s.w, context, op, op_args, finish)
+    app.coordinator.write(key, s.w, context, op, finish)
     return DEFERRED
 
 

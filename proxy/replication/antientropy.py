@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.resp import ReplyError, command
-from . import clock
+from . import clock, wire
 from .clock import CorruptObject
 from .coordinator import Coordinator
 from .links import Link
@@ -193,7 +193,7 @@ class AntiEntropy:
             return stats
         incomplete: set[str] = set()
         for first in range(0, PARTITIONS, ROOTS_PER_CALL):
-            payload = command(b"FCALL", b"rq_aae_roots", b"0", b"%d" % first, b"%d" % ROOTS_PER_CALL)
+            payload = wire.aae_roots(first, ROOTS_PER_CALL)
             for link in up:
                 link.request(payload, self._rooted(link, stats, incomplete))
         return stats
@@ -284,7 +284,7 @@ class AntiEntropy:
         every_ms = int((self.rebuild_interval if every is None else every) * 1000)
         count = count or max(100, int(self.keys_per_second))
         now = b"%d" % (time.time_ns() // 1_000_000)
-        payload = command(b"FCALL", b"rq_aae_rebuild", b"0", now, b"%d" % every_ms, b"%d" % count)
+        payload = wire.aae_rebuild(now, every_ms, count)
         chosen = None if replicas is None else set(replicas)
         up = [link for link in self.links.values()
               if link.up and (chosen is None or link.id in chosen)]
@@ -378,7 +378,7 @@ class _Partition:
             self._end()
 
     def _segments(self) -> None:
-        self._ask(command(b"FCALL", b"rq_aae_segments", b"0", b"%d" % self.p), self._compare_segments)
+        self._ask(wire.aae_segments(self.p), self._compare_segments)
 
     def _compare_segments(self) -> None:
         segs = {ident: _pairs(reply) for ident, reply in self.replies.items()}
@@ -395,10 +395,7 @@ class _Partition:
         if not diverged:
             self._end()
             return
-        args: list[bytes] = []
-        for s in diverged:
-            args += [b"%d" % self.p, s]
-        self._ask(command(b"FCALL", b"rq_aae_keys", b"0", *args), self._compare_keys)
+        self._ask(wire.aae_keys([(self.p, s) for s in diverged]), self._compare_keys)
 
     def _compare_keys(self) -> None:
         entries: dict[str, dict[bytes, bytes]] = {}
@@ -431,7 +428,7 @@ class _Partition:
             else:
                 self.fetched = True
                 self._written()
-        self._ask(command(b"FCALL", b"rq_aae_objects", b"%d" % len(chunk), *chunk), merge_then_next)
+        self._ask(wire.aae_objects(chunk), merge_then_next)
 
     def _merge(self, keys: list[bytes]) -> None:
         co = self.ae.co
@@ -456,9 +453,9 @@ class _Partition:
                 others = sorted(b for b in distinct if b != own)
                 self.writes += 1
                 if merged is not None and decoded.get(link.id) != merged and others:
-                    link.request(co.merge_payload(key, *others), self._repaired(link.id))
+                    link.request(co.wire.merge(key, *others), self._repaired(link.id))
                 else:  # holds the merge already: its entry may be what is stale
-                    link.request(command(b"FCALL", b"rq_aae_refresh", b"1", key), self._refreshed)
+                    link.request(wire.aae_refresh(key), self._refreshed)
 
     def _written(self) -> None:
         """The partition is done once its reads are over and every write has answered."""
@@ -495,8 +492,7 @@ class _Partition:
             return
         # done: another proxy may look at the partition again at once (the partition ends
         # when the release is answered, so `redquorum repair` leaves no lease behind)
-        self.holder.request(command(b"FCALL", b"rq_aae_release", b"1", lease_key(self.p),
-                                    self.ae.owner), self._released)
+        self.holder.request(wire.aae_release(lease_key(self.p), self.ae.owner), self._released)
 
     def _released(self, reply: Any) -> None:
         self.ae.partition_done(self.stats)

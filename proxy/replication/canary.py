@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from . import clock
+from . import clock, wire
 from .coordinator import Coordinator
 
 log = logging.getLogger("redquorum.health")
@@ -47,9 +47,8 @@ class Canary:
     def beat(self) -> None:
         now_us = time.time_ns() // 1000
         expire_at = now_us // 1000 + HEARTBEAT_TTL_MS
-        self.coordinator.write(self.key, self.w, b"*", b"set",
-                              [b"%d" % now_us, b"at", b"%d" % expire_at, b"", b"0"],
-                              self._written)
+        self.coordinator.write(self.key, self.w, b"*",
+                               wire.set_value(b"%d" % now_us, expire_at=expire_at), self._written)
 
     def _written(self, result: Any) -> None:
         self.beats += 1

@@ -47,8 +47,8 @@ from functools import partial
 from typing import Any
 from zlib import crc32
 
-from ..protocol.resp import ReplyError, command
-from . import clock
+from ..protocol.resp import ReplyError
+from . import clock, wire
 from .clock import CorruptObject
 from .counters import SIBLING_BUCKETS, LocalHistogram
 from .events import Events
@@ -61,19 +61,6 @@ _PARTITION_MASK = PARTITIONS - 1
 log = logging.getLogger("redquorum.coordinator")
 
 Done = Callable[[Any], None]
-
-
-def bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-HINTS_PREFIX = b"__rq:hints:"
-
-
-def hints_key(target: str) -> bytes:
-    """The hash, on a replica that coordinated a write, of the keys ``target`` missed,
-    each with the object to hand it."""
-    return HINTS_PREFIX + target.encode()
 
 
 def clean_error(reply: ReplyError) -> ReplyError:
@@ -130,27 +117,12 @@ class Coordinator:
         # coordinate writes only when no other home can (handoff.py keeps this set)
         self.catching_up: set[str] = set()
         self.events = events or Events()
-        self.grace_ms = b"%d" % int(tombstone_grace * 1000)
-        self.hard_limit = b"%d" % sibling_hard_limit
         self.soft_limit = sibling_soft_limit
         self.actor = actor.encode()
         self.sibling_counts = LocalHistogram(SIBLING_BUCKETS)  # live siblings per read
-        self._merge_function = b"rq_merge_lww" if mode == "lww" else b"rq_merge"
-        # constant pieces of the hot payloads, encoded once
-        self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self._merge_function)
-        self._grace_bulk = b"$%d\r\n%b\r\n" % (len(self.grace_ms), self.grace_ms)
-        # last-write-wins keeps one sibling on every path, fan-outs and RMW writes included
-        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(
-            b"rq_replace_lww" if mode == "lww" else b"rq_replace")
-        self._put_synced_function = b"rq_put_lww" if mode == "lww" else b"rq_put_synced"
-        # the arguments of rq_put that repeat (actors, contexts, operations, option
-        # values), encoded once: formatting them on every write was half its payload's cost
-        self._constant_bulks = {
-            a: bulk(a) for a in [link.actor for link in links.values()] + [
-                b"*", b"", b"0", b"1", b"at", b"keep", b"NX", b"XX", b"set", b"del", b"rqset",
-                b"incrby", b"append", b"setrange", b"getdel", b"getex", b"expire", b"cas"]}
-        self._limits_bulk = self._grace_bulk + b"$%d\r\n%b\r\n" % (len(self.hard_limit),
-                                                                    self.hard_limit)
+        self.wire = wire.Payloads(mode=mode, grace_ms=int(tombstone_grace * 1000),
+                                  hard_limit=sibling_hard_limit,
+                                  actors=[link.actor for link in links.values()])
         # per partition, the home links in preference order (resolved once)
         self._homes = [
             tuple(links[i] for i in ring_list[: ring.n])
@@ -188,74 +160,29 @@ class Coordinator:
         key: bytes,
         w: int,
         context: bytes,
-        op: bytes,
-        op_args: Sequence[bytes],
+        op: wire.Op,
         done: Done,
     ) -> None:
-        """Run ``op`` at the coordinator and spread the result.
+        """Run ``op`` (built by proxy/replication/wire.py) at the coordinator and spread
+        the result.
 
         ``context``: b"*" for everything the coordinator holds (plain Redis writes),
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
         homes = self.homes(key)
-        sibling = _lww_sibling(op, op_args)
-        if sibling is None:  # read-modify-write: first see the latest acknowledged write
-            _ReadForWrite(self, key, homes, w, context, op, op_args, done).start()
+        if op.blind is None:  # read-modify-write: first see the latest acknowledged write
+            _ReadForWrite(self, key, homes, w, context, op, done).start()
         elif self.mode == "lww":
-            _LwwWrite(self, key, homes, w, sibling, done).start()
+            _LwwWrite(self, key, homes, w, op.blind, done).start()
         else:
-            _Write(self, key, homes, w, context, op, op_args, done).start()
+            _Write(self, key, homes, w, context, op, done).start()
 
     def hint(self, holder: Link, target: Link, key: bytes, blob: bytes = b"") -> None:
         """Leave a hint on ``holder``: ``target`` missed a write of ``key``, whose object
         (as the coordinator made it) is ``blob``; b"" when only the holder's current object
         can say (LWW's one round trip). See handoff.py."""
-        holder.request(command(b"HSET", hints_key(target.id), key, blob), _ignore)
-
-    def merge_payload(self, key: bytes, *blobs: bytes) -> bytes:
-        if len(blobs) == 1:  # the hot case: a write's fan-out
-            blob = blobs[0]
-            return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
-                self._merge_one, len(key), key, self._grace_bulk, len(blob), blob)
-        return command(b"FCALL", self._merge_function, b"1", key, self.grace_ms, *blobs)
-
-    def replace_payload(self, key: bytes, blob: bytes, before: bytes, expire_at: int) -> bytes:
-        """A write's fan-out: rq_replace stores ``blob`` as it is where the home holds what
-        the coordinator held ``before`` it (replicas/redquorum.lua says why that is exact)."""
-        expiry = b"%d" % expire_at
-        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-            self._replace_head, len(key), key, self._grace_bulk, len(blob), blob,
-            len(before), before, len(expiry), expiry)
-
-    def put_payload(self, key: bytes, actor: bytes, context: bytes, op: bytes,
-                    op_args: Sequence[bytes], synced: Sequence[bytes] | None = None) -> bytes:
-        now = b"%d" % (time.time_ns() // 1000)
-        if (op == b"set" and context == b"*" and synced is None and op_args[3] == b""
-                and op_args[4] == b"0" and op_args[1] != b"keep"):
-            expire_at = op_args[2] if op_args[1] == b"at" else b"0"
-            return self._set_payload(key, actor, now, op_args[0], expire_at)
-        if synced is None:
-            head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
-                10 + len(op_args), len(key), key)
-        else:  # rq_put_synced: the objects a quorum read found come first
-            head = command(b"FCALL", self._put_synced_function, b"1", key, b"%d" % len(synced),
-                           *synced)
-            head = b"*%d\r\n%b" % (10 + len(op_args) + 1 + len(synced), head[head.index(b"\n") + 1:])
-        constant = self._constant_bulks.get
-        parts = [head, constant(actor) or bulk(actor), b"$%d\r\n%b\r\n" % (len(now), now),
-                 constant(context) or bulk(context), self._limits_bulk, constant(op) or bulk(op)]
-        for arg in op_args:
-            parts.append(constant(arg) or bulk(arg))
-        return b"".join(parts)
-
-    def _set_payload(self, key: bytes, actor: bytes, now: bytes, value: bytes,
-                     expire_at: bytes) -> bytes:
-        """rq_set: a plain SET, the most common write, in its own compact function."""
-        return b"".join([b"*10\r\n$5\r\nFCALL\r\n$6\r\nrq_set\r\n$1\r\n1\r\n", bulk(key),
-                         self._constant_bulks.get(actor) or bulk(actor),
-                         b"$%d\r\n%b\r\n" % (len(now), now), self._limits_bulk, bulk(value),
-                         self._constant_bulks.get(expire_at) or bulk(expire_at)])
+        holder.request(wire.hint(target.id, key, blob), _ignore)
 
     # -- inspection ----------------------------------------------------------
 
@@ -264,7 +191,7 @@ class Coordinator:
         homes = self.homes(key)
         entries: list[Any] = [None] * len(homes)
         remaining = [len(homes)]
-        payload = command(b"FCALL", b"rq_inspect", b"1", key)
+        payload = self.wire.inspect(key)
 
         def one(i: int) -> Done:
             def got(reply: Any) -> None:
@@ -456,7 +383,7 @@ class _Read(_Machine):
             link = self.homes[i]
             stale = True
             co.events.read_repair(link.id, "missing" if own is None else "outdated", merged, obj)
-            link.request(co.merge_payload(self.key, *sorted(others)), _ignore)
+            link.request(co.wire.merge(self.key, *sorted(others)), _ignore)
         if stale:
             co.events.stale_read()
         return stale
@@ -486,10 +413,10 @@ class _ReadForWrite(_Machine):
     many can no longer answer. Replies after READING are ignored.
     """
 
-    __slots__ = ("w", "context", "op", "op_args", "blobs")
+    __slots__ = ("w", "context", "op", "blobs")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], w: int,
-                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done) -> None:
+                 context: bytes, op: wire.Op, done: Done) -> None:
         self.co = co
         self.key = key
         self.homes = homes
@@ -499,7 +426,6 @@ class _ReadForWrite(_Machine):
         self.w = w
         self.context = context
         self.op = op
-        self.op_args = op_args
         self.blobs: list[bytes] = []
 
     def start(self) -> None:
@@ -518,8 +444,8 @@ class _ReadForWrite(_Machine):
             quorum.fail(_why(self.homes[index], reply))
         if quorum.reached:
             self.phase = WRITING
-            _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.op_args,
-                   self.done, self.blobs).start()
+            _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.done,
+                   self.blobs).start()
         elif quorum.impossible:
             self.co.events.quorum_failure("write")
             # the client asked for a write: the counts it gets are the write's
@@ -545,11 +471,10 @@ class _Write(_Machine):
     cannot). A home that fails after the coordinator answered gets a hint, in any phase.
     """
 
-    __slots__ = ("context", "op", "op_args", "synced", "order", "tried", "missed",
-                 "coordinator", "result")
+    __slots__ = ("context", "op", "synced", "order", "tried", "missed", "coordinator", "result")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
-                 context: bytes, op: bytes, op_args: Sequence[bytes], done: Done,
+                 context: bytes, op: wire.Op, done: Done,
                  synced: Sequence[bytes] | None = None) -> None:
         self.co = co
         self.key = key
@@ -559,7 +484,6 @@ class _Write(_Machine):
         self.phase = COORDINATING
         self.context = context
         self.op = op
-        self.op_args = op_args
         self.synced = synced
         self.order = _coordinator_order(co, homes)
         self.tried = 0  # how many of ``order`` were asked to coordinate
@@ -583,8 +507,7 @@ class _Write(_Machine):
             if self.quorum.impossible:
                 break
             self.coordinator = index
-            payload = self.co.put_payload(self.key, link.actor, self.context, self.op,
-                                          self.op_args, self.synced)
+            payload = self.co.wire.put(self.key, link.actor, self.context, self.op, self.synced)
             link.request(payload, self.on_coordinated)
             return
         self._noquorum("write")
@@ -614,7 +537,7 @@ class _Write(_Machine):
         self.phase = FANNING_OUT
         for missed in self.missed:  # they failed before: hand off later
             self.co.hint(link, self.homes[missed], self.key, blob)
-        payload = self.co.replace_payload(self.key, blob, reply[2] or b"", reply[3])
+        payload = self.co.wire.replace(self.key, blob, reply[2] or b"", reply[3])
         for index in self.order[self.tried:]:
             self.homes[index].request(payload, partial(self.on_ack, index))
         if self.phase is FANNING_OUT:
@@ -641,21 +564,6 @@ def _coordinator_order(co: Coordinator, homes: tuple[Link, ...]) -> tuple[int, .
     return tuple(first + [i for i, link in enumerate(homes) if link.id in co.catching_up])
 
 
-def _lww_sibling(op: bytes, op_args: Sequence[bytes]) -> tuple[bytes, bytes, bytes] | None:
-    """(tombstone, expire_at, value) when ``op`` is a blind write LWW sends in one round
-    trip; None for read-modify-write operations, which go through a coordinator."""
-    if op == b"del":
-        return (b"1", b"0", b"")
-    if op == b"set":
-        value, mode, at, cond, get = op_args
-        if cond or get != b"0" or mode == b"keep":
-            return None
-        return (b"0", at if mode == b"at" else b"0", value)
-    if op == b"rqset":
-        return (b"0", op_args[1], op_args[0])
-    return None
-
-
 class _LwwWrite(_Machine):
     """Last-write-wins: every home keeps the highest (timestamp, actor); one round trip.
 
@@ -674,13 +582,10 @@ class _LwwWrite(_Machine):
         self.done = done
         self.quorum = Quorum(need, len(homes))
         self.phase = FANNING_OUT
-        tombstone, expire_at, value = sibling
         self.existed = 0
         self.holder: Link | None = None  # the first home that took the write
         self.missed: list[Link] = []
-        self.payload = command(b"FCALL", b"rq_lww", b"1", key, co.actor,
-                               b"%d" % (time.time_ns() // 1000), co.grace_ms, tombstone,
-                               expire_at, value)
+        self.payload = co.wire.lww(key, co.actor, sibling)
 
     def start(self) -> None:
         for i, link in enumerate(self.homes):

@@ -30,8 +30,10 @@ from functools import partial
 from typing import Any
 
 from ..protocol.resp import command
-from .coordinator import Coordinator, hints_key
+from . import wire
+from .coordinator import Coordinator
 from .links import Link
+from .wire import hints_key
 
 log = logging.getLogger("redquorum.handoff")
 
@@ -184,8 +186,7 @@ class Handoff:
             self.deliver(holder, target, key, blob, delivered, expected=b"")
             return
         if blob is None:  # the key is gone on the holder (collected, flushed): nothing to hand
-            holder.request(command(b"FCALL", b"rq_hint_done", b"1", hints_key(target.id), key, b""),
-                           _ignore)
+            holder.request(wire.hint_done(target.id, key, b""), _ignore)
         delivered()  # a failed holder keeps the hint for a later round
 
     def deliver(self, holder: Link, target: Link, key: bytes, blob: bytes,
@@ -197,10 +198,9 @@ class Handoff:
         def merged(reply: Any) -> None:
             if type(reply) is int:
                 self.replayed[target.id] = self.replayed.get(target.id, 0) + 1
-                holder.request(command(b"FCALL", b"rq_hint_done", b"1", hints_key(target.id),
-                                       key, hint), _ignore)
+                holder.request(wire.hint_done(target.id, key, hint), _ignore)
             delivered()  # else: not home after all, and the hint stays for a later round
-        target.request(self.coordinator.merge_payload(key, blob), merged)
+        target.request(self.coordinator.wire.merge(key, blob), merged)
 
 
 def _ignore(reply: Any) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..protocol.resp import ReplyError, ReplyParser, encode_command
+from ..replication import wire
 from ..replication.counters import LocalHistogram, RoundTripSamples
 from ..replication.links import CLOSED, DOWN, SHUTTING_DOWN, TIMEOUT, ReplicaFailure
 from .tls import TlsSocket
@@ -475,7 +476,7 @@ class ReplicaLink:
         commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
         # A new redis-server process writes under a new actor (replicas/redquorum.lua,
         # "Actor epochs"): started here, before any write of this connection.
-        commands.append(encode_command("FCALL", "rq_actor", "0", self.id))
+        commands.append(wire.actor(self.id))
         data = b"".join(commands)
         while data or (type(sock) is TlsSocket and sock.backlog):
             await trio.lowlevel.wait_writable(sock)

@@ -17,16 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redquorum.protocol.resp import ReplyError, command
-from redquorum.replication import clock
+from redquorum.replication import clock, wire
 from redquorum.replication.coordinator import (
     ANSWERED,
     Coordinator,
     _Read,
-    hints_key,
 )
 from redquorum.replication.links import DOWN, TIMEOUT, ReplicaFailure
 from redquorum.replication.quorum import Quorum, noquorum
 from redquorum.replication.ring import Ring
+from redquorum.replication.wire import hints_key
 
 KEY = b"user:42"
 NODES = ("r0", "r1", "r2")
@@ -309,7 +309,8 @@ def test_read_many_answers_every_key_in_order():
 
 # -- causal writes -----------------------------------------------------------
 
-SET_ARGS = (b"v", b"", b"0", b"", b"0")
+SET = wire.set_value(b"v")
+INCR = wire.incr_by(1)
 PUT_REPLY = [NEW, b"OK", OLD, 0]
 
 write_outcomes = st.sampled_from(["ok", "timeout", "error", "down"])
@@ -326,7 +327,7 @@ def test_write_fails_over_answers_once_and_hints_what_failed(w, homes, order):
     c = Cluster(w=w)
     for i, outcome in enumerate(homes):
         c.homes[i].up = outcome != "down"
-    c.co.write(KEY, w, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, w, b"*", SET, c.done)
     acks, failed = 0, 0
     asked: list[int] = []
     coordinator = None
@@ -384,7 +385,7 @@ def test_write_fails_over_answers_once_and_hints_what_failed(w, homes, order):
 
 def test_a_command_error_from_the_coordinator_is_the_answer_and_nothing_fans_out():
     c = Cluster()
-    c.co.write(KEY, 2, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, 2, b"*", SET, c.done)
     c.of("rq_set")[0].callback(
         ReplyError("ERR value is not an integer script: rq_put, on @user_function:12."))
     assert [a.text for a in c.answers] == ["ERR value is not an integer"]
@@ -393,7 +394,7 @@ def test_a_command_error_from_the_coordinator_is_the_answer_and_nothing_fans_out
 
 def test_a_coordinator_without_the_function_library_is_failed_and_the_next_coordinates():
     c = Cluster()
-    c.co.write(KEY, 2, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, 2, b"*", SET, c.done)
     c.of("rq_set")[0].callback(ReplyError("ERR Function not found"))
     assert c.homes[0].failed_with == "function library missing; reloading"
     assert [p.link for p in c.of("rq_set")] == [c.homes[0], c.homes[1]]
@@ -405,7 +406,7 @@ def test_a_coordinator_without_the_function_library_is_failed_and_the_next_coord
 
 def test_an_operation_that_wrote_nothing_answers_at_the_coordinator():
     c = Cluster(w=3)
-    c.co.write(KEY, 3, b"", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, 3, b"", SET, c.done)
     c.of("rq_put")[0].callback([None, None, NEW, 0])
     assert c.answers == [(None, None)] and c.of("rq_replace") == []
 
@@ -414,7 +415,7 @@ def test_an_operation_that_wrote_nothing_answers_at_the_coordinator():
 def test_a_home_catching_up_coordinates_last(catching_up):
     c = Cluster()
     c.co.catching_up.add(c.homes[catching_up].id)
-    c.co.write(KEY, 2, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, 2, b"*", SET, c.done)
     first = [i for i in range(3) if i != catching_up][0]
     assert [p.link for p in c.of("rq_set")] == [c.homes[first]]
     c.of("rq_set")[0].callback(TIMEOUT)
@@ -430,7 +431,7 @@ def test_a_home_catching_up_coordinates_when_no_other_can():
     c = Cluster(w=1)
     c.co.catching_up.add(c.homes[0].id)
     c.homes[1].up = c.homes[2].up = False
-    c.co.write(KEY, 1, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, 1, b"*", SET, c.done)
     assert [p.link for p in c.of("rq_set")] == [c.homes[0]]
     c.of("rq_set")[0].callback(PUT_REPLY)
     assert c.answers == [(NEW, b"OK")]
@@ -445,7 +446,7 @@ def test_a_home_catching_up_coordinates_when_no_other_can():
                                                    (1, None, 3)])
 def test_read_modify_write_reads_n_minus_min_w_plus_one_homes_first(w, min_w, reads):
     c = Cluster(w=w, min_w=min_w)
-    c.co.write(KEY, w, b"*", b"incrby", (b"1",), c.done)
+    c.co.write(KEY, w, b"*", INCR, c.done)
     gets = c.of("get")
     assert len(gets) == 3
     for step, (p, reply) in enumerate(zip(gets, [OLD, NEW, NEW], strict=True)):
@@ -464,7 +465,7 @@ def test_read_modify_write_reads_n_minus_min_w_plus_one_homes_first(w, min_w, re
 
 def test_read_modify_write_whose_read_cannot_be_had_is_noquorum_with_the_write_counts():
     c = Cluster(w=2)
-    c.co.write(KEY, 2, b"*", b"incrby", (b"1",), c.done)
+    c.co.write(KEY, 2, b"*", INCR, c.done)
     gets = c.of("get")
     gets[0].callback(TIMEOUT)
     assert c.answers == []
@@ -486,7 +487,7 @@ def test_lww_write_answers_once_and_the_first_ack_holds_the_hints(w, homes, orde
     c = Cluster(w=w, mode="lww")
     for i, outcome in enumerate(homes):
         c.homes[i].up = outcome != "down"
-    c.co.write(KEY, w, b"*", b"set", SET_ARGS, c.done)
+    c.co.write(KEY, w, b"*", SET, c.done)
     writes = {c.index(p.link): p for p in c.of("rq_lww")}
     assert set(writes) == {i for i in range(3) if homes[i] != "down"}
     acks = 0
@@ -521,7 +522,7 @@ def test_lww_write_answers_once_and_the_first_ack_holds_the_hints(w, homes, orde
 def test_every_order_of_three_write_replies_answers_exactly_once():
     for w, order in itertools.product((1, 2, 3), itertools.permutations(range(3))):
         c = Cluster(w=w)
-        c.co.write(KEY, w, b"*", b"set", SET_ARGS, c.done)
+        c.co.write(KEY, w, b"*", SET, c.done)
         c.of("rq_set")[0].callback(PUT_REPLY)
         replaces = c.of("rq_replace")
         for i in order:

@@ -1,0 +1,65 @@
+"""The replica wire format: each named operation travels as the arguments its OPS entry
+in replicas/redquorum.lua takes, and each payload is a well-formed RESP command."""
+
+from __future__ import annotations
+
+from redquorum.protocol.resp import parse_typed
+from redquorum.replication import wire
+
+
+def decoded(payload: bytes) -> list[bytes]:
+    value, end = parse_typed(payload, 0)
+    assert end == len(payload)
+    return value
+
+
+PAYLOADS = wire.Payloads(mode="causal", grace_ms=3_600_000, hard_limit=100, actors=[b"r1"])
+
+
+def test_a_plain_set_is_the_compact_rq_set():
+    op = wire.set_value(b"v", expire_at=1234)
+    args = decoded(PAYLOADS.put(b"k", b"r1", b"*", op))
+    assert args[:4] == [b"FCALL", b"rq_set", b"1", b"k"]
+    assert args[4] == b"r1" and args[6:] == [b"3600000", b"100", b"v", b"1234"]
+    assert op.blind == (b"0", b"1234", b"v")
+
+
+def test_set_options_go_through_rq_put_in_the_order_ops_set_takes_them():
+    op = wire.set_value(b"v", keep_ttl=True, condition=b"NX", get_old=True)
+    assert op.plain is None and op.blind is None  # read-modify-write: a quorum read first
+    args = decoded(PAYLOADS.put(b"k", b"r1", b"", op))
+    assert args[:4] == [b"FCALL", b"rq_put", b"1", b"k"]
+    assert args[6:] == [b"", b"3600000", b"100", b"set", b"v", b"keep", b"0", b"NX", b"1"]
+
+
+def test_synced_objects_come_before_the_put_arguments():
+    op = wire.incr_by(-5)
+    args = decoded(PAYLOADS.put(b"k", b"r1", b"*", op, synced=[b"o1", b"o2"]))
+    assert args[:7] == [b"FCALL", b"rq_put_synced", b"1", b"k", b"2", b"o1", b"o2"]
+    assert args[7] == b"r1" and args[-2:] == [b"incrby", b"-5"]
+
+
+def test_operations_name_their_arguments():
+    assert wire.delete().blind == (b"1", b"0", b"")
+    assert wire.client_set(b"v", 0) == wire.Op(b"rqset", (b"v", b"0"), None, (b"0", b"0", b"v"))
+    assert wire.get_and_expire(None).args == (b"persist", b"0", b"")
+    assert wire.get_and_expire(99, b"ERR bad").args == (b"at", b"99", b"ERR bad")
+    assert wire.expire(5, {b"XX", b"GT"}).args == (b"at", b"5", b"GT,XX")
+    assert wire.persist().args == (b"persist", b"0", b"")
+    assert wire.set_bit(7, True).args == (b"7", b"1")
+    assert wire.compare_and_set(b"").args == (b"peek", b"", b"0", b"")
+    assert wire.compare_and_set(b"v", expect_none=True).args == (b"none", b"", b"0", b"v")
+    assert wire.compare_and_set(b"v", expect_dot=(b"r1~ab", b"3")).args == (b"dot", b"r1~ab", b"3", b"v")
+
+
+def test_fan_out_merge_and_hint_payloads():
+    assert decoded(PAYLOADS.replace(b"k", b"new", b"", 0)) == [
+        b"FCALL", b"rq_replace", b"1", b"k", b"3600000", b"new", b"", b"0"]
+    assert decoded(PAYLOADS.merge(b"k", b"o")) == [b"FCALL", b"rq_merge", b"1", b"k", b"3600000", b"o"]
+    assert decoded(PAYLOADS.merge(b"k", b"a", b"b"))[-2:] == [b"a", b"b"]
+    lww = wire.Payloads(mode="lww", grace_ms=1, hard_limit=1, actors=[])
+    assert decoded(lww.merge(b"k", b"o"))[1] == b"rq_merge_lww"
+    assert decoded(lww.replace(b"k", b"n", b"o", 5))[1] == b"rq_replace_lww"
+    assert decoded(wire.hint("r3", b"k", b"o")) == [b"HSET", b"__rq:hints:r3", b"k", b"o"]
+    assert decoded(wire.hint_done("r3", b"k", b"o")) == [
+        b"FCALL", b"rq_hint_done", b"1", b"__rq:hints:r3", b"k", b"o"]
