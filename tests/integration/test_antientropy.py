@@ -28,6 +28,8 @@ from redquorum.server.repair import run_round
 
 from tests.harness import ROOT, wait_for
 
+pytestmark = pytest.mark.slow  # real processes under load, several seconds
+
 GRACE_MS = 3_600_000
 
 

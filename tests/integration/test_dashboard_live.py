@@ -18,6 +18,8 @@ from tests.prometheus import (
     substitute,
 )
 
+pytestmark = pytest.mark.slow  # real processes under load, several seconds
+
 SCRAPE_INTERVAL = 0.5
 
 

@@ -7,10 +7,13 @@ import signal
 import threading
 import time
 
+import pytest
 import redis
 
 from tests.harness import wait_for
 from tests.relay import Relay
+
+pytestmark = pytest.mark.slow  # replicas killed, paused and cut under load
 
 
 class Writer(threading.Thread):

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from tests.harness import ProxyProcess, start_replicas, wait_for
 from tests.integration.test_security import LockedProxy, closed_by_peer, rss_bytes
 
+pytestmark = pytest.mark.slow  # real processes under load, several seconds
+
 PASSWORD = "load-test-password"
 
 
