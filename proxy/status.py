@@ -31,7 +31,8 @@ from .replication.ring import PARTITIONS, Ring
 from .replication.wire import hints_key
 
 # Up to this many keys the internal ones are counted exactly (one SCAN over the keyspace);
-# above it only the hint sets are subtracted (EXISTS) and the count is marked approximate.
+# above it only the internal keys known by name are subtracted (EXISTS) and the count is
+# marked approximate.
 EXACT_KEYS_LIMIT = 200_000
 
 
@@ -72,7 +73,7 @@ class ReplicaStatus:
     up: bool = False
     error: str | None = None
     keys: int | None = None
-    keys_exact: bool | None = None  # False: DBSIZE less the hint sets only (a large keyspace)
+    keys_exact: bool | None = None  # False: DBSIZE less the internal keys known by name
     memory_bytes: int | None = None
     homes: int = 0  # partitions the replica is one of the n homes of
     coordinates: int = 0  # partitions whose first home it is
