@@ -80,6 +80,7 @@ class Config:
     sibling_soft_limit: int
     sibling_hard_limit: int
     heartbeat_interval: float
+    hint_window: float  # seconds a replica may be down and still get hints
     password: str | None = field(repr=False)  # the default user's, when set
     context_secret: str | None = field(repr=False)  # signs RQ contexts; else one kept on the replicas
     log_keys: bool  # log lines may name keys (else only their length and a hash)
@@ -215,6 +216,8 @@ SETTINGS: dict[str, Setting] = {
     "sibling_hard_limit": Setting("quorum", 100, "refuse writes to a key with this many "
                                   "siblings until resolved"),
     "heartbeat_interval": Setting("proxy", 1.0, "seconds between freshness canary writes"),
+    "hint_window": Setting("quorum", 10800.0, "seconds a replica may be down and still get "
+                           "hints; past it they are dropped and anti-entropy catches it up"),
     "protected_mode": Setting("proxy", "yes", "refuse to start on a non-loopback address "
                               "without a password"),
     "maxclients": Setting("proxy", 10000, "most client connections at once"),
@@ -501,6 +504,9 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
     heartbeat = _float(_default(raw, "heartbeat_interval"), "heartbeat_interval")
     if heartbeat <= 0:
         raise ConfigError("heartbeat_interval must be positive")
+    hint_window = _float(_default(raw, "hint_window"), "hint_window")
+    if hint_window < 0:
+        raise ConfigError("hint_window must not be negative")
     workers = _int(_default(raw, "workers"), "workers")
     if not 1 <= workers <= 64:
         raise ConfigError(f"workers={workers} is outside 1..64")
@@ -569,6 +575,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         sibling_hard_limit=hard,
         min_w=min_w,
         heartbeat_interval=heartbeat,
+        hint_window=hint_window,
         password=password,
         context_secret=str(context_secret) if context_secret is not None else None,
         log_keys=_bool(_default(raw, "log_keys"), "log_keys"),

@@ -194,6 +194,12 @@ class _LagCollector:
         replayed = CounterMetricFamily(
             "redquorum_hints_replayed", "Hints replayed into the replica by this proxy",
             labels=["replica"])
+        stored = CounterMetricFamily(
+            "redquorum_hints_stored", "Hints this proxy left for the replica", labels=["replica"])
+        dropped = CounterMetricFamily(
+            "redquorum_hints_dropped",
+            "Hints for the replica dropped by this proxy because it was down longer than the "
+            "hint window (not stored, or deleted)", labels=["replica"])
         app = self.metrics.app
         if app is not None:
             for replica, lag in app.canary.lags().items():
@@ -204,10 +210,16 @@ class _LagCollector:
                 oldest.add_metric([replica], age)
             for replica, count in list(app.handoff.replayed.items()):
                 replayed.add_metric([replica], count)
+            for replica, count in list(app.coordinator.hints_stored.items()):
+                stored.add_metric([replica], count)
+            for replica, count in list(app.coordinator.hints_dropped.items()):
+                dropped.add_metric([replica], count)
         yield family
         yield pending
         yield oldest
         yield replayed
+        yield stored
+        yield dropped
 
 
 class _HotPathCollector:

@@ -97,6 +97,7 @@ class Coordinator:
         r: int,
         w: int,
         min_w: int | None = None,
+        hint_window: float | None = None,
         mode: str,
         tombstone_grace: float,
         sibling_soft_limit: int,
@@ -113,6 +114,11 @@ class Coordinator:
         # n - min_w + 1 homes, which always include one that acknowledged the latest write
         self.min_w = w if min_w is None else min_w
         self.mode = mode
+        # past this many seconds down, a replica gets no more hints (handoff.py drops the
+        # ones it has); None: no window
+        self.hint_window = hint_window
+        self.hints_stored: dict[str, int] = dict.fromkeys(links, 0)
+        self.hints_dropped: dict[str, int] = dict.fromkeys(links, 0)
         # replicas that came back and may still lack writes hints will bring: they
         # coordinate writes only when no other home can (handoff.py keeps this set)
         self.catching_up: set[str] = set()
@@ -182,7 +188,17 @@ class Coordinator:
         """Leave a hint on ``holder``: ``target`` missed a write of ``key``, whose object
         (as the coordinator made it) is ``blob``; b"" when only the holder's current object
         can say (LWW's one round trip). See handoff.py."""
+        if self.beyond_hint_window(target):
+            self.hints_dropped[target.id] = self.hints_dropped.get(target.id, 0) + 1
+            return
+        self.hints_stored[target.id] = self.hints_stored.get(target.id, 0) + 1
         holder.request(wire.hint(target.id, key, blob), _ignore)
+
+    def beyond_hint_window(self, target: Link) -> bool:
+        if self.hint_window is None:
+            return False
+        down = target.down_since
+        return down is not None and time.monotonic() - down > self.hint_window
 
     # -- inspection ----------------------------------------------------------
 

@@ -60,6 +60,7 @@ class Handoff:
         self._round = 0
         self._counted: dict[tuple[str, str], int] = {}  # pair → round of its last count
         self._came_up: dict[str, tuple[int, float]] = {}  # target → (round, time) it came up
+        self._expired: set[str] = set()  # targets past the hint window (logged once)
 
     def came_up(self, target: str) -> None:
         """``target``'s link is up again: it may lack what hints hold for it."""
@@ -97,16 +98,43 @@ class Handoff:
             self._replay_state(target, pending)
         self._check_caught_up()
         self._round += 1
+        expired = [t for t in links if self.coordinator.beyond_hint_window(t)]
+        self._note_expired(expired)
         for holder in links:
             if not holder.up:
                 continue
             for target in links:
                 if holder is target:
                     continue
+                if target in expired:
+                    self._drop(holder, target)
+                    continue
                 self._count(holder, target)
                 if target.up and (holder.id, target.id) not in self._walking:
                     self._walking.add((holder.id, target.id))
                     self._page(holder, target, b"0")
+
+    def _note_expired(self, expired: list[Link]) -> None:
+        """One log line when a replica passes the hint window (it is down longer than the
+        window: its hints are dropped and anti-entropy catches it up once it returns)."""
+        for target in expired:
+            if target.id not in self._expired:
+                self._expired.add(target.id)
+                log.warning("replica %s has been down longer than the hint window (%gs): its "
+                            "hints are dropped; anti-entropy catches it up when it returns",
+                            target.id, self.coordinator.hint_window,
+                            extra={"event": "hint_window_passed", "replica": target.id})
+        self._expired &= {t.id for t in expired}
+
+    def _drop(self, holder: Link, target: Link) -> None:
+        """Drop the hints ``holder`` keeps for ``target``, counting them."""
+        def counted(reply: Any) -> None:
+            if type(reply) is int and reply:
+                dropped = self.coordinator.hints_dropped
+                dropped[target.id] = dropped.get(target.id, 0) + reply
+        self.pending[(holder.id, target.id)] = 0
+        holder.request(command(b"HLEN", hints_key(target.id)), counted)
+        holder.request(command(b"DEL", hints_key(target.id)), _ignore)
 
     def _count(self, holder: Link, target: Link) -> None:
         this_round = self._round

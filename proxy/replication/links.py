@@ -20,6 +20,7 @@ class Link(Protocol):
     id: str
     actor: bytes
     up: bool
+    down_since: float | None  # time.monotonic() when it went down; None while up
 
     def request(self, payload: bytes, callback: Callback) -> None: ...
     def get(self, key: bytes, callback: Callable[[int, Any], None], index: int,

@@ -120,7 +120,8 @@ class Proxy:
             self.ring, self.links, r=config.r, w=config.w, mode=config.mode,
             tombstone_grace=config.tombstone_grace,
             sibling_soft_limit=config.sibling_soft_limit,
-            sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w, events=self.events,
+            sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w,
+            hint_window=config.hint_window, events=self.events,
             actor=self.proxy_id)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)

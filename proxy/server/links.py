@@ -145,6 +145,7 @@ class ReplicaLink:
         self.timeout = timeout
         self.last_error = "not connected yet"
         self.connected_since = 0.0
+        self.down_since: float | None = time.monotonic()  # None while up (hint window)
         self._flusher = flusher
         self._library = library
         self._password = password
@@ -322,10 +323,12 @@ class ReplicaLink:
         self.up = up
         if up:
             self.connected_since = time.time()
+            self.down_since = None
             self._ready.set()
             log.info("replica %s (%s) is up", self.id, self.address,
                      extra={"event": "replica_up", "replica": self.id, "address": self.address})
         else:
+            self.down_since = time.monotonic()
             self._ready = trio.Event()
             level = logging.INFO if self.last_error == SHUTTING_DOWN else logging.WARNING
             log.log(level, "replica %s (%s) is down: %s", self.id, self.address, self.last_error,
