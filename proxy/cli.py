@@ -93,6 +93,13 @@ def _common(p: argparse.ArgumentParser, shown: Mapping[str, str] | None = None) 
     setting("log_keys", action="store_const", const=True)
 
 
+def _cluster(p: argparse.ArgumentParser, more: str = "") -> None:
+    """The options that name a cluster's replicas, as ``serve`` takes them."""
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
+    p.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
+                   help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)" + more)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="redquorum",
@@ -116,9 +123,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy over existing redis-server replicas",
                            description="Run the proxy over existing redis-server replicas.")
-    serve.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
-    serve.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
-                       help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
+    _cluster(serve)
     _setting(serve, "workers", type=int, metavar="N")
     _common(serve)
 
@@ -127,9 +132,7 @@ def parser() -> argparse.ArgumentParser:
         description="Read every replica (and, with --metrics-url, the proxies' metrics) and "
                     "print one table. Exit status 0 when every key can form its read and write "
                     "quorums, 1 when some cannot, 2 on a configuration error.")
-    status.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
-    status.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
-                        help="a replica (repeat for each; env REDQUORUM_REPLICAS=id=host:port,...)")
+    _cluster(status)
     for name in "nwr":
         _setting(status, name, "-" + name, type=int)
     status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
@@ -146,10 +149,7 @@ def parser() -> argparse.ArgumentParser:
         description="Compare the replicas' digests, partition by partition, and merge what "
                     "differs into the replicas that lack it (the same exchange a proxy runs in "
                     "the background). A progress bar goes to stderr.")
-    repair.add_argument("--config", metavar="FILE", help="TOML configuration (env REDQUORUM_CONFIG)")
-    repair.add_argument("--replica", action="append", metavar="ID=HOST:PORT",
-                        help="a replica (repeat for each; env REDQUORUM_REPLICAS); a bare ID "
-                             "means --replica-id ID")
+    _cluster(repair, "; a bare ID means --replica-id ID")
     _setting(repair, "n", "-n", type=int)
     _setting(repair, "mode", choices=MODES)
     repair.add_argument("--partition", type=int, action="append", metavar="P",
