@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what redquorum and its tests need on a fresh Debian/Ubuntu machine with
-# Python >= 3.11, each only when missing (one `apt-get update` at most):
+# Installs what redquorum needs on a fresh Debian/Ubuntu machine with Python >= 3.11,
+# and with --tests what its tests need too, each only when missing (one `apt-get update`
+# at most):
 #   redis-server, redis-tools        the replicas, redis-cli and redis-benchmark
+# with --tests:
 #   prometheus (promtool)            alert-rule tests and the real-Prometheus dashboard test
 #   nodejs, npm; ioredis in .cache/node   the ioredis client test
 #   locales (en_US source)           the Lua collation test builds en_US.UTF-8 from it
@@ -11,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+TESTS=0
+if [ "${1:-}" = "--tests" ]; then TESTS=1; fi
 PYTHON=${PYTHON:-python3}
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -32,15 +36,17 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 if [ "${REDQUORUM_BENCH:-0}" = "1" ]; then
     command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
 fi
-command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-{ command -v localedef >/dev/null 2>&1 && [ -f /usr/share/i18n/locales/en_US ] \
-    && [ -f /usr/share/i18n/charmaps/UTF-8.gz ]; } || missing+=(locales)
+if [ "$TESTS" = "1" ]; then
+    command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    { command -v localedef >/dev/null 2>&1 && [ -f /usr/share/i18n/locales/en_US ] \
+        && [ -f /usr/share/i18n/charmaps/UTF-8.gz ]; } || missing+=(locales)
+fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # ioredis for tests/integration/test_clients.py, in the repo's ignored cache.
-if [ ! -f .cache/node/node_modules/ioredis/package.json ]; then
+if [ "$TESTS" = "1" ] && [ ! -f .cache/node/node_modules/ioredis/package.json ]; then
     echo "bootstrap: npm install ioredis into .cache/node" >&2
     mkdir -p .cache/node
     npm install --no-audit --no-fund --silent --prefix .cache/node ioredis >/dev/null

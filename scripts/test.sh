@@ -3,7 +3,7 @@
 # (unit, integration against real redis-server processes, fault injection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --tests
 .venv/bin/ruff check proxy replicas tests bench
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
