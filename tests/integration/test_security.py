@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 import redis
+from redquorum.replicas.launcher import free_port
 
 from tests.harness import ROOT, ProxyProcess, wait_for
 from tests.resp_client import RawClient
@@ -38,18 +39,20 @@ def test_protected_mode_refuses_a_public_address_without_a_password(replicas):
 def test_protected_mode_allows_loopback_a_password_or_an_explicit_no():
     from redquorum.config import ConfigError, Replica, User, build, password_hash
 
-    replica = [Replica("r1", "127.0.0.1", 7000)]
-    build({"listen": "127.0.0.1:7001"}, replica)
-    build({"listen": "[::1]:7001"}, replica)
-    build({"listen": "0.0.0.0:7001", "password": "s3cret"}, replica)
-    build({"listen": "0.0.0.0:7001", "protected_mode": "no"}, replica)
+    # only validated, never bound: any port does, so take free ones
+    replica = [Replica("r1", "127.0.0.1", free_port())]
+    port = free_port()
+    build({"listen": f"127.0.0.1:{port}"}, replica)
+    build({"listen": f"[::1]:{port}"}, replica)
+    build({"listen": f"0.0.0.0:{port}", "password": "s3cret"}, replica)
+    build({"listen": f"0.0.0.0:{port}", "protected_mode": "no"}, replica)
     closed_default = [User("default", "off"), User("app", "on ~* +@all",
                                                    (password_hash(b"pw"),))]
-    build({"listen": "0.0.0.0:7001"}, replica, closed_default)
+    build({"listen": f"0.0.0.0:{port}"}, replica, closed_default)
     for users in ([], [User("app", "on ~* +@all", (password_hash(b"pw"),))],
                   [User("default", "on nopass ~* +@all")]):
         try:
-            build({"listen": "10.1.2.3:7001"}, replica, users)
+            build({"listen": f"10.1.2.3:{port}"}, replica, users)
         except ConfigError as exc:
             assert "protected mode" in str(exc)
         else:
@@ -98,13 +101,21 @@ def test_clients_pipelining_huge_replies_without_reading_are_cut_off_and_block_n
     peak = 0
     served = 0
     started = time.monotonic()
+
+    def serve_one_then_check() -> bool:
+        """One SET+GET for the well-behaved client; done once the floods were cut off
+        (after the soft limit's seconds) and it alone is connected."""
+        nonlocal served, peak
+        assert client.set(f"ok{served}", served)  # a NOQUORUM would raise here
+        assert client.get(f"ok{served}") == b"%d" % served
+        served += 1
+        peak = max(peak, rss_bytes(proxy.process.pid))
+        return (time.monotonic() - started >= 3
+                and int(client.info("clients")["connected_clients"]) == 1)
+
     try:
-        while time.monotonic() - started < 3 or int(client.info("clients")["connected_clients"]) > 1:
-            assert time.monotonic() - started < 60, "the clients that never read stay connected"
-            assert client.set(f"ok{served}", served)  # a NOQUORUM would raise here
-            assert client.get(f"ok{served}") == b"%d" % served
-            served += 1
-            peak = max(peak, rss_bytes(proxy.process.pid))
+        wait_for(serve_one_then_check, timeout=60, interval=0,
+                 what="the clients that never read to be disconnected")
     finally:
         for sock in floods:
             sock.close()
