@@ -56,6 +56,17 @@ class Pair:
     def both(self, *args: Any) -> tuple[Any, Any]:
         return self.redis.call(*args), self.proxy.call(*args)
 
+    def compare_sequence(self, protocol: int, sequence: list[list[Any]]) -> None:
+        """From empty keyspaces, in RESP ``protocol``: every command of ``sequence`` gets
+        the same reply from both sides; closes the pair."""
+        try:
+            self.both("FLUSHALL")
+            self.run(["HELLO", str(protocol)])
+            for cmd in sequence:
+                self.run(cmd)
+        finally:
+            self.close()
+
     def run(self, cmd: list[Any]) -> None:
         name = cmd[0].upper() if isinstance(cmd[0], str) else cmd[0]
         args = [resolve(a) for a in cmd]
@@ -587,11 +598,4 @@ FIXED = [
 @pytest.mark.parametrize("sequence", FIXED, ids=[f"fixed{i}" for i in range(len(FIXED))])
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_fixed_sequences(servers, protocol, sequence):
-    pair = Pair(servers)
-    try:
-        pair.both("FLUSHALL")
-        pair.run(["HELLO", str(protocol)])
-        for cmd in sequence:
-            pair.run(cmd)
-    finally:
-        pair.close()
+    Pair(servers).compare_sequence(protocol, sequence)

@@ -172,14 +172,7 @@ SEQUENCES = [
 @pytest.mark.parametrize("sequence", SEQUENCES, ids=[f"seq{i}" for i in range(len(SEQUENCES))])
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_same_replies_as_redis(cluster, protocol, sequence):
-    pair = Pair((cluster[0], cluster[1].port))
-    try:
-        pair.both("FLUSHALL")
-        pair.run(["HELLO", str(protocol)])
-        for cmd in sequence:
-            pair.run(cmd)
-    finally:
-        pair.close()
+    Pair((cluster[0], cluster[1].port)).compare_sequence(protocol, sequence)
 
 
 def test_same_replies_as_redis_pipelined(cluster):
