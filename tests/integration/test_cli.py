@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,11 @@ from redquorum.config import SETTINGS, ConfigError, load
 from redquorum.replicas.launcher import free_port
 
 from tests.harness import ROOT, wait_for
+
+
+def banner_pids(banner: str) -> list[int]:
+    """The embedded replicas' PIDs, as ``redquorum up`` prints them."""
+    return [int(p) for p in re.findall(r"\(pid (\d+)\)", banner)]
 
 
 def redquorum(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -62,7 +68,7 @@ def test_up_serves_and_sigint_stops_everything_it_started(tmp_path):
                      f"127.0.0.1:{metrics}", "--data-dir", str(tmp_path), "--log-level", "warning")
     try:
         banner = read_until(proc, "Ctrl-C stops all")
-        pids = [int(p) for p in __import__("re").findall(r"\(pid (\d+)\)", banner)]
+        pids = banner_pids(banner)
         assert len(pids) == 3 and all(alive(p) for p in pids)
         c = redis.Redis(port=port, protocol=2)
         assert c.set("k", "v") and c.get("k") == b"v"
@@ -89,7 +95,7 @@ def test_up_stops_on_sigterm(tmp_path):
     try:
         banner = read_until(proc, "Ctrl-C stops all")
         assert "n=2 w=2 r=2" in banner
-        pids = [int(p) for p in __import__("re").findall(r"\(pid (\d+)\)", banner)]
+        pids = banner_pids(banner)
         stop_and_check(proc, pids, signal.SIGTERM)
     finally:
         if proc.poll() is None:
@@ -212,7 +218,7 @@ address = "127.0.0.1:1"
         assert c.info("redquorum")["replicas_up"] == 2
         with socket.create_connection(("127.0.0.1", metrics), timeout=5):
             pass  # the file's metrics address, not up's default
-        pids = [int(p) for p in __import__("re").findall(r"\(pid (\d+)\)", banner)]
+        pids = banner_pids(banner)
         stop_and_check(proc, pids, signal.SIGINT)
     finally:
         if proc.poll() is None:
