@@ -6,6 +6,7 @@ import json
 
 import pytest
 import redis
+from redquorum.replicas.launcher import free_port
 
 from tests.harness import wait_for
 
@@ -93,10 +94,11 @@ def test_log_keys_setting_from_file_environment_and_flag(tmp_path):
     from redquorum.config import ConfigError, load
 
     conf = tmp_path / "redquorum.toml"
-    conf.write_text('[proxy]\nlog_keys = true\n[[replicas]]\nid = "a"\naddress = "127.0.0.1:6001"\n')
+    address = f"127.0.0.1:{free_port()}"  # only read, never connected to
+    conf.write_text(f'[proxy]\nlog_keys = true\n[[replicas]]\nid = "a"\naddress = "{address}"\n')
     assert load({"config": str(conf)}, environ={}).log_keys is True
     assert load({"config": str(conf)}, environ={"REDQUORUM_LOG_KEYS": "no"}).log_keys is False
-    only_replica = {"REDQUORUM_REPLICAS": "a=127.0.0.1:6001"}
+    only_replica = {"REDQUORUM_REPLICAS": f"a={address}"}
     assert load({}, environ=only_replica).log_keys is False
     assert load({"log_keys": True}, environ=only_replica).log_keys is True
     with pytest.raises(ConfigError, match="log_keys must be true or false"):

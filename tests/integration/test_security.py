@@ -28,7 +28,7 @@ def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]
 
 def test_protected_mode_refuses_a_public_address_without_a_password(replicas):
     replica_args = [a for r in replicas for a in ("--replica", f"{r.id}={r.address}")]
-    result = run_cli("serve", "--listen", "0.0.0.0:1", *replica_args)
+    result = run_cli("serve", "--listen", f"0.0.0.0:{free_port()}", *replica_args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -414,7 +414,7 @@ def test_bad_acl_rules_stop_the_start(replicas, tmp_path, rules, message):
     config = tmp_path / "bad.toml"
     config.write_text(f'[[users]]\nname = "u"\nrules = "{rules}"\n')
     replica_args = [a for r in replicas for a in ("--replica", f"{r.id}={r.address}")]
-    result = run_cli("serve", "--config", str(config), "--listen", "127.0.0.1:1", *replica_args)
+    result = run_cli("serve", "--config", str(config), "--listen", f"127.0.0.1:{free_port()}", *replica_args)
     assert result.returncode == 2
     assert message in result.stderr and "user 'u'" in result.stderr
     assert "s3cret-without" not in result.stderr
@@ -451,7 +451,7 @@ def test_settings_from_toml_environment_and_flags(tmp_path):
 
     config = tmp_path / "limits.toml"
     config.write_text('[proxy]\nmaxclients = 50\n"client-output-buffer-limit" = "8mb 2mb 5"\n'
-                      'protected_mode = "no"\n[[replicas]]\nid = "r1"\naddress = "127.0.0.1:7000"\n')
+                      f'protected_mode = "no"\n[[replicas]]\nid = "r1"\naddress = "127.0.0.1:{free_port()}"\n')
     loaded = load({"config": str(config)}, environ={"REDQUORUM_TIMEOUT": "30"})
     assert (loaded.maxclients, loaded.timeout, loaded.protected_mode) == (50, 30.0, False)
     assert (loaded.output_limit.hard, loaded.output_limit.soft) == (8 << 20, 2 << 20)

@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 from redquorum.config import ConfigError, Replica, build, load
 from redquorum.protocol.resp import parse_typed
+from redquorum.replicas.launcher import free_port
 from redquorum.replication.antientropy import AntiEntropy, differing, odd_ones
 from redquorum.replication.coordinator import Coordinator
 from redquorum.replication.ring import Ring
 
 D1, D2 = b"aaaaaaaaaaaa", b"bbbbbbbbbbbb"
+
+PORT = free_port()  # the configurations here are only validated, never connected to
 
 
 class FakeReplica:
@@ -222,7 +225,7 @@ def test_a_large_partition_is_read_a_chunk_at_a_time_within_the_budget():
 def test_settings_from_toml_environment_and_flags(tmp_path):
     path = tmp_path / "rq.toml"
     path.write_text('[antientropy]\nenabled = false\ninterval = 2.5\nkeys_per_second = 100\n'
-                    'rebuild_interval = 0\n[[replicas]]\nid = "r1"\naddress = "127.0.0.1:7001"\n')
+                    f'rebuild_interval = 0\n[[replicas]]\nid = "r1"\naddress = "127.0.0.1:{PORT}"\n')
     config = load({"config": str(path)}, environ={})
     assert (config.antientropy_enabled, config.antientropy_interval,
             config.antientropy_keys_per_second, config.antientropy_rebuild_interval) == (False, 2.5, 100, 0)
@@ -231,7 +234,7 @@ def test_settings_from_toml_environment_and_flags(tmp_path):
     assert config.antientropy_enabled and config.antientropy_interval == 7
     config = load({"config": str(path), "antientropy_keys_per_second": 42.0}, environ={})
     assert config.antientropy_keys_per_second == 42
-    defaults = build({}, [Replica("r1", "127.0.0.1", 7001)])
+    defaults = build({}, [Replica("r1", "127.0.0.1", PORT)])
     assert defaults.antientropy_enabled and defaults.antientropy_interval == 10
 
 
@@ -244,7 +247,7 @@ def test_settings_from_toml_environment_and_flags(tmp_path):
 ])
 def test_bad_settings_are_refused(raw, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        build(raw, [Replica("r1", "127.0.0.1", 7001)])
+        build(raw, [Replica("r1", "127.0.0.1", PORT)])
 
 
 @pytest.mark.parametrize(("argv", "message"), [
