@@ -69,7 +69,10 @@ local AAE_PARTITIONS = 4096
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local aae_char, aae_unpack
 local bxor, band, rshift, bnot, sha1hex
-local crc_table, seg_fields, ROOT_FIELD
+local crc_table, seg_fields, key_prefixes, ROOT_FIELD
+-- Texts a write would otherwise format each time (a number's text is a sprintf): key
+-- lengths, and the names of the partition hashes of the last generations written.
+local len_texts, hash_names, hash_gens = {}, {}, 0
 
 local function aae_init()
   local g = _G  -- the globals themselves: this file's locals of the same names may be unset
@@ -87,7 +90,11 @@ local function aae_init()
     t[i] = c
   end
   seg_fields = {}
-  for s = 0, AAE_SEGMENTS - 1 do seg_fields[s] = aae_char(64 + s) end
+  key_prefixes = {}
+  for s = 0, AAE_SEGMENTS - 1 do
+    seg_fields[s] = aae_char(64 + s)
+    key_prefixes[s] = aae_char(s)
+  end
   ROOT_FIELD = aae_char(128)
   crc_table = t
 end
@@ -140,13 +147,22 @@ local function holds_no_objects()
 end
 
 local function aae_entry(key, blob)
-  return aae_sub(sha1hex(#key .. ':' .. key .. blob), 1, 12)
+  local n = #key
+  local len = len_texts[n]
+  if not len then
+    len = aae_str(n)
+    if n < 1024 then len_texts[n] = len end
+  end
+  return aae_sub(sha1hex(len .. ':' .. key .. blob), 1, 12)
 end
 
 -- a XOR b for digests as 12 hex digits (false: zero) -> digest, or false for zero
 local function halves(digest)  -- its two 24-bit chunks (false: zero)
   if not digest then return 0, 0 end
-  return aae_num(aae_sub(digest, 1, 6), 16), aae_num(aae_sub(digest, 7, 12), 16)
+  -- 48 bits are exact in a double; the split is arithmetic, not two more C calls each
+  local v = aae_num(digest, 16)
+  local lo = v % 16777216
+  return (v - lo) / 16777216, lo
 end
 
 local function hex_of(hi, lo)  -- false for zero
@@ -156,12 +172,23 @@ end
 
 
 local function partition_hash(gen, p)
-  return AAE .. gen .. ':p:' .. p
+  local names = hash_names[gen]
+  if not names then
+    if hash_gens == 2 then hash_names, hash_gens = {}, 0 end  -- the complete one, one building
+    names = {}
+    hash_names[gen], hash_gens = names, hash_gens + 1
+  end
+  local name = names[p]  -- p: a number from aae_place, or a partition's text from a caller
+  if not name then
+    name = AAE .. gen .. ':p:' .. p
+    names[p] = name
+  end
+  return name
 end
 
 -- Sets key's entry in generation gen (entry false: the key is gone).
 local function aae_apply(gen, key, p, s, entry)
-  local hash, kf, sf = partition_hash(gen, p), aae_char(s) .. key, seg_fields[s]
+  local hash, kf, sf = partition_hash(gen, p), key_prefixes[s] .. key, seg_fields[s]
   local held = aae_call('HMGET', hash, kf, sf, ROOT_FIELD)
   local old = held[1]
   if old == entry then return end
@@ -200,7 +227,7 @@ local batch_state
 -- The hook: called just before ``key`` is stored as ``blob`` (false: deleted).
 local function aae_store(key, blob)
   if not crc_table then aae_init() end
-  if aae_sub(key, 1, 9) == AAE then return end
+  if aae_byte(key, 1) == 95 and aae_sub(key, 1, 9) == AAE then return end  -- 95: '_'
   local st = batch_state
   if not st or st == true then st = aae_call('HMGET', AAE_STATE, 'gen', 'building') end
   local gen, building = st[1], st[2]
