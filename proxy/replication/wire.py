@@ -41,14 +41,19 @@ class Call(bytes):
 
 
 _COUNTS = [bulk(b"%d" % count) for count in range(64)]
+_FCALL_HEADS = [b"*%d\r\n$5\r\nFCALL\r\n" % (count + 1) for count in range(64)]
 
 
 def fcall(body: bytes, count: int, key: bytes) -> Call:
-    """The Call whose ``body`` is ``function 1 key args…``, ``count`` strings."""
-    call = Call(b"*%d\r\n$5\r\nFCALL\r\n%b" % (count + 1, body))
-    crc = b"%d" % crc32(key)
-    head = _COUNTS[count] if count < 64 else bulk(b"%d" % count)
-    call.entry = b"%b$%d\r\n%b\r\n%b" % (head, len(crc), crc, body)
+    """The Call whose ``body`` is ``function 1 key args…``, ``count`` strings. (The crc
+    travels as ten digits, zero-padded: one format, no length to compute.)"""
+    if count < 64:
+        call = Call(_FCALL_HEADS[count] + body)
+        head = _COUNTS[count]
+    else:
+        call = Call(b"*%d\r\n$5\r\nFCALL\r\n%b" % (count + 1, body))
+        head = bulk(b"%d" % count)
+    call.entry = b"".join((head, b"$10\r\n%010d\r\n" % crc32(key), body))
     call.width = count + 2
     return call
 

@@ -104,7 +104,7 @@ def test_digests_stay_exact_whether_the_proxy_names_the_partition_or_not(replica
         call = (PAYLOADS.put(key, b"r1", b"*", wire.set_value(b"v%d" % i)) if i % 3
                 else PAYLOADS.put(key, b"r1", b"*", wire.delete()))
         entry = entry_args(call)
-        assert entry[1] == b"%d" % zlib.crc32(key)
+        assert int(entry[1]) == zlib.crc32(key)
         if i % 2:
             entry[1] = b""  # left to the replica to compute
         args += entry
