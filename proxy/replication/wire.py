@@ -11,9 +11,10 @@ with their constant parts encoded once, which halved their cost against ``comman
 The write functions' payloads are ``Call``s: the FCALL as bytes, plus the same call as
 one entry of ``rq_many`` with the crc32 of its key (the ring's partition hash, which
 the replica's digests need too). A replica link sends the consecutive Calls one pass of
-the reactor queues for it as one ``rq_many``, which pays an FCALL's fixed cost once per
-pass instead of once per write (proxy/server/links.py); anything else may send a Call
-as the plain bytes it is.
+the reactor queues for it as one ``rq_many`` (proxy/server/links.py), within which the
+replica reads what every write needs (the digest state, its actor) once, and takes the
+crc32 instead of computing it in Lua; anything else may send a Call as the plain bytes
+it is.
 """
 
 from __future__ import annotations

@@ -123,8 +123,9 @@ class _GetGroup:
 
 
 class _WriteGroup:
-    """Consecutive write function calls queued on one link, sent as one rq_many: an
-    FCALL's fixed cost on the replica is most of a write's (wire.py)."""
+    """Consecutive write function calls queued on one link, sent as one rq_many: the
+    replica reads the digest state and its actor once per call, not once per write
+    (wire.py)."""
 
     __slots__ = ("entries", "callbacks", "width")
 
