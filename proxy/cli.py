@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     _cluster(status)
     for name in "nwr":
         _setting(status, name, "-" + name, type=int)
+    _setting(status, "sloppy_quorum", metavar="yes|no")
     status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
                         help="a proxy's metrics endpoint, e.g. http://127.0.0.1:9379/metrics "
                              "(repeat for each proxy): adds canary lag and hint ages")
