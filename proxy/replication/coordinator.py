@@ -342,7 +342,9 @@ class _Read(_Machine):
     object's bytes, None (no object), or a failure (``ReplyError``, ``ReplicaFailure``).
     WAITING → ANSWERED once ``r`` homes answered with objects that decode (the merge,
     or with ``plain`` the value a GET answers) or once ``r`` can no longer be reached
-    (NOQUORUM). Bytes that do not decode are found while the answer is built, before it
+    (NOQUORUM). With fallbacks among the targets the answer waits for every target (the
+    link watchdog bounds how long): a fallback that holds nothing of the key must not
+    outvote a home that holds it. Bytes that do not decode are found while the answer is built, before it
     is decided: those homes count as failed, and the read waits for more replies.
     ANSWERED → REPAIRING when the last home is in and some home's object differs from
     the merge of them all (it gets the others' objects through ``rq_merge``), else DONE.
@@ -374,7 +376,8 @@ class _Read(_Machine):
             self.quorum.acks += 1
         else:
             self.quorum.fail(_why(self.homes[index], reply))
-        if self.phase is WAITING:
+        if self.phase is WAITING and (self.stands is None or self.replies == len(self.homes)
+                                      or self.quorum.impossible):
             self._decide()
         if self.replies == len(self.homes):
             self.phase = REPAIRING if self._repair() else DONE
@@ -495,8 +498,8 @@ class _ReadForWrite(_Machine):
     to or tests an older value than the latest acknowledged one after a failover.
 
     Events: ``on_reply(index, reply)`` once per home, in any order, as for ``_Read``.
-    READING → WRITING once n - min_w + 1 homes answered: a ``_Write`` carrying their
-    distinct objects takes over and answers; READING → ANSWERED (NOQUORUM) once that
+    READING → WRITING once n - min_w + 1 homes answered (every target, when fallbacks
+    stand in for some): a ``_Write`` carrying their distinct objects takes over and answers; READING → ANSWERED (NOQUORUM) once that
     many can no longer answer. Replies after READING are ignored.
     """
 
@@ -530,6 +533,9 @@ class _ReadForWrite(_Machine):
                 self.blobs.append(reply)
         else:
             quorum.fail(_why(self.homes[index], reply))
+        if self.stands is not None and quorum.acks + quorum.failures < len(self.homes) \
+                and not quorum.impossible:
+            return  # with fallbacks among the targets, every target's object is synced
         if quorum.reached:
             self.phase = WRITING
             _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.done,

@@ -148,13 +148,23 @@ class Handoff:
         self._expired &= {t.id for t in expired}
 
     def _drop(self, holder: Link, target: Link) -> None:
-        """Drop the hints ``holder`` keeps for ``target``, counting them."""
+        """Drop the hints ``holder`` keeps for ``target``, counting them. With nodes beyond
+        the n homes a hint may belong to a fallback's copy, which nothing else would ever
+        remove: those are walked page by page instead (``_retire``)."""
         def counted(reply: Any) -> None:
             if type(reply) is int and reply:
-                dropped = self.coordinator.hints_dropped
-                dropped[target.id] = dropped.get(target.id, 0) + reply
-        self.pending[(holder.id, target.id)] = 0
-        holder.request(wire.hints_drop(target.id), counted)
+                self._count_dropped(target, reply)
+        pair = (holder.id, target.id)
+        self.pending[pair] = 0
+        if len(self.links) <= self.coordinator.n:  # every node is a home of every key
+            holder.request(wire.hints_drop(target.id), counted)
+        elif pair not in self._walking:
+            self._walking.add(pair)
+            self._page(holder, target, b"0", retiring=True)
+
+    def _count_dropped(self, target: Link, count: int) -> None:
+        dropped = self.coordinator.hints_dropped
+        dropped[target.id] = dropped.get(target.id, 0) + count
 
     def _count(self, holder: Link, target: Link) -> None:
         this_round = self._round
@@ -193,11 +203,13 @@ class Handoff:
 
     # -- delivery ------------------------------------------------------------
 
-    def _page(self, holder: Link, target: Link, cursor: bytes) -> None:
+    def _page(self, holder: Link, target: Link, cursor: bytes, retiring: bool = False) -> None:
+        """The next page of ``holder``'s hints for ``target``: delivered into it or, once
+        it is past the hint window (``retiring``), dropped (``_retire``)."""
         holder.request(command(b"HSCAN", wire.hints_key(target.id), cursor, b"COUNT", b"%d" % PAGE),
-                       partial(self._scanned, holder, target))
+                       partial(self._scanned, holder, target, retiring))
 
-    def _scanned(self, holder: Link, target: Link, reply: Any) -> None:
+    def _scanned(self, holder: Link, target: Link, retiring: bool, reply: Any) -> None:
         pair = (holder.id, target.id)
         if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
             self._walking.discard(pair)  # the holder failed: the next round starts over
@@ -209,30 +221,71 @@ class Handoff:
         def delivered() -> None:
             left[0] -= 1
             if left[0] == 0:
-                self._next_page(holder, target, cursor)
+                self._next_page(holder, target, cursor, retiring)
 
         if not hints:
-            self._next_page(holder, target, cursor)
+            self._next_page(holder, target, cursor, retiring)
+        hand = self._retire if retiring else self.deliver
         for key, blob in hints:
             if blob:
-                self.deliver(holder, target, key, blob, delivered)
+                hand(holder, target, key, blob, delivered)
             else:  # an LWW hint: the holder's current object
-                holder.get(key, self._read, (holder, target, key, delivered))
+                holder.get(key, self._read, (holder, target, key, delivered, hand))
 
-    def _next_page(self, holder: Link, target: Link, cursor: bytes) -> None:
-        if cursor != b"0" and holder.up and target.up:
-            self._page(holder, target, cursor)
+    def _next_page(self, holder: Link, target: Link, cursor: bytes, retiring: bool) -> None:
+        if cursor != b"0" and holder.up and (target.up or retiring):
+            self._page(holder, target, cursor, retiring)
         else:
             self._walking.discard((holder.id, target.id))
 
-    def _read(self, hint: tuple[Link, Link, bytes, Callable[[], None]], blob: Any) -> None:
-        holder, target, key, delivered = hint
+    def _read(self, hint: tuple[Link, Link, bytes, Callable[[], None], Callable[..., None]],
+              blob: Any) -> None:
+        holder, target, key, delivered, hand = hint
         if type(blob) is bytes:
-            self.deliver(holder, target, key, blob, delivered, expected=b"")
+            hand(holder, target, key, blob, delivered, expected=b"")
             return
         if blob is None:  # the key is gone on the holder (collected, flushed): nothing to hand
             holder.request(wire.hint_done(target.id, key, b""), self._done_reply(target))
         delivered()  # a failed holder keeps the hint for a later round
+
+    def _retire(self, holder: Link, target: Link, key: bytes, blob: bytes,
+                delivered: Callable[[], None], expected: bytes | None = None) -> None:
+        """Drop a hint for a replica past the hint window. A fallback's hint goes with
+        its copy, once the object is merged into the key's other homes that are not past
+        the window themselves, all of which must be up (else the hint waits for a later
+        round): an acknowledged write held only by fallbacks stays on the homes that
+        remain."""
+        hint = blob if expected is None else expected
+        homes = self.coordinator.homes(key)
+        if holder in homes:
+            holder.request(wire.hint_done(target.id, key, hint), self._dropped_reply(target))
+            delivered()
+            return
+        co = self.coordinator
+        others = [home for home in homes if home is not target and not co.beyond_hint_window(home)]
+        if not others or not all(home.up for home in others):
+            delivered()
+            return
+        done = self._done_payload(holder, target, key, hint, blob)
+        left = [len(others)]
+        failed = [False]
+
+        def merged(reply: Any) -> None:
+            failed[0] = failed[0] or type(reply) is not int
+            left[0] -= 1
+            if left[0] == 0:
+                if not failed[0]:
+                    holder.request(done, self._dropped_reply(target))
+                delivered()
+        payload = self.coordinator.wire.merge(key, blob)
+        for home in others:
+            home.request(payload, merged)
+
+    def _dropped_reply(self, target: Link) -> Callable[[Any], None]:
+        def counted(reply: Any) -> None:
+            if type(reply) is list and reply and reply[0] == 1:
+                self._count_dropped(target, 1)
+        return counted
 
     def deliver(self, holder: Link, target: Link, key: bytes, blob: bytes,
                 delivered: Callable[[], None], expected: bytes | None = None) -> None:

@@ -210,3 +210,41 @@ def test_hint_ages_and_delivery_delays_are_measured(replicas, make_proxy):
                   le="0.1") == 0
     wait_for(lambda: metric(scrape(proxy), "redquorum_hint_oldest_age_seconds", replica="r3") == 0,
              what="no hint pending for r3")
+
+
+def test_keys_written_before_the_outage_read_back_through_fallbacks_that_hold_nothing(
+        five, make_proxy):
+    proxy = make_proxy(five, n=3, w=2, r=2)
+    c = proxy.client()
+    keys = [f"before:{i}" for i in range(200)]
+    c.mset({key: key for key in keys})
+    kill(five, "r1", "r2")
+    wait_for(lambda: up_count(c) == 3, what="the proxy to see r1 and r2 down")
+    # keys with both among their homes are read from two empty fallbacks and one home
+    both = [k for k in keys if {"r1", "r2"} <= set(walk(five, k.encode())[:3])]
+    assert both
+    assert c.mget(keys) == [key.encode() for key in keys]
+    assert all(c.get(key) == key.encode() for key in both)
+
+
+def test_past_the_hint_window_fallback_copies_are_retired_into_the_remaining_home(
+        five, make_proxy):
+    key = b"sloppy:windowed"
+    order = walk(five, key)
+    homes, fallbacks = order[:3], order[3:]
+    proxy = make_proxy(five, n=3, w=2, r=2, metrics=True, extra=["--hint-window", "2"])
+    c = proxy.client()
+    kill(five, homes[0], homes[1])
+    wait_for(lambda: up_count(c) == 3, what="the proxy to see two homes down")
+    assert c.set(key, b"v1") is True
+    assert all(five.raw(f).exists(key) for f in fallbacks)
+
+    def retired() -> bool:
+        return not any(five.raw(f).exists(key) or hinted(five, f, h, key)
+                       for f in fallbacks for h in homes)
+    wait_for(retired, timeout=15, what="the fallback copies and their hints to go")
+    assert stored_value(five, homes[2], key) == b"v1"
+    assert c.get(key) == b"v1"
+    samples = scrape(proxy)
+    assert metric(samples, "redquorum_hints_dropped_total", replica=homes[0]) >= 1
+    assert metric(samples, "redquorum_hints_dropped_total", replica=homes[1]) >= 1

@@ -171,10 +171,39 @@ def test_read_modify_write_reads_and_writes_through_the_fallbacks():
     c.co.write(KEY, 2, b"*", wire.incr_by(1), c.done)
     gets = c.of("get")
     assert [p.link for p in gets] == [c.fallbacks[0], c.fallbacks[1], h3]
-    gets[0].callback(OLD)
+    gets[0].callback(None)
     gets[1].callback(None)
+    assert c.of("rq_put_synced") == []  # two of three are enough for homes, not here
+    gets[2].callback(OLD)
     synced = c.sent[-1]
     assert synced.link is h3 and synced.kind == "rq_put_synced"
+    assert OLD in synced.payload
+
+
+def test_a_read_through_fallbacks_waits_for_every_target():
+    """Fallbacks that never got the key answer nil at once; the home that holds it must
+    still be heard, or two empty fallbacks would answer a read of a key that exists."""
+    c = Sloppy(r=2)
+    h1, h2, h3 = c.homes
+    c.down(h1, h2)
+    c.co.read(KEY, 2, c.done, plain=True)
+    gets = c.of("get")
+    gets[0].callback(None)
+    gets[1].callback(None)
+    assert c.answers == []
+    gets[2].callback(NEW)
+    assert c.answers == [b"new"]
+
+
+def test_a_read_through_fallbacks_still_answers_noquorum_as_soon_as_it_is_lost():
+    c = Sloppy(r=2)
+    c.down(c.homes[0])
+    c.co.read(KEY, 2, c.done, plain=True)
+    gets = c.of("get")
+    gets[0].callback(TIMEOUT)
+    assert c.answers == []
+    gets[1].callback(TIMEOUT)
+    assert c.answers[0].text.startswith("NOQUORUM read needs 2 of 3 replicas, 0 answered")
 
 
 def test_lww_writes_to_a_fallback_leave_its_hint():
@@ -199,8 +228,8 @@ def test_reads_consult_fallbacks_and_repair_only_a_fallback_holding_a_copy():
         assert [p.link for p in gets] == [c.fallbacks[0], h2, h3]
         gets[1].callback(NEW)
         gets[2].callback(NEW)
-        assert c.answers == [b"new"]
         gets[0].callback(fallback_holds)
+        assert c.answers == [b"new"]
         repairs = c.of("rq_fallback")
         # a fallback holding nothing gets no copy: it would have no hint to hand it home
         assert [(p.link, decoded(p.payload)[6]) for p in repairs] == (
