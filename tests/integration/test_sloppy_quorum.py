@@ -248,3 +248,20 @@ def test_past_the_hint_window_fallback_copies_are_retired_into_the_remaining_hom
     samples = scrape(proxy)
     assert metric(samples, "redquorum_hints_dropped_total", replica=homes[0]) >= 1
     assert metric(samples, "redquorum_hints_dropped_total", replica=homes[1]) >= 1
+
+
+def test_hints_left_without_a_creation_time_still_deliver(replicas, make_proxy):
+    """Hints written as a plain HSET (before hints had creation times) are delivered and
+    removed like the others; only their age is unknown."""
+    proxy = make_proxy(replicas, metrics=True)
+    c = proxy.client()
+    assert c.set("legacy", "v") is True
+    r1, r2 = replicas.raw("r1"), replicas.raw("r2")
+    obj = r1.get("legacy")
+    r2.flushall()  # an emptied replica...
+    r1.hset("__rq:hints:r2", "legacy", obj)  # ...and an old-format hint for it
+    wait_for(lambda: r2.get("legacy") == obj and not r1.hexists("__rq:hints:r2", "legacy"),
+             timeout=15, what="the old-format hint to be delivered")
+    # delivered, but with no creation time there is no delay to observe
+    samples = scrape(proxy)
+    assert samples[("redquorum_hint_delivery_delay_seconds_count", (("replica", "r2"),))] == 0
