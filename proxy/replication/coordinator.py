@@ -32,7 +32,17 @@ Theory of operation
    the others' objects through ``rq_merge``, never a blind SET, so a write that landed
    in between is kept.
 
-6. Every operation is a small state machine built per request and driven by reply
+6. Sloppy quorum (``sloppy``, with more replicas than ``n``): a request's *targets* are
+   the homes, each one that is down replaced by the next up fallback of the key's walk
+   not already used (``targets``). A fallback runs the same function wrapped in
+   ``rq_fallback``, which also leaves a hint for the home it stands in for in the same
+   atomic call (handoff.py hands the copy home and drops it). Fallbacks count toward
+   ``w`` and ``r``; they coordinate only when no home can; hints for targets that fail
+   name the home, not the fallback; a read with fallbacks waits for every target, so an
+   empty fallback never outvotes a home holding the key; read repair writes only into
+   fallbacks that already hold a copy.
+
+7. Every operation is a small state machine built per request and driven by reply
    callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
    its phase in one attribute (constants below), and answers ``done`` through one
    ``_finish``. Each class's docstring gives the events it accepts and their order.
