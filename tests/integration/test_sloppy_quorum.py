@@ -14,6 +14,7 @@ from redquorum.replication import clock
 from redquorum.replication.ring import Ring
 
 from tests.harness import start_replicas, wait_for
+from tests.integration.test_operator_logs import JSON_LOG, events
 from tests.integration.test_repair_metrics import inspect, metric, scrape
 
 
@@ -74,10 +75,13 @@ def test_two_homes_down_the_fallbacks_take_the_key_and_hand_it_home(five, make_p
     key = b"sloppy:user:1"
     order = walk(five, key)
     homes, fallbacks = order[:3], order[3:]
-    proxy = make_proxy(five, n=3, w=2, r=2, metrics=True)
+    proxy = make_proxy(five, n=3, w=2, r=2, metrics=True, extra=JSON_LOG)
     c = proxy.client()
     kill(five, homes[0], homes[1])
     wait_for(lambda: up_count(c) == 3, what="the proxy to see two homes down")
+    # every partition still has two nodes of its walk up: no quorum is lost
+    wait_for(lambda: len(events(proxy, "replica_down")) == 2, what="both replicas logged down")
+    assert events(proxy, "quorum_lost") == []
 
     assert c.set(key, b"v1") is True
     assert c.get(key) == b"v1"
@@ -105,10 +109,11 @@ def test_two_homes_down_the_fallbacks_take_the_key_and_hand_it_home(five, make_p
 def test_without_sloppy_quorum_the_same_write_has_no_quorum(five, make_proxy):
     key = b"sloppy:user:1"
     homes = walk(five, key)[:3]
-    proxy = make_proxy(five, n=3, w=2, r=2, extra=["--sloppy-quorum", "no"])
+    proxy = make_proxy(five, n=3, w=2, r=2, extra=["--sloppy-quorum", "no", *JSON_LOG])
     c = proxy.client()
     kill(five, homes[0], homes[1])
     wait_for(lambda: up_count(c) == 3, what="the proxy to see two homes down")
+    wait_for(lambda: events(proxy, "quorum_lost", op="write"), what="the write quorum lost line")
     with pytest.raises(redis.ResponseError, match="NOQUORUM"):
         c.set(key, b"v1")
     with pytest.raises(redis.ResponseError, match="NOQUORUM"):
