@@ -27,7 +27,9 @@ merged into the home, ``rq_hint_done`` drops the hint and, when the holder is no
 of the key, the copy too if it still holds exactly the delivered object and no hint for
 another replica still needs it: a write that reached the fallback meanwhile replaced the
 hint and the copy together, and is delivered in a later page. The copy never goes before
-its object is home, so a proxy dying at any point loses nothing.
+its object is home, so a proxy dying at any point loses nothing. Past the hint window
+(``_drop``) a fallback's hint is not simply deleted, which would strand its copy: its
+object is merged into the key's remaining homes first, then hint and copy go together.
 
 A replica that comes back is "catching up" until a round finds no hint pending for it on
 any up holder (or ``CATCH_UP_LIMIT`` passes): meanwhile it does not coordinate writes
