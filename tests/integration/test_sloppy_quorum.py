@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import time
 
 import pytest
 import redis
@@ -192,14 +193,16 @@ def test_a_proxy_killed_while_delivering_fallback_hints_loses_none(five, make_pr
 def test_hint_ages_and_delivery_delays_are_measured(replicas, make_proxy):
     proxy = make_proxy(replicas, metrics=True)
     c = proxy.client()
+    down_at = time.monotonic()  # no hint for r3 is older than this
     replicas.by_id("r3").kill()
     wait_for(lambda: up_count(c) == 2, what="the proxy to see r3 down")
     for i in range(10):
         c.set(f"aged:{i}", i)
-    assert metric(scrape(proxy), "redquorum_hint_oldest_age_seconds", replica="r3") < 2.0
     wait_for(lambda: metric(scrape(proxy), "redquorum_hint_oldest_age_seconds", replica="r3") >= 2.0,
              timeout=15, what="the oldest hint for r3 to be two seconds old")
     samples = scrape(proxy)
+    age = metric(samples, "redquorum_hint_oldest_age_seconds", replica="r3")
+    assert age <= time.monotonic() - down_at + 0.5  # the hints' real age, not more
     assert metric(samples, "redquorum_hints_oldest_age_seconds", replica="r3") >= 2.0
     assert metric(samples, "redquorum_hint_oldest_age_seconds", replica="r1") == 0
     assert metric(samples, "redquorum_hint_delivery_delay_seconds_count", replica="r3") == 0
@@ -208,11 +211,13 @@ def test_hint_ages_and_delivery_delays_are_measured(replicas, make_proxy):
     wait_for(lambda: metric(scrape(proxy), "redquorum_hint_delivery_delay_seconds_count",
                             replica="r3") >= 10, timeout=30, what="the hints for r3 to be delivered")
     samples = scrape(proxy)
-    delays = metric(samples, "redquorum_hint_delivery_delay_seconds_sum", replica="r3")
     count = metric(samples, "redquorum_hint_delivery_delay_seconds_count", replica="r3")
-    assert delays / count >= 2.0  # none was delivered before it was two seconds old
-    assert metric(samples, "redquorum_hint_delivery_delay_seconds_bucket", replica="r3",
-                  le="0.1") == 0
+    within_a_second = metric(samples, "redquorum_hint_delivery_delay_seconds_bucket",
+                             replica="r3", le="1.0")
+    # the ten hints were two seconds old before r3 came back (the canary's heartbeats may
+    # add hints of their own, some left as r3 returned)
+    assert count - within_a_second >= 10
+    assert metric(samples, "redquorum_hint_delivery_delay_seconds_sum", replica="r3") >= 20
     wait_for(lambda: metric(scrape(proxy), "redquorum_hint_oldest_age_seconds", replica="r3") == 0,
              what="no hint pending for r3")
 
