@@ -232,7 +232,11 @@ class Coordinator:
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
-        homes, stands = self.targets(key)
+        partition = crc32(key) & _PARTITION_MASK
+        homes = self._homes[partition]
+        stands = None
+        if self.sloppy:
+            homes, stands = self._targets(partition)
         if op.blind is None:  # read-modify-write: first see the latest acknowledged write
             _ReadForWrite(self, key, homes, w, context, op, done, stands).start()
         elif self.mode == "lww":
