@@ -181,6 +181,20 @@ class Coordinator:
             return homes, None
         return tuple(chosen), tuple(stands)
 
+    def _consult_fallbacks(self, partition: int, targets: tuple[Link, ...], stands: Stands
+                           ) -> tuple[tuple[Link, ...], Stands]:
+        """While a home of the partition is catching up (hints for it still pending), the
+        fallbacks that stood in for it may hold acknowledged writes it lacks: a read then
+        asks every other up fallback of the walk too, after the targets, and waits for all
+        (``_Read`` never repairs these extra ones: they would get a copy without a hint)."""
+        if not any(link.id in self.catching_up for link in self._homes[partition]):
+            return targets, stands
+        extra = tuple(link for link in self._walks[partition][self.n:]
+                      if link.up and link not in targets)
+        if not extra:
+            return targets, stands
+        return targets + extra, (stands or (None,) * len(targets)) + (None,) * len(extra)
+
     def as_fallback(self, payload: bytes, key: bytes, home: Link) -> bytes:
         """``payload`` for a fallback standing in for ``home``: it also leaves the hint
         that hands its copy home (one more hint stored for ``home``)."""
@@ -203,6 +217,8 @@ class Coordinator:
         stands = None
         if self.sloppy:
             homes, stands = self._targets(partition)
+            if self.catching_up:
+                homes, stands = self._consult_fallbacks(partition, homes, stands)
         on_reply = _Read(self, key, homes, r, done, plain, stands).on_reply
         encoded = b"$%d\r\n%b\r\n" % (len(key), key)  # once for the n links
         for i, link in enumerate(homes):
@@ -475,7 +491,7 @@ class _Read(_Machine):
         distinct = {b for _, b in blobs if b}
         stale = False
         for i, obj in decoded.items():
-            if obj == merged:
+            if obj == merged or i >= co.n:  # past n: a fallback consulted, never written
                 continue
             own = dict(blobs)[i]
             others = [b for b in distinct if b != own]

@@ -261,3 +261,32 @@ def test_every_reply_order_of_a_sloppy_write_answers_once():
         for i in order:
             fan_out[i].callback(1)
         assert c.answers == [(NEW, b"OK")]
+
+
+def test_while_a_home_catches_up_reads_also_ask_the_fallbacks_and_never_write_to_them():
+    """A home back from an outage lacks what fallbacks took for it until its hints arrive:
+    reads of its keys ask every up fallback too, merge all answers, repair the home, and
+    leave the fallbacks' copies alone (a copy without its hint would never go)."""
+    c = Sloppy(r=2)
+    h1, h2, h3 = c.homes
+    c.co.catching_up.add(h1.id)
+    c.co.read(KEY, 2, c.done, plain=True)
+    gets = c.of("get")
+    assert [p.link for p in gets] == [h1, h2, h3, *c.fallbacks]
+    gets[0].callback(OLD)  # h1, back without the newer write
+    gets[2].callback(OLD)  # h3 missed it too (its hint is on h2)
+    gets[1].callback(TIMEOUT)
+    gets[4].callback(None)
+    assert c.answers == []
+    gets[3].callback(NEW)  # the fallback that stood in for h1
+    assert c.answers == [b"new"]
+    repaired = {p.link for p in c.of("rq_merge")}
+    assert repaired == {h1, h3}
+    assert c.of("rq_fallback") == []
+
+
+def test_a_home_catching_up_elsewhere_adds_no_fallback():
+    c = Sloppy(r=2)
+    c.co.catching_up.add(next(link for link in c.links.values() if link not in c.homes).id)
+    c.co.read(KEY, 2, c.done, plain=True)
+    assert [p.link for p in c.of("get")] == c.homes
