@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 from redquorum.protocol.resp import parse_typed
 from redquorum.replication import wire
 
@@ -62,9 +63,28 @@ def test_fan_out_merge_and_hint_payloads():
     lww = wire.Payloads(mode="lww", grace_ms=1, hard_limit=1, actors=[])
     assert decoded(lww.merge(b"k", b"o"))[1] == b"rq_merge_lww"
     assert decoded(lww.replace(b"k", b"n", b"o", 5))[1] == b"rq_replace_lww"
-    assert decoded(wire.hint("r3", b"k", b"o")) == [b"HSET", b"__rq:hints:r3", b"k", b"o"]
+    assert decoded(wire.hint("r3", b"k", b"o")) == [
+        b"FCALL", b"rq_hint", b"2", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k", b"o"]
     assert decoded(wire.hint_done("r3", b"k", b"o")) == [
-        b"FCALL", b"rq_hint_done", b"1", b"__rq:hints:r3", b"k", b"o"]
+        b"FCALL", b"rq_hint_done", b"2", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k", b"o"]
+    assert decoded(wire.hint_done("r3", b"k", b"o", copy=b"c", others=["r4"])) == [
+        b"FCALL", b"rq_hint_done", b"4", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k",
+        b"__rq:hints:r4", b"k", b"o", b"c"]
+
+
+def test_a_fallback_payload_is_the_same_call_inside_rq_fallback():
+    key = b"user:\r\n42"
+    for payload in (PAYLOADS.replace(key, b"new", b"", 0), PAYLOADS.merge(key, b"o"),
+                    PAYLOADS.merge(key, b"a", b"b"),
+                    PAYLOADS.put(key, b"r1", b"*", wire.set_value(b"v")),
+                    PAYLOADS.put(key, b"r1", b"*", wire.append(b"v"), synced=[b"x"]),
+                    PAYLOADS.lww(key, b"r1", (b"0", b"0", b"v"))):
+        inner = decoded(payload)
+        assert decoded(wire.as_fallback(payload, key, "r3")) == [
+            b"FCALL", b"rq_fallback", b"3", key, b"__rq:hints:r3", b"__rq:hint-times:r3",
+            inner[1], *inner[4:]]
+    with pytest.raises(ValueError):
+        wire.as_fallback(PAYLOADS.merge(b"other", b"o"), key, "r3")
 
 
 def entry_of(call: wire.Call) -> list[bytes]:
@@ -96,3 +116,5 @@ def test_calls_that_are_not_writes_stay_plain_bytes():
     assert type(PAYLOADS.inspect(b"k")) is bytes
     assert type(wire.hint("r3", b"k", b"o")) is bytes
     assert type(wire.hint_done("r3", b"k", b"o")) is bytes
+    # a fallback's call leaves alone: it is rare (homes down) and carries two more keys
+    assert type(wire.as_fallback(PAYLOADS.merge(b"k", b"o"), b"k", "r3")) is bytes
