@@ -129,17 +129,30 @@ class Coordinator:
         self.wire = wire.Payloads(mode=mode, grace_ms=int(tombstone_grace * 1000),
                                   hard_limit=sibling_hard_limit,
                                   actors=[link.actor for link in links.values()])
+        self.place(ring, ring.partition_homes())
+
+    def place(self, ring: Ring, reads: Sequence[Sequence[str]],
+              writes: Sequence[Sequence[str]] | None = None,
+              extra: Sequence[int] | None = None) -> None:
+        """Replace the placement tables (a membership change, membership.py): per
+        partition, the homes reads ask, the homes writes go to and the acks writes need
+        beyond w. Every id must have a link."""
+        links = self.links
+        self.ring = ring
+        self.n = ring.n
         # per partition, the home links in preference order (resolved once)
-        self._homes = [
-            tuple(links[i] for i in ring_list[: ring.n])
-            for ring_list in (ring._lists[p] for p in range(PARTITIONS))
-        ]
+        self._homes = [tuple(links[i] for i in homes) for homes in reads]
+        self._write_homes = self._homes if writes is None else [
+            tuple(links[i] for i in homes) for homes in writes]
+        self._extra = [0] * PARTITIONS if extra is None else list(extra)
 
     def homes(self, key: bytes) -> tuple[Link, ...]:
         return self._homes[crc32(key) & _PARTITION_MASK]
 
     def homes_of(self, partition: int) -> tuple[Link, ...]:
-        return self._homes[partition]
+        """Every node that should hold the partition now (during a membership change,
+        the old homes and the new): what anti-entropy keeps in step."""
+        return self._write_homes[partition]
 
     # -- reads ---------------------------------------------------------------
 
@@ -176,7 +189,9 @@ class Coordinator:
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
-        homes = self.homes(key)
+        partition = crc32(key) & _PARTITION_MASK
+        homes = self._write_homes[partition]
+        w += self._extra[partition]  # a membership change: enough acks in old and new homes
         if op.blind is None:  # read-modify-write: first see the latest acknowledged write
             _ReadForWrite(self, key, homes, w, context, op, done).start()
         elif self.mode == "lww":
