@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .config import Config, Replica, parse_address
 from .protocol.resp import encode_command
 from .replication.membership import (
+    APPLIED_KEY,
     MEMBERS_KEY,
     PROGRESS_KEY,
     BadRecord,
@@ -177,7 +178,8 @@ def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
 
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
     if dbsize > EXACT_KEYS_LIMIT:  # the internal keys whose names are known: hints, actor, secret
-        fixed = [hints_key(ident) for ident in ids] + [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
+        fixed = [hints_key(ident) for ident in ids] + [b"__rq:actor", b"__rq:actor:run", b"__rq:secret",
+                                                       MEMBERS_KEY, APPLIED_KEY, PROGRESS_KEY]
         return conn.call("EXISTS", *fixed, b"__rq:aae:state") + _digest_keys(conn)
     count, cursor = 0, b"0"
     while True:
