@@ -273,13 +273,18 @@ class Proxy:
         for per_replica, fresh in ((self.canary.seen, started),
                                    (self.antientropy.repaired_total, 0),
                                    (self.antientropy.segments_diverged, 0),
-                                   (self.handoff.replayed, 0)):
+                                   (self.handoff.replayed, 0),
+                                   (self.coordinator.hints_stored, 0),
+                                   (self.coordinator.hints_dropped, 0)):
             for ident in ids - set(per_replica):
                 per_replica[ident] = fresh
             for ident in set(per_replica) - ids:
                 del per_replica[ident]
         for pair in [pair for pair in self.handoff.pending if not set(pair) <= ids]:
             del self.handoff.pending[pair]
+        changed = getattr(self.events, "replicas_changed", None)
+        if changed is not None:
+            changed(sorted(ids))
 
     def _note_membership_difference(self, record: Record) -> None:
         """A warning, once per difference, when the configuration names other replicas
@@ -311,6 +316,8 @@ class Proxy:
     # -- replica states ---------------------------------------------------------
 
     def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        if self.links.get(link.id) is not link:  # closed: the node left the cluster
+            return
         if up:
             self.handoff.came_up(link.id)
         forward = getattr(self.events, "replica_state", None)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import redis
 from redquorum.replicas.launcher import LocalReplica, free_port, wait_ready_blocking
@@ -104,7 +106,7 @@ class Load:
 
 
 def test_join_two_then_leave_one_under_load(tmp_path, replicas, make_proxy):
-    proxies = [make_proxy(replicas, n=3, w=2, r=2, timeout=2.0) for _ in range(2)]
+    proxies = [make_proxy(replicas, n=3, w=2, r=2, timeout=2.0, metrics=i == 0) for i in range(2)]
     writer, reader = proxies[0].client(), proxies[1].client()
     members = list(replicas)
     extra: list[LocalReplica] = []
@@ -153,6 +155,13 @@ def test_join_two_then_leave_one_under_load(tmp_path, replicas, make_proxy):
             homes = set(final.preference_list(key))
             holders = {ident for ident, keys in held.items() if key in keys}
             assert holders == homes, key
+        with urllib.request.urlopen(f"http://127.0.0.1:{proxies[0].metrics_port}/metrics") as got:
+            metrics = got.read().decode()
+        up = re.findall(r'^redquorum_replica_up\{replica="([^"]+)"\} 1\.0$', metrics, re.M)
+        assert sorted(up) == ["r1", "r3", "r4", "r5"]  # joined ones in, the one that left gone
+        stale = [line for line in metrics.splitlines() if 'replica="r2"' in line
+                 and not line.startswith("redquorum_pbs_")]  # PBS: until its next estimate
+        assert stale == []
         ring = cli("ring", *cluster_flags(replicas), "--json")
         assert ring.returncode == 0, ring.stderr
         shown = json.loads(ring.stdout)
