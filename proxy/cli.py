@@ -201,6 +201,7 @@ def _membership_parsers(sub: Any) -> None:
         change.add_argument("target", metavar=target)
         _cluster(change)
         _setting(change, "n", "-n", type=int)
+        _setting(change, "mode", choices=MODES)
         change.add_argument("--rate", type=float, default=5000.0, metavar="KEYS",
                             help="keys copied (and dropped) per second, at most (default 5000)")
         change.add_argument("--json", action="store_true",

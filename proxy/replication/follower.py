@@ -8,9 +8,11 @@ links to removed nodes). Then it reports the version applied, with the time, und
 ``__rq:members:applied`` on every up replica: ``redquorum join``/``leave`` waits for
 every live proxy to report a phase before it starts the next.
 
-When no replica holds a record, the proxy proposes its configuration's as version 1 on
-every up replica and adopts what the next read finds: of two proxies that start at once
-with different lists, the one whose record sorts higher wins everywhere
+A proxy that applied a record and finds only older ones, or none (the replicas restarted
+empty), writes its own back: a record is never undone by data loss. When no replica
+holds a record and the proxy has applied none, it proposes its configuration's as
+version 1 on every up replica and adopts what the next read finds: of two proxies that
+start at once with different lists, the one whose record sorts higher wins everywhere
 (``rq_members_put``).
 """
 
@@ -74,6 +76,9 @@ class Follower:
             held[link.id] = self._parse(link.id, reply[1])
         records = [r for r in held.values() if r is not None]
         top = best(records)
+        mine = self.applied
+        if mine is not None and (top is None or top.order() < mine.order()):
+            top = mine  # the replicas lost it (restarted empty): the newest known goes back
         if top is None:
             if held:
                 self._propose(up, self.proposal)

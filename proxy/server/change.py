@@ -358,6 +358,9 @@ async def _begin(change: Change, record: Record, join: Node | None, leave: str |
             return record  # resume
         if record.phase == STABLE and join.id in record.new:
             return record  # nothing to do
+        newcomer = await change.link(join.id, join.address)
+        if not newcomer.up:
+            raise ChangeFailed(f"cannot reach {join.id} at {join.address}: {newcomer.last_error}")
         try:
             new = record.joining(join)
         except BadRecord as exc:

@@ -215,3 +215,57 @@ def test_the_record_on_a_replica_keeps_the_highest(replicas):
     assert put(1, b"c") == [b"1", b"c"]
     assert put(3, b"a") == [b"3", b"a"]  # a higher version wins whatever its bytes
     assert put(2, b"z") == [b"3", b"a"]
+
+
+def test_an_interrupted_join_resumes_from_the_recorded_phase(tmp_path, replicas, make_proxy):
+    proxy = make_proxy(replicas, n=3, timeout=2.0)
+    c = proxy.client()
+    keys = [b"resume:%d" % i for i in range(400)]
+    for key in keys:
+        c.set(key, key)
+    fourth = start_replica("r4", tmp_path)
+    try:
+        args = [sys.executable, "-m", "redquorum.cli", "join", f"r4={fourth.address}",
+                *cluster_flags(replicas), "--json"]
+        first = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in first.stdout:  # stopped hard once reads have switched to the new ring
+                if json.loads(line)["phase"] == "switched":
+                    break
+        finally:
+            first.kill()
+            first.wait()
+        shown = json.loads(cli("ring", *cluster_flags(replicas), "--json").stdout)
+        assert shown["phase"] == "switched"
+        assert {x["id"]: x["state"] for x in shown["nodes"]}["r4"] == "joining"
+        assert [c.get(key) for key in keys] == keys  # served meanwhile, from the new homes
+        again = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert again.returncode == 0, again.stderr
+        assert "[phase] version 4, cleanup" in again.stderr  # went on, did not start over
+        assert "joining" not in again.stderr
+        ring = Ring(("r1", "r2", "r3", "r4"), 3)
+        held = {r.id: user_keys(r) for r in [*replicas, fourth]}
+        for key in keys:
+            assert {i for i, ks in held.items() if key in ks} == set(ring.preference_list(key))
+        assert [c.get(key) for key in keys] == keys
+        once_more = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert once_more.returncode == 0  # a member already: nothing to do
+    finally:
+        c.close()
+        fourth.stop()
+
+
+def test_changes_that_cannot_be_made_are_refused(replicas, make_proxy):
+    make_proxy(replicas, n=3)
+    flags = cluster_flags(replicas)
+    gone = cli("join", f"r9=127.0.0.1:{free_port()}", *flags)
+    assert gone.returncode == 1 and "cannot reach r9" in gone.stderr
+    too_few = cli("leave", "r1", *flags)
+    assert too_few.returncode == 1 and "n=3 needs 3 nodes" in too_few.stderr
+    unknown = cli("leave", "r7", *flags)
+    assert unknown.returncode == 1 and "r7 is not a member" in unknown.stderr
+    bad = cli("join", "nonsense", *flags)
+    assert bad.returncode == 2 and "ID=HOST:PORT" in bad.stderr
+    shown = json.loads(cli("ring", *flags, "--json").stdout)
+    assert (shown["version"], shown["phase"]) == (1, "stable")  # nothing was written
