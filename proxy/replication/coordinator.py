@@ -32,7 +32,12 @@ Theory of operation
    the others' objects through ``rq_merge``, never a blind SET, so a write that landed
    in between is kept.
 
-6. Every operation is a small state machine built per request and driven by reply
+6. During a membership change (membership.py) reads ask the homes of one ring, writes go
+   to the homes of the old ring and the new one and need ``w`` plus one ack per home the
+   two do not share, so an acknowledged write has ``w`` acks in each ring. ``place``
+   swaps the per-partition tables; an operation keeps the homes it started with.
+
+7. Every operation is a small state machine built per request and driven by reply
    callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
    its phase in one attribute (constants below), and answers ``done`` through one
    ``_finish``. Each class's docstring gives the events it accepts and their order.

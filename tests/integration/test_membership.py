@@ -195,6 +195,8 @@ def test_a_proxy_configured_otherwise_places_keys_as_the_record_says(tmp_path, r
         for key in keys:
             assert {i for i, ks in held.items() if key in ks} == set(ring.preference_list(key))
             assert c.get(key) == key
+        info = c.info("redquorum")
+        assert (info["n"], info["replicas"], info["membership_version"]) == (3, 4, 1)
         text = log.read_text()
         assert "differ from the cluster's membership" in text
         assert f"members not configured: r4={fourth.address}" in text
