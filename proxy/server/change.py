@@ -307,6 +307,7 @@ class Change:
                 if time.monotonic() - last > 0.5:
                     last = time.monotonic()
                     self.report(progress)
+                    await self.publish(progress)
                 if cursor == b"0":
                     break
                 await trio.sleep(count / self.rate if self.rate > 0 else 0)
