@@ -169,6 +169,9 @@ def test_join_two_then_leave_one_under_load(tmp_path, replicas, make_proxy):
             ("stable", ["r1", "r3", "r4", "r5"])
         assert sum(x["homes"] for x in shown["nodes"]) == 3 * shown["partitions"]
         assert shown["largest_over_fair"] <= 1.3
+        status = json.loads(cli("status", *cluster_flags(replicas), "--json").stdout)
+        assert [x["id"] for x in status["replicas"]] == ["r1", "r3", "r4", "r5"]
+        assert status["quorum_possible"]
     finally:
         writer.close()
         reader.close()
