@@ -7,10 +7,15 @@ from itertools import combinations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redquorum.protocol.resp import ReplyParser
+from redquorum.replication.follower import Follower
+from redquorum.replication.links import DOWN
 from redquorum.replication.membership import (
+    APPLIED_KEY,
     CLEANUP,
     JOINING,
     LEAVING,
+    MEMBERS_KEY,
     STABLE,
     SWITCHED,
     BadRecord,
@@ -168,3 +173,93 @@ def test_partition_mask_bits():
     assert len(mask) == PARTITIONS // 8
     assert mask[0] == 1 and mask[1] == 2 and mask[-1] == 0x80
     assert sum(bin(b).count("1") for b in mask) == 3
+
+
+class FakeReplica:
+    """A link to a replica that keeps the membership hashes as rq_members_put would."""
+
+    def __init__(self, ident: str, up: bool = True) -> None:
+        self.id = ident
+        self.actor = ident.encode()
+        self.up = up
+        self.down_since = None
+        self.hashes: dict[bytes, dict[bytes, bytes]] = {}
+
+    def request(self, payload: bytes, callback) -> None:
+        parser = ReplyParser()
+        parser.feed(payload)
+        args = parser.gets()
+        if not self.up:
+            callback(DOWN)
+            return
+        if args[0] == b"HMGET":
+            held = self.hashes.get(args[1], {})
+            callback([held.get(field) for field in args[2:]])
+        elif args[0] == b"HSET":
+            fields = self.hashes.setdefault(args[1], {})
+            fields.update(zip(args[2::2], args[3::2], strict=True))
+            callback(1)
+        else:
+            assert args[:2] == [b"FCALL", b"rq_members_put"]
+            key, version, record = args[3], int(args[4]), args[5]
+            held = self.hashes.setdefault(key, {})
+            if b"version" not in held or (int(held[b"version"]), held[b"record"]) < (version, record):
+                held.update({b"version": args[4], b"record": record})
+            callback([held[b"version"], held[b"record"]])
+
+    def record(self) -> Record | None:
+        held = self.hashes.get(MEMBERS_KEY, {})
+        return Record.decode(held[b"record"]) if b"record" in held else None
+
+
+def follower_over(replicas, configured):
+    applied = []
+    links = {r.id: r for r in replicas}
+    follower = Follower(links, "proxy-1", Record.initial(nodes(*configured), 3), applied.append)
+    return follower, applied
+
+
+def test_a_follower_proposes_its_configuration_when_no_replica_holds_a_record():
+    replicas = [FakeReplica(i) for i in ("r1", "r2", "r3")]
+    follower, applied = follower_over(replicas, ["r1", "r2", "r3"])
+    follower.poll()
+    assert [r.version for r in applied] == [1]
+    assert all(r.record() == applied[0] for r in replicas)
+    reports = [r.hashes[APPLIED_KEY][b"proxy-1"].split()[0] for r in replicas]
+    assert reports == [b"1", b"1", b"1"]
+
+
+def test_a_follower_adopts_the_highest_record_and_spreads_it():
+    replicas = [FakeReplica(i) for i in ("r1", "r2", "r3", "r4")]
+    four = Record.initial(nodes("r1", "r2", "r3", "r4"), 3)
+    newer = four.leaving("r4")
+    replicas[0].hashes[MEMBERS_KEY] = {b"version": b"1", b"record": four.encode()}
+    replicas[1].hashes[MEMBERS_KEY] = {b"version": b"2", b"record": newer.encode()}
+    follower, applied = follower_over(replicas, ["r1", "r2", "r3"])  # configured otherwise
+    follower.poll()
+    assert applied == [newer]
+    assert all(r.record() == newer for r in replicas)  # the older and the empty ones caught up
+    follower.poll()
+    assert applied == [newer]  # applied once
+
+
+def test_a_follower_writes_back_the_record_the_replicas_lost():
+    replicas = [FakeReplica(i) for i in ("r1", "r2", "r3", "r4")]
+    newer = Record.initial(nodes("r1", "r2", "r3", "r4"), 3).leaving("r4")
+    for r in replicas:
+        r.hashes[MEMBERS_KEY] = {b"version": b"2", b"record": newer.encode()}
+    follower, applied = follower_over(replicas, ["r1", "r2", "r3"])
+    follower.poll()
+    for r in replicas:
+        r.hashes.clear()  # every replica restarted empty
+    follower.poll()
+    assert applied == [newer]  # not replaced by its configuration's version 1
+    assert all(r.record() == newer for r in replicas)
+
+
+def test_a_follower_leaves_down_replicas_alone():
+    replicas = [FakeReplica("r1"), FakeReplica("r2", up=False), FakeReplica("r3")]
+    follower, applied = follower_over(replicas, ["r1", "r2", "r3"])
+    follower.poll()
+    assert [r.version for r in applied] == [1]
+    assert replicas[1].hashes == {}
