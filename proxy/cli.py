@@ -460,7 +460,8 @@ class _ChangeBar:
             self.stream.flush()
             return
         now = self.clock()
-        if now - self.last < (0.1 if self.tty else 1.0):
+        finished = progress.step != "waiting" and progress.done == progress.total
+        if now - self.last < (0.1 if self.tty else 1.0) and not finished:
             return
         self.last = now
         if progress.step == "waiting":
@@ -468,8 +469,9 @@ class _ChangeBar:
         else:
             width = 30
             filled = width * progress.done // progress.total if progress.total else width
+            unit = "nodes" if progress.step == "cleanup" else "partitions"
             line = (f"{progress.step} [{'#' * filled}{'.' * (width - filled)}] "
-                    f"{progress.done}/{progress.total} partitions, {progress.keys} keys")
+                    f"{progress.done}/{progress.total} {unit}, {progress.keys} keys")
         if self.tty:
             self.stream.write("\r" + line + "\x1b[K")
             self.open = True

@@ -473,8 +473,9 @@ def render_ring(ring: RingStatus) -> str:
     if changing:
         progress = ring.progress
         if progress and progress.get("step") in ("transfer", "cleanup"):
+            unit = "nodes" if progress["step"] == "cleanup" else "partitions"
             lines.append(f"{progress['step']}: {progress.get('done')}/{progress.get('total')} "
-                         f"partitions, {progress.get('keys')} keys (version {progress.get('version')})")
+                         f"{unit}, {progress.get('keys')} keys (version {progress.get('version')})")
         else:
             lines.append("a membership change is running (redquorum join/leave resumes it)")
     if not ring.reachable:
