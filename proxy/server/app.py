@@ -220,6 +220,9 @@ class Proxy:
 
     async def _run_link(self, link: ReplicaLink, *, task_status: Any = trio.TASK_STATUS_IGNORED
                         ) -> None:
+        if self.links.get(link.id) is not link:  # it left before this task started
+            task_status.started()
+            return
         with trio.CancelScope() as scope:  # cancelled when the node leaves the cluster
             self._link_scopes[link.id] = scope
             await link.run(task_status=task_status)
@@ -234,8 +237,9 @@ class Proxy:
         if self.membership.applied is None:
             log.warning("no replica answered with the cluster's membership record: placing keys "
                         "by the configuration until one does")
-        with trio.move_on_after(MEMBERSHIP_START_WAIT):
-            for link in list(self.links.values()):
+        configured = {r.id for r in self.config.replicas}
+        with trio.move_on_after(MEMBERSHIP_START_WAIT):  # the configured ones have tried once
+            for link in [link for i, link in self.links.items() if i not in configured]:
                 await link.wait_ready()
         nursery.start_soon(every, MEMBERSHIP_INTERVAL, self.membership.poll)
 
