@@ -274,3 +274,33 @@ def test_changes_that_cannot_be_made_are_refused(replicas, make_proxy):
     assert bad.returncode == 2 and "ID=HOST:PORT" in bad.stderr
     shown = json.loads(cli("ring", *flags, "--json").stdout)
     assert (shown["version"], shown["phase"]) == (1, "stable")  # nothing was written
+
+
+def test_dropping_partitions_keeps_the_digests_right(replicas, proxy):
+    c = proxy.client()
+    keys = [b"drop:%d" % i for i in range(200)]
+    for key in keys:
+        c.set(key, key)
+    c.close()
+    dropped = sorted({Ring.partition(key) for key in keys[:20]})
+    kept = sorted({Ring.partition(key) for key in keys} - set(dropped))
+    mask = bytearray(512)
+    for p in dropped:
+        mask[p >> 3] |= 1 << (p & 7)
+    r1, r2 = replicas.raw("r1"), replicas.raw("r2")
+    cursor, deleted = b"0", 0
+    while True:
+        cursor, count = r1.fcall("rq_drop_partitions", 0, cursor, 50, bytes(mask))
+        deleted += count
+        if cursor == b"0":
+            break
+    gone = {k for k in keys if Ring.partition(k) in dropped}
+    assert deleted == len(gone)
+    assert user_keys(replicas.by_id("r1")) == set(keys) - gone
+    assert user_keys(replicas.by_id("r2")) == set(keys)
+    beats = {Ring.partition(k) for k in r1.scan_iter(match="__rq:hb:*")}  # never dropped
+    for p in set(dropped) - beats:  # the digests say the partition is empty, as the data does
+        assert r1.fcall("rq_aae_segments", 0, p) == []
+        assert r2.fcall("rq_aae_segments", 0, p) != []
+    for p in [p for p in kept if p not in beats][:20]:  # and the other partitions' digests still match a full copy
+        assert r1.fcall("rq_aae_segments", 0, p) == r2.fcall("rq_aae_segments", 0, p)
