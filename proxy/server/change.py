@@ -138,6 +138,19 @@ class Change:
                 nursery.start_soon(one, link)
         return replies
 
+    async def holds_keys(self, link: ReplicaLink) -> bool:
+        """Whether the replica holds any key but the proxies' own (``__rq:``)."""
+        cursor = b"0"
+        while True:
+            reply = await self.ask(link, command(b"SCAN", cursor, b"COUNT", b"1000"))
+            if type(reply) is not list:
+                raise ChangeFailed(f"cannot read {link.id}'s keys: {reply}")
+            cursor, keys = reply
+            if any(not key.startswith(b"__rq:") for key in keys):
+                return True
+            if cursor == b"0":
+                return False
+
     # -- the record ------------------------------------------------------------------
 
     async def read_record(self) -> Record | None:
@@ -362,6 +375,10 @@ async def _begin(change: Change, record: Record, join: Node | None, leave: str |
         newcomer = await change.link(join.id, join.address)
         if not newcomer.up:
             raise ChangeFailed(f"cannot reach {join.id} at {join.address}: {newcomer.last_error}")
+        if await change.holds_keys(newcomer):
+            raise ChangeFailed(f"{join.id} at {join.address} holds keys: join an empty "
+                               "redis-server (FLUSHALL it first), or its old values could "
+                               "come back over newer deletes")
         try:
             new = record.joining(join)
         except BadRecord as exc:

@@ -261,7 +261,7 @@ def test_an_interrupted_join_resumes_from_the_recorded_phase(tmp_path, replicas,
         fourth.stop()
 
 
-def test_changes_that_cannot_be_made_are_refused(replicas, make_proxy):
+def test_changes_that_cannot_be_made_are_refused(tmp_path, replicas, make_proxy):
     make_proxy(replicas, n=3)
     flags = cluster_flags(replicas)
     gone = cli("join", f"r9=127.0.0.1:{free_port()}", *flags)
@@ -270,6 +270,13 @@ def test_changes_that_cannot_be_made_are_refused(replicas, make_proxy):
     assert too_few.returncode == 1 and "n=3 needs 3 nodes" in too_few.stderr
     unknown = cli("leave", "r7", *flags)
     assert unknown.returncode == 1 and "r7 is not a member" in unknown.stderr
+    used = start_replica("r8", tmp_path)
+    try:
+        redis.Redis(host=used.host, port=used.port).set("left-over", "old")
+        stale = cli("join", f"r8={used.address}", *flags)
+        assert stale.returncode == 1 and "holds keys" in stale.stderr
+    finally:
+        used.stop()
     bad = cli("join", "nonsense", *flags)
     assert bad.returncode == 2 and "ID=HOST:PORT" in bad.stderr
     shown = json.loads(cli("ring", *flags, "--json").stdout)
