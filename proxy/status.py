@@ -113,6 +113,7 @@ class Status:
     quorum_possible: bool = False
     proxies: list[dict[str, Any]] = field(default_factory=list)
     antientropy_last_success_seconds: float | None = None  # the newest over the proxies
+    membership: str | None = None  # the cluster's membership record: version, phase
 
 
 def collect(config: Config, metrics_urls: list[str], timeout: float = 2.0) -> Status:
@@ -125,6 +126,7 @@ def collect(config: Config, metrics_urls: list[str], timeout: float = 2.0) -> St
     homes = placement(record).reads if record is not None else \
         Ring(tuple(r.id for r in config.replicas), config.n).partition_homes()
     _place(status, config, homes)
+    status.membership = record.describe() if record is not None else None
     _read_hint_sets(status, config, timeout)
     for url in metrics_urls:
         status.proxies.append(_read_proxy(status, url, timeout))
@@ -306,6 +308,8 @@ def render_table(status: Status) -> str:
         else "w + r <= n: reads may miss acknowledged writes"
     lines.append(f"n={status.n} w={status.w} r={status.r} mode={status.mode} ({overlap})")
     lines.append(f"replicas up: {status.up} of {len(status.replicas)}")
+    if status.membership:
+        lines.append(f"membership: {status.membership} (redquorum ring shows the partitions)")
     if status.quorum_possible:
         lines.append("quorum possible for all keys")
     else:

@@ -172,6 +172,7 @@ def test_join_two_then_leave_one_under_load(tmp_path, replicas, make_proxy):
         status = json.loads(cli("status", *cluster_flags(replicas), "--json").stdout)
         assert [x["id"] for x in status["replicas"]] == ["r1", "r3", "r4", "r5"]
         assert status["quorum_possible"]
+        assert status["membership"] == "version 13, stable"  # three changes of four phases
     finally:
         writer.close()
         reader.close()
