@@ -263,3 +263,34 @@ def test_a_follower_leaves_down_replicas_alone():
     follower.poll()
     assert [r.version for r in applied] == [1]
     assert replicas[1].hashes == {}
+
+
+def test_a_write_during_a_change_waits_for_w_plus_the_pending_homes():
+    from redquorum.replication.coordinator import Coordinator
+
+    from tests.unit.test_quorum import PUT_REPLY, SET, FakeLink
+
+    sent: list = []
+    links = {name: FakeLink(name, sent) for name in ("a", "b", "c", "d")}
+    record = Record.initial(nodes("a", "b", "c"), 3).joining(Node("d", "127.0.0.1:7300"))
+    placed = placement(record)
+    co = Coordinator(ring_of(record.old, 3), links, r=2, w=2, mode="causal",
+                     tombstone_grace=3600.0, sibling_soft_limit=25, sibling_hard_limit=100)
+    co.place(placed.ring, placed.reads, placed.writes, placed.extra)
+    key = next(k for k in (b"k%d" % i for i in range(1000))
+               if placed.extra[Ring.partition(k)] == 1)
+    answers: list = []
+    co.write(key, 2, b"*", SET, answers.append)
+    [coordinating] = sent
+    assert coordinating.link.id == placed.writes[Ring.partition(key)][0]  # an old home
+    coordinating.callback(PUT_REPLY)
+    fan_out = sent[1:]
+    assert {p.link.id for p in fan_out} == set(placed.writes[Ring.partition(key)][1:])
+    fan_out[0].callback(1)
+    assert answers == []  # two acks among four homes may all be old ones (or not w new)
+    fan_out[1].callback(1)
+    assert len(answers) == 1  # three: w in the old homes and w in the new
+    sent.clear()
+    co.read(key, 2, answers.append)
+    assert {p.link.id for p in sent} == set(placed.reads[Ring.partition(key)])  # reads: old
+    assert "d" not in {p.link.id for p in sent}
