@@ -246,8 +246,14 @@ def test_an_interrupted_join_resumes_from_the_recorded_phase(tmp_path, replicas,
         assert shown["phase"] == "switched"
         assert {x["id"]: x["state"] for x in shown["nodes"]}["r4"] == "joining"
         assert [c.get(key) for key in keys] == keys  # served meanwhile, from the new homes
+        r1 = replicas.raw("r1")  # a proxy gone for a minute, and one gone for a day
+        r1.hset("__rq:members:applied", mapping={"ghost": f"2 {time.time() - 60:.3f}",
+                                                 "fossil": f"1 {time.time() - 86400:.3f}"})
         again = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
         assert again.returncode == 0, again.stderr
+        assert "ignoring proxy ghost: not heard from for 6" in again.stderr
+        assert not r1.hexists("__rq:members:applied", "fossil")  # forgotten
+        assert r1.hexists("__rq:members:applied", "ghost")
         assert "[phase] version 4, cleanup" in again.stderr  # went on, did not start over
         assert "joining" not in again.stderr
         ring = Ring(("r1", "r2", "r3", "r4"), 3)
