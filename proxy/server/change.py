@@ -287,18 +287,19 @@ class Change:
                     await self.publish(progress)
             self.copied += stats.keys_repaired
             missing = [i for i in involved if i not in stats.replicas]
-            if missing:
-                raise ChangeFailed(f"replicas {', '.join(missing)} did not take part in the "
-                                   "transfer (down, or digests incomplete)")
-            if stats.errors == 0 and stats.partitions_leased == 0:
+            if not missing and stats.errors == 0 and stats.partitions_leased == 0:
                 progress.done = len(todo)
                 progress.keys = self.copied
                 self.report(progress)
                 await self.publish(progress)
                 return
-            await trio.sleep(0.5)  # a proxy holds some partitions' leases: again
-        raise ChangeFailed("the transfer did not complete (errors, or partitions leased "
-                           "elsewhere); run the command again to resume")
+            # a proxy held some partitions' leases, a replica's digests were being rebuilt,
+            # or a request failed: another round (it compares only what still differs)
+            await trio.sleep(0.5)
+        why = f"replicas {', '.join(missing)} took no part (down, or digests incomplete)" \
+            if missing else "errors, or partitions leased elsewhere"
+        raise ChangeFailed(f"the transfer did not complete ({why}); run the command again "
+                           "to resume")
 
     async def cleanup(self, record: Record) -> None:
         """Delete, from every node that lost partitions, the keys of those partitions."""
