@@ -46,9 +46,15 @@ from ..replication.antientropy import AntiEntropy
 from ..replication.canary import Canary
 from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import LATENCY_BUCKETS, CommandStats, InfoStats, fine_bucket
+from ..replication.counters import (
+    LATENCY_BUCKETS,
+    CommandStats,
+    InfoStats,
+    LocalHistogram,
+    fine_bucket,
+)
 from ..replication.follower import Follower
-from ..replication.handoff import Handoff
+from ..replication.handoff import DELAY_BUCKETS, Handoff
 from ..replication.links import SHUTTING_DOWN
 from ..replication.membership import Node, Record, placement
 from ..replication.ring import PARTITIONS
@@ -122,7 +128,7 @@ class Proxy:
             sibling_soft_limit=config.sibling_soft_limit,
             sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w,
             hint_window=config.hint_window, events=self.events,
-            actor=self.proxy_id)
+            actor=self.proxy_id, sloppy=config.sloppy_quorum)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
         self.total_connections = 0
@@ -274,14 +280,16 @@ class Proxy:
         ids = set(self.links)
         self.secret_keeper.links = list(self.links.values())
         started = time.time()
-        for per_replica, fresh in ((self.canary.seen, started),
-                                   (self.antientropy.repaired_total, 0),
-                                   (self.antientropy.segments_diverged, 0),
-                                   (self.handoff.replayed, 0),
-                                   (self.coordinator.hints_stored, 0),
-                                   (self.coordinator.hints_dropped, 0)):
+        for per_replica, fresh in ((self.canary.seen, lambda: started),
+                                   (self.antientropy.repaired_total, int),
+                                   (self.antientropy.segments_diverged, int),
+                                   (self.handoff.replayed, int),
+                                   (self.handoff.delivery_delay,
+                                    lambda: LocalHistogram(DELAY_BUCKETS)),
+                                   (self.coordinator.hints_stored, int),
+                                   (self.coordinator.hints_dropped, int)):
             for ident in ids - set(per_replica):
-                per_replica[ident] = fresh
+                per_replica[ident] = fresh()
             for ident in set(per_replica) - ids:
                 del per_replica[ident]
         for pair in [pair for pair in self.handoff.pending if not set(pair) <= ids]:
@@ -332,12 +340,13 @@ class Proxy:
 
     def _check_quorums(self) -> None:
         """One log line when an operation's quorum becomes impossible for some keys (a
-        partition with fewer than w or r homes up), one when it is possible for all again."""
+        partition with fewer than w or r homes up, or with a sloppy quorum nodes of its
+        walk), one when it is possible for all again."""
         assert self._quorum_lost is not None
         up = {ident for ident, link in self.links.items() if link.up}
         down = sorted(set(self.links) - up)
         for op, need in (("read", self.config.r), ("write", self.config.w)):
-            short = self.ring.partitions_short(up, need)
+            short = self.ring.partitions_short(up, need, sloppy=self.coordinator.sloppy)
             if (short > 0) == self._quorum_lost.get(op, False):
                 continue
             self._quorum_lost[op] = short > 0
