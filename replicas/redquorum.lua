@@ -1302,6 +1302,47 @@ local function fallback(keys, args)
   return result
 end
 
+---------------------------------------------------------------------------
+-- Cluster membership (proxy/replication/membership.py has the theory)
+
+-- rq_members_put members_key | version record : keeps the higher of the stored record and
+-- this one, ordered by (version, record bytes), so replicas sent records in any order
+-- converge on one. Returns {version, record} as held afterwards.
+local function members_put(keys, args)
+  if not ready then init() end
+  local held = call('HMGET', keys[1], 'version', 'record')
+  local v, nv = tonumber(held[1]), tonumber(args[1])
+  if not nv then error({err = 'ERR redquorum: the membership version must be a number'}) end
+  if not v or v < nv or (v == nv and bytes_less(held[2] or '', args[2])) then
+    call('HSET', keys[1], 'version', args[1], 'record', args[2])
+    return {args[1], args[2]}
+  end
+  return {held[1], held[2]}
+end
+
+-- rq_drop_partitions cursor count mask : one SCAN step over this replica's keys, deleting
+-- the objects of the partitions whose bit is set in ``mask`` (bit p of byte p // 8, low
+-- bit first) through the digests' hook, so the digests keep matching the data. Used once
+-- a membership change moved those partitions to other nodes. Returns {cursor, deleted}.
+local function drop_partitions(keys, args)
+  if not ready then init() end
+  if not crc_table then aae_init() end
+  local mask = args[3]
+  local reply = call('SCAN', args[1], 'COUNT', args[2], 'TYPE', 'string')
+  local deleted = 0
+  for _, key in ipairs(reply[2]) do
+    if aae_sub(key, 1, 5) ~= '__rq:' then
+      local p = aae_place(key)
+      if band(rshift(sbyte(mask, floor(p / 8) + 1), p % 8), 1) == 1 then
+        aae_store(key, false)
+        call('DEL', key)
+        deleted = deleted + 1
+      end
+    end
+  end
+  return {reply[1], deleted}
+end
+
 -- rq_inspect key : {stored bytes or false, PTTL}
 local function inspect(keys, args)
   if not ready then init() end
@@ -1436,6 +1477,8 @@ end
 redis.register_function('rq_many', many)
 redis.register_function('rq_actor', actor_of)
 redis.register_function('rq_hint_done', hint_done)
+redis.register_function('rq_members_put', members_put)
+redis.register_function('rq_drop_partitions', drop_partitions)
 redis.register_function('rq_hint', hint)
 redis.register_function('rq_hint_stats', hint_stats)
 redis.register_function('rq_hints_drop', hints_drop)

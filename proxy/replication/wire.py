@@ -367,3 +367,22 @@ def aae_refresh(key: bytes) -> bytes:
 def aae_release(lease: bytes, owner: bytes) -> bytes:
     """rq_aae_release lease owner: drop the partition's lease if this proxy holds it."""
     return command(b"FCALL", b"rq_aae_release", b"1", lease, owner)
+
+
+# -- cluster membership (proxy/replication/membership.py) -----------------------
+
+
+def members_get(key: bytes) -> bytes:
+    """The membership record a replica holds: [version, record] (nils when none)."""
+    return command(b"HMGET", key, b"version", b"record")
+
+
+def members_put(key: bytes, version: int, record: bytes) -> bytes:
+    """rq_members_put key | version record: keep the higher record; answers the one held."""
+    return command(b"FCALL", b"rq_members_put", b"1", key, b"%d" % version, record)
+
+
+def drop_partitions(cursor: bytes, count: int, mask: bytes) -> bytes:
+    """rq_drop_partitions cursor count mask: one SCAN step deleting the objects of the
+    partitions set in ``mask``; answers [next cursor, deleted]."""
+    return command(b"FCALL", b"rq_drop_partitions", b"0", cursor, b"%d" % count, mask)
