@@ -62,9 +62,11 @@ def hints_held(replicas, holder: str, target: str) -> int:
 
 def hinted(replicas, holder: str, target: str, key: bytes) -> bool:
     """``holder`` keeps a hint of ``key`` for ``target``, with its creation time."""
-    raw = replicas.raw(holder)
-    in_hash = raw.hexists(f"__rq:hints:{target}", key)
-    assert in_hash == (raw.zscore(f"__rq:hint-times:{target}", key) is not None)
+    pipe = replicas.raw(holder).pipeline(transaction=True)  # one snapshot of both
+    pipe.hexists(f"__rq:hints:{target}", key)
+    pipe.zscore(f"__rq:hint-times:{target}", key)
+    in_hash, since = pipe.execute()
+    assert in_hash == (since is not None)
     return in_hash
 
 
