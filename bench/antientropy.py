@@ -30,7 +30,7 @@ from redquorum.replicas.launcher import launch, stop_all
 from redquorum.server.repair import run_round
 
 LIBRARY = Path(__file__).resolve().parent.parent / "replicas" / "redquorum.lua"
-HOOK = "local function aae_store(key, blob)\n"
+HOOK = "local function aae_store(key, blob, entry)\n"
 GRACE_MS = 3_600_000
 
 

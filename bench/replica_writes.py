@@ -8,20 +8,24 @@ One redis-server with the replicas' settings (replicas/redis.conf, AOF included)
 Each cell is the replica's CPU time (utime + stime from /proc) per call, over ``--writes``
 calls on random existing keys, for the two calls of a plain SET's path: ``rq_set`` (the
 coordinating home) and ``rq_replace`` (each other home, the fast path where it holds what
-the coordinator held). ``batch 1`` sends every call as its own FCALL, pipelined; ``batch B``
-sends them as ``rq_many`` calls of B entries, with the proxy's crc32 of each key, as a
-replica link does with the writes one reactor pass queues for it. The same with the digest
-hook cut out of the library shows the hook's share. Rounds are interleaved; each cell is
-the minimum over them. ``--listpack-entries N`` adds a server with the digests and
-``hash-max-listpack-entries N`` (the digests' partition hashes hold about 90 fields each
-at 100,000 keys: below that they are hash tables, not listpacks). The memory each server
-grew by per key is printed too. Starts its own redis-servers on free loopback ports and stops them by PID.
+the coordinator held, with the digest entry the coordinator returned). ``batch 1`` sends
+every call as its own FCALL, pipelined; ``batch B`` sends them as ``rq_many`` calls of B
+entries, with the proxy's crc32 of each key, as a replica link does with the writes one
+reactor pass queues for it. The same with the digest hook cut out of the library shows the
+hook's share. Rounds are interleaved; each cell is the minimum over them. ``--listpack-
+entries N`` adds a server with the digests and ``hash-max-listpack-entries N`` (the digests'
+partition hashes hold about 90 fields each at 100,000 keys: below that they are hash tables,
+not listpacks). The memory each server grew by per key is printed too. ``--baseline FILE``
+adds a server running another build of the library (say ``git show
+main:replicas/redquorum.lua``), so a change is measured against it in the same interleaved
+rounds. Starts its own redis-servers on free loopback ports and stops them by PID.
 Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import socket
@@ -34,7 +38,7 @@ from redquorum.replicas.launcher import LocalReplica, launch, stop_all
 from redquorum.replication import wire
 
 LIBRARY = Path(__file__).resolve().parent.parent / "replicas" / "redquorum.lua"
-HOOK = "local function aae_store(key, blob)\n"
+HOOK = "local function aae_store(key, blob, entry)\n"
 GRACE_MS = 3_600_000
 PAYLOADS = wire.Payloads(mode="causal", grace_ms=GRACE_MS, hard_limit=100, actors=[b"r1"])
 CHUNK = 200  # requests per write to the socket
@@ -84,6 +88,11 @@ def fill(server: LocalReplica, keys: int) -> None:
     send(server.port, batched([PAYLOADS.put(key_name(i), b"r1", b"*", op) for i in range(keys)], 64))
 
 
+def digest_entry(key: bytes, blob: bytes) -> bytes:
+    """The entry the coordinator's rq_set returns for ``blob`` and the proxy passes on."""
+    return hashlib.sha1(b"%d:" % len(key) + key + blob).hexdigest()[:12].encode()
+
+
 def writes(raw: redis.Redis, kind: str, keys: int, count: int) -> list[wire.Call]:
     chosen = [key_name(random.randrange(keys)) for _ in range(count)]
     if kind == "rq_set":
@@ -96,7 +105,7 @@ def writes(raw: redis.Redis, kind: str, keys: int, count: int) -> list[wire.Call
         old = held[key]
         new = old[:-3] + b"%03d" % random.randrange(1000)
         held[key] = new
-        calls.append(PAYLOADS.replace(key, new, old, 0))
+        calls.append(PAYLOADS.replace(key, new, old, 0, digest_entry(key, new)))
     return calls
 
 
@@ -114,11 +123,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", default="1,16,128", help="entries per rq_many (1: plain FCALLs)")
     parser.add_argument("--listpack-entries", type=int, default=None)
+    parser.add_argument("--baseline", type=Path, default=None, help="another library build to compare")
     args = parser.parse_args()
     sizes = [int(b) for b in args.batches.split(",")]
     source = LIBRARY.read_text()
     libraries: list[tuple[str, str, int | None]] = [("with digests", source, None),
                                                     ("without", without_digests(source), None)]
+    if args.baseline is not None:
+        libraries.append(("baseline", args.baseline.read_text(), None))
     if args.listpack_entries is not None:
         libraries.append((f"listpack {args.listpack_entries}", source, args.listpack_entries))
     with tempfile.TemporaryDirectory(prefix="rq-writes-") as tmp:

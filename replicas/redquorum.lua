@@ -67,7 +67,7 @@ local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
 local AAE_PARTITIONS = 4096
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
-local aae_char, aae_unpack
+local aae_char, aae_unpack, aae_find
 local bxor, band, rshift, bnot, sha1hex
 local crc_table, seg_fields, key_prefixes, ROOT_FIELD
 -- Texts a write would otherwise format each time (a number's text is a sprintf): key
@@ -79,7 +79,7 @@ local function aae_init()
   aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor =
     g.redis.call, g.string.byte, g.string.sub, g.string.format, g.tonumber, g.ipairs, g.tostring,
     g.math.floor
-  aae_char, aae_unpack = g.string.char, g.unpack
+  aae_char, aae_unpack, aae_find = g.string.char, g.unpack, g.string.find
   bxor, band, rshift, bnot, sha1hex = g.bit.bxor, g.bit.band, g.bit.rshift, g.bit.bnot, g.redis.sha1hex
   local t = {}
   for i = 0, 255 do
@@ -144,6 +144,15 @@ local function holds_no_objects()
     if aae_sub(key, 1, 9) ~= AAE and is_object(aae_call('GET', key)) then return false end
   end
   return true
+end
+
+-- The entry the hook last stored (false: a deletion, or nothing digested): the write
+-- functions return it, so the proxy hands it to the other homes with the same bytes.
+local last_entry = false
+
+-- An entry a caller passes in (rq_replace): 12 lowercase hex digits, as aae_entry makes.
+local function valid_entry(entry)
+  return #entry == 12 and not aae_find(entry, '[^0-9a-f]')
 end
 
 local function aae_entry(key, blob)
@@ -225,8 +234,10 @@ end
 local batch_state
 
 -- The hook: called just before ``key`` is stored as ``blob`` (false: deleted).
-local function aae_store(key, blob)
+-- ``entry``: blob's entry when the caller has it already (another home computed it).
+local function aae_store(key, blob, entry)
   if not crc_table then aae_init() end
+  last_entry = false
   if aae_byte(key, 1) == 95 and aae_sub(key, 1, 9) == AAE then return end  -- 95: '_'
   local st = batch_state
   if not st or st == true then st = aae_call('HMGET', AAE_STATE, 'gen', 'building') end
@@ -243,7 +254,8 @@ local function aae_store(key, blob)
     if batch_state then batch_state = {gen, building} end
   end
   local p, s = aae_place(key)
-  local entry = blob and aae_entry(key, blob)
+  if blob then entry = entry or aae_entry(key, blob) else entry = false end
+  last_entry = entry
   if gen then aae_apply(gen, key, p, s, entry) end
   if building then aae_apply(building, key, p, s, entry) end
 end
@@ -834,8 +846,9 @@ end
 -- rq_put key | actor now_us context grace_ms sibling_hard_limit op op-args...
 -- context: '' (saw nothing), '*' (everything held here), or a msgpack clock.
 -- Returns {false, op reply} when nothing was written, else {new object bytes, op reply,
--- the bytes held before (false: none), the new object's expiry in ms (0: none)}:
--- what rq_replace needs to store the new object on the other homes without decoding.
+-- the bytes held before (false: none), the new object's expiry in ms (0: none), its
+-- digest entry (false: none computed)}: what rq_replace needs to store the new object
+-- on the other homes without decoding it or hashing it again.
 local NO_CONTEXT = {}  -- the context '': read, never written
 
 local function put_on(key, old, clock, sibs, args)
@@ -883,7 +896,7 @@ local function put_on(key, old, clock, sibs, args)
   if newest >= ts then ts = newest + 1 end
   kept[#kept + 1] = {actor, counter, ts, tomb, exp, value}
   local blob, pxat = store(key, clock, kept, grace, old)
-  return {blob, reply, old or false, pxat}
+  return {blob, reply, old or false, pxat, blob ~= old and last_entry}
 end
 
 local function put(keys, args)
@@ -929,7 +942,7 @@ local function set(keys, args)
   if newest >= ts then ts = newest + 1 end
   local blob, pxat = store(key, clock, {{actor, counter, ts, 0, tonumber(args[6]), args[5]}},
     args[3], old)
-  return {blob, false, old or false, pxat}
+  return {blob, false, old or false, pxat, blob ~= old and last_entry}
 end
 
 -- rq_put_synced key | count object... actor now_us context ... (as rq_put)
@@ -1060,19 +1073,32 @@ local function merge(keys, args, fresh)
   return 1
 end
 
--- rq_replace key | grace_ms new old pxat : a write's fan-out. The coordinator made
+-- The digest entry a fan-out carries (rq_replace's optional last argument: what the
+-- coordinator's hook computed for the same bytes), or nil to compute it here.
+local function carried_entry(entry)
+  if entry == nil or entry == '' then return nil end
+  if not crc_table then aae_init() end
+  if not valid_entry(entry) then
+    error({err = 'ERR redquorum: malformed digest entry (12 lowercase hex digits expected)'})
+  end
+  return entry
+end
+
+-- rq_replace key | grace_ms new old pxat [entry] : a write's fan-out. The coordinator made
 -- ``new`` from ``old`` (what it held, '' for nothing) with rq_put, so where this
 -- replica holds exactly ``old`` too, sync(old, new) is ``new`` itself: store it without
--- decoding either (GET, compare, SET). Anything else is an ordinary rq_merge.
+-- decoding either (GET, compare, SET). Anything else is an ordinary rq_merge. ``entry``:
+-- new's digest entry as the coordinator computed it (a sha1 spared; '': compute it).
 -- Returns 1 when the stored object changed, else 0.
 local function replace(keys, args)
   if not ready then init() end
   local key, new, expected = keys[1], args[2], args[3]
+  local entry = carried_entry(args[5])
   local cur = call('GET', key)
   if cur == new then return 0 end
   if cur == expected or (cur == false and expected == '') then
     local pxat = args[4]
-    aae_store(key, new)
+    aae_store(key, new, entry)
     if pxat == '0' then
       call('SET', key, new)
     else
@@ -1152,15 +1178,17 @@ local function merge_lww(keys, args)
   return 1
 end
 
--- rq_replace_lww key | grace_ms new old pxat : rq_replace for a write made by rq_put_lww,
--- whose new sibling is newer than anything ``old`` held; anything else is rq_merge_lww.
+-- rq_replace_lww key | grace_ms new old pxat [entry] : rq_replace for a write made by
+-- rq_put_lww, whose new sibling is newer than anything ``old`` held; anything else is
+-- rq_merge_lww.
 local function replace_lww(keys, args)
   if not ready then init() end
   local key, new, expected = keys[1], args[2], args[3]
+  local entry = carried_entry(args[5])
   local cur = call('GET', key)
   if cur == new then return 0 end
   if cur == expected or (cur == false and expected == '') then
-    aae_store(key, new)
+    aae_store(key, new, entry)
     if args[4] == '0' then
       call('SET', key, new)
     else
@@ -1194,7 +1222,7 @@ local function put_lww(keys, args)
   local ts = now_us
   if best and best[3] >= ts then ts = best[3] + 1 end
   local blob, pxat = store(key, {[actor] = ts}, {{actor, ts, ts, tomb, exp, value}}, grace, old)
-  return {blob, reply, old or false, pxat}
+  return {blob, reply, old or false, pxat, blob ~= old and last_entry}
 end
 
 ---------------------------------------------------------------------------

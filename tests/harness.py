@@ -6,6 +6,7 @@ signalled (by PID).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -123,3 +124,9 @@ def reference_and_proxy(base: Path) -> Iterator[tuple[int, ProxyProcess]]:
         proxy.stop()
         replicas.stop()
         stop_all(reference)
+
+
+def digest_entry(key: bytes, blob: bytes) -> bytes:
+    """A key's anti-entropy digest entry (replicas/redquorum.lua): 48 bits of sha1 over the
+    key's length, the key and its stored bytes, as 12 hex digits."""
+    return hashlib.sha1(b"%d:" % len(key) + key + blob).hexdigest()[:12].encode()

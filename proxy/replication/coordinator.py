@@ -691,7 +691,9 @@ class _Write(_Machine):
         self.phase = FANNING_OUT
         for missed in self.missed:  # they failed before: hand off later
             self.co.hint(link, self.home_of(missed), self.key, blob)
-        payload = self.co.wire.replace(self.key, blob, reply[2] or b"", reply[3])
+        # the digest entry the coordinator computed for blob (absent from older libraries)
+        entry = reply[4] if len(reply) > 4 else None
+        payload = self.co.wire.replace(self.key, blob, reply[2] or b"", reply[3], entry)
         for index in self.order[self.tried:]:
             self.homes[index].request(self.payload_for(index, payload), partial(self.on_ack, index))
         if self.phase is FANNING_OUT:

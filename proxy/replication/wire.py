@@ -214,14 +214,19 @@ class Payloads:
         body = command(self.merge_function, b"1", key, self.grace_ms, *blobs)
         return fcall(body[body.index(b"\n") + 1:], 4 + len(blobs), key)
 
-    def replace(self, key: bytes, blob: bytes, before: bytes, expire_at: int) -> bytes:
-        """rq_replace key | grace_ms new old pxat: a write's fan-out; stores ``blob`` as it
-        is where the home holds what the coordinator held ``before`` it (the Lua says why
-        that is exact), else merges it."""
+    def replace(self, key: bytes, blob: bytes, before: bytes, expire_at: int,
+                entry: bytes | None = None) -> bytes:
+        """rq_replace key | grace_ms new old pxat [entry]: a write's fan-out; stores ``blob``
+        as it is where the home holds what the coordinator held ``before`` it (the Lua says
+        why that is exact), else merges it. ``entry``: blob's anti-entropy digest entry as
+        the coordinator computed it, which spares each home a sha1 of the object."""
         expiry = b"%d" % expire_at
-        return fcall(b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        body = b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
             self._replace_head, len(key), key, self._grace_bulk, len(blob), blob,
-            len(before), before, len(expiry), expiry), 7, key)
+            len(before), before, len(expiry), expiry)
+        if entry:
+            return fcall(body + b"$%d\r\n%b\r\n" % (len(entry), entry), 8, key)
+        return fcall(body, 7, key)
 
     def lww(self, key: bytes, actor: bytes, sibling: tuple[bytes, bytes, bytes]) -> bytes:
         """rq_lww key | actor ts_us grace_ms tombstone expire_at value: one round trip."""

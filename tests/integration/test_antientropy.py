@@ -7,7 +7,6 @@ repaired by the proxy's background rounds or by ``redquorum repair``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import zlib
 from functools import partial
 
 import pytest
+import redis
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +26,7 @@ from redquorum.config import Replica, build
 from redquorum.replication import clock
 from redquorum.server.repair import run_round
 
-from tests.harness import ROOT, wait_for
+from tests.harness import ROOT, digest_entry, wait_for
 
 pytestmark = pytest.mark.slow  # real processes under load, several seconds
 
@@ -69,7 +69,7 @@ def recomputed_digests(raw) -> tuple[dict, dict, dict]:
             continue
         crc = zlib.crc32(key)
         p, s = crc & 4095, (crc >> 12) & 63
-        entry = hashlib.sha1(b"%d:" % len(key) + key + blob).hexdigest()[:12]
+        entry = digest_entry(key, blob).decode()
         entries.setdefault((p, s), {})[key] = entry
         segments.setdefault(p, {})[s] = segments.get(p, {}).get(s, 0) ^ int(entry, 16)
         roots[p] = roots.get(p, 0) ^ int(entry, 16)
@@ -446,7 +446,8 @@ def test_digests_match_the_data_after_random_workloads_with_failures(shared_repl
             continue
         for i, raw in enumerate(raws):
             if i != coordinator and i not in dropped:  # the others the fan-out reached
-                raw.fcall("rq_replace", 1, key, GRACE_MS, reply[0], reply[2] or b"", reply[3])
+                raw.fcall("rq_replace", 1, key, GRACE_MS, reply[0], reply[2] or b"", reply[3],
+                          reply[4] or b"")  # the entry the coordinator computed, as the proxy passes it
     config = build({"n": 3}, [Replica(r.id, r.host, r.port) for r in reps])
     stats = trio.run(partial(run_round, config, rebuild=True))
     assert stats.errors == 0
@@ -458,3 +459,22 @@ def test_digests_match_the_data_after_random_workloads_with_failures(shared_repl
     assert [[raw.get(k) for k in keys] for raw in raws[1:]] == [[raws[0].get(k) for k in keys]] * 2
     for raw in raws:
         raw.close()
+
+
+def test_a_fan_out_stores_the_coordinators_entry_and_refuses_a_malformed_one(replicas):
+    """rq_set answers the new object's digest entry; rq_replace stores it as given on the
+    other homes (no second sha1), and a malformed one is an error that stores nothing."""
+    raws = [replicas.raw(r.id) for r in replicas]
+    for raw in raws:
+        raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+    blob, _, held, pxat, entry = raws[0].fcall("rq_set", 1, b"fan", b"r1", now, GRACE_MS, 100, b"v", 0)
+    assert entry == digest_entry(b"fan", blob)
+    with pytest.raises(redis.ResponseError, match="malformed digest entry"):
+        raws[1].fcall("rq_replace", 1, b"fan", GRACE_MS, blob, held or b"", pxat, b"ABCDEF012345")
+    assert raws[1].get(b"fan") is None
+    for raw in raws[1:]:
+        assert raw.fcall("rq_replace", 1, b"fan", GRACE_MS, blob, held or b"", pxat, entry) == 1
+    for raw in raws:
+        assert stored_digests(raw) == recomputed_digests(raw)
+    assert roots_of(raws[0]) == roots_of(raws[1]) == roots_of(raws[2]) != {}

@@ -29,6 +29,8 @@ from redquorum.replicas.launcher import launch, stop_all
 from redquorum.replication import clock as C
 from redquorum.replication.clock import EMPTY, Versioned, context_payload, decode, sync, update
 
+from tests.harness import digest_entry
+
 LUA = Path(__file__).resolve().parents[2] / "replicas" / "redquorum.lua"
 GRACE_MS = 7 * 24 * 3600 * 1000  # long enough that no key expires during a test
 KEYS = [b"k0", b"k1", b"k2", b"k3"]
@@ -173,11 +175,15 @@ class Mirror:
             assert self.stored(key) == stored_before
             return
         assert blob == self.stored(key)
-        # what the fan-out (rq_replace) gets: the bytes held before, the expiry set
-        held, expire_at = answer[2:]
+        # what the fan-out (rq_replace) gets: the bytes held before, the expiry set, and the
+        # new object's digest entry (none when nothing was stored)
+        held, expire_at, entry = answer[2:]
         assert held == stored_before
         if blob != stored_before:
             assert expire_at == max(0, self.r.execute_command("PEXPIRETIME", key))
+            assert entry == digest_entry(key, blob)
+        else:
+            assert entry is None
         self.last_put = (blob, held or b"", expire_at)
         self.made |= {s.dot for s in expected.siblings}
         self._check(key, expected)
@@ -430,10 +436,10 @@ def test_a_fan_out_to_a_home_in_step_stores_the_same_bytes_and_expiry(server, op
     for key in (b"coordinator", b"home"):
         r.fcall("rq_put", 1, key, b"r1", BASE_US, b"", GRACE_MS, 0, *set_v1)
     assert r.get(b"coordinator") == r.get(b"home")
-    blob, _, held, expire_at = r.fcall("rq_put", 1, b"coordinator", b"r1", BASE_US + 1, b"*",
-                                       GRACE_MS, 0, *op)
+    blob, _, held, expire_at, entry = r.fcall("rq_put", 1, b"coordinator", b"r1", BASE_US + 1,
+                                              b"*", GRACE_MS, 0, *op)
     assert held == r.get(b"home")
-    assert r.fcall("rq_replace", 1, b"home", GRACE_MS, blob, held, expire_at) == 1
+    assert r.fcall("rq_replace", 1, b"home", GRACE_MS, blob, held, expire_at, entry) == 1
     assert r.get(b"home") == blob
     assert r.execute_command("PEXPIRETIME", b"home") == r.execute_command("PEXPIRETIME", b"coordinator")
     assert r.fcall("rq_replace", 1, b"home", GRACE_MS, blob, held, expire_at) == 0  # idempotent
