@@ -143,7 +143,9 @@ class Proxy:
         self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
         self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
         self.info_stats = InfoStats(self.command_stats)
-        self._labels: dict[bytes, str] = {}
+        # command name as sent, lowercased → its statistics entry (CommandStats keeps
+        # entries for good, so the lists can be held here)
+        self._entries: dict[bytes, list] = {}
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
 
@@ -320,17 +322,13 @@ class Proxy:
     def record_batch(self, batch: Batch, seconds: float) -> None:
         """Count each command of a batch by outcome, with the batch's latency (for
         Prometheus and INFO: proxy/replication/counters.py)."""
-        labels = self._labels
-        entry = self.command_stats.entry
+        entries = self._entries
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
         fine = fine_bucket(seconds)
         for name, result in zip(batch.names, batch.results, strict=False):
-            label = labels.get(name)
-            if label is None:
-                label = label_of(name)
-                if label != "other":  # bounded: only served command names become labels
-                    labels[name] = label
-            counts = entry(label)
+            counts = entries.get(name)
+            if counts is None:
+                counts = self._entry_of(name)
             histogram = counts[3]
             histogram.counts[bucket] += 1
             histogram.total += seconds
@@ -344,6 +342,15 @@ class Proxy:
             else:
                 counts[0] += 1
                 counts[4][fine] += 1
+
+    def _entry_of(self, name: bytes) -> list:
+        """The statistics entry of a command name, kept by name for the next batches
+        (bounded: only served command names are kept; unknown ones all count as "other")."""
+        label = label_of(name)
+        counts = self.command_stats.entry(label)
+        if label != "other":
+            self._entries[name] = counts
+        return counts
 
     def _count_error(self, counts: list, error: ReplyError, seconds: float, fine: int) -> None:
         counts[2 if error.text.startswith("NOQUORUM") else 1] += 1
