@@ -6,8 +6,8 @@
 
 scripts/bootstrap.sh runs it after installing the project. The modules below (the
 per-request path: RESP codec, quorum state machines, FCALL payloads, version vectors,
-client connections, the reactor, the command table and string commands) are compiled
-from a copy of proxy/ named ``redquorum`` (mypyc names extension modules after their
+client connections, the reactor, the dispatcher, the command table and the string
+commands) are compiled from a copy of proxy/ named ``redquorum`` (mypyc names extension modules after their
 package) into proxy/_native/, with a manifest of the sources' digests. proxy/__init__.py
 loads them from there only while every digest still matches the source beside it, so an
 edited module runs as Python until the next build.
@@ -49,6 +49,7 @@ MODULES = [
     "server.reactor",
     "commands.table",
     "commands.strings",
+    "commands.dispatch",
 ]
 
 SETUP = """\
