@@ -12,9 +12,10 @@ package) into proxy/_native/, with a manifest of the sources' digests. proxy/__i
 loads them from there only while every digest still matches the source beside it, so an
 edited module runs as Python until the next build.
 
-Nothing here is required: without mypy, a C compiler or Python's headers, or when mypyc
-rejects a module, it says so on stderr, removes any earlier build and exits 0; the proxy
-then runs the same code as pure Python. REDQUORUM_NATIVE=0 skips the build (and the
+Nothing here is required: without mypy, a C compiler or Python's headers, it says so on
+stderr, removes any earlier build and exits 0; the proxy then runs the same code as pure
+Python. A module mypyc rejects (say, a class that subclasses ``bytes``) is left out with a
+message, and runs as Python beside the compiled others. REDQUORUM_NATIVE=0 skips the build (and the
 loading, see proxy/__init__.py).
 """
 
@@ -70,16 +71,20 @@ def source_of(module: str) -> Path:
     return SOURCE.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def wanted_manifest() -> dict[str, object]:
-    """What a build made from the current sources records (proxy/__init__.py checks the
-    digests and the interpreter's extension suffix)."""
+def digest(module: str) -> str:
+    return hashlib.sha256(source_of(module).read_bytes()).hexdigest()
+
+
+def wanted_inputs() -> dict[str, object]:
+    """What a build from the current sources starts from; a build is up to date while its
+    manifest records the same."""
     import mypy.version
 
     return {
         "python": sys.implementation.cache_tag,
         "suffix": sysconfig.get_config_var("EXT_SUFFIX"),
         "mypy": mypy.version.__version__,
-        "sources": {m: hashlib.sha256(source_of(m).read_bytes()).hexdigest() for m in MODULES},
+        "inputs": {m: digest(m) for m in MODULES},
     }
 
 
@@ -94,11 +99,13 @@ def clean() -> None:
     shutil.rmtree(TARGET, ignore_errors=True)
 
 
-def compile_into(work: Path, log: Path) -> bool:
-    """Run mypyc over a copy of proxy/ named ``redquorum`` in ``work``; True on success."""
+def compile_into(work: Path, modules: list[str], log: Path) -> bool:
+    """Run mypyc over ``modules`` of a copy of proxy/ named ``redquorum`` in ``work``."""
+    shutil.rmtree(work / "redquorum", ignore_errors=True)
+    shutil.rmtree(work / "build", ignore_errors=True)
     shutil.copytree(SOURCE, work / "redquorum",
-                    ignore=shutil.ignore_patterns("__pycache__", "_native", "*.so"))
-    paths = [f"redquorum/{m.replace('.', '/')}.py" for m in MODULES]
+                    ignore=shutil.ignore_patterns("__pycache__", "_native", "_native.new", "*.so"))
+    paths = [f"redquorum/{m.replace('.', '/')}.py" for m in modules]
     (work / "setup.py").write_text(SETUP.format(paths=paths, group=GROUP))
     with log.open("w") as out:
         try:
@@ -109,6 +116,16 @@ def compile_into(work: Path, log: Path) -> bool:
             out.write(f"\ntimed out after {TIMEOUT} s\n")
             return False
     return result.returncode == 0
+
+
+def rejected(log_text: str, modules: list[str]) -> dict[str, str]:
+    """The modules mypyc reported errors in, each with its first error line."""
+    found: dict[str, str] = {}
+    for line in log_text.splitlines():
+        for module in modules:
+            if line.startswith(f"redquorum/{module.replace('.', '/')}.py:") and ": error:" in line:
+                found.setdefault(module, line)
+    return found
 
 
 def install(work: Path, manifest: dict[str, object]) -> int:
@@ -129,28 +146,44 @@ def install(work: Path, manifest: dict[str, object]) -> int:
 
 
 def build(force: bool) -> bool:
+    """Compile MODULES; a module mypyc rejects is left out (it runs as Python) and the
+    others are compiled again without it, so one module's construct mypyc cannot
+    compile does not cost the others their build."""
     try:
-        manifest = wanted_manifest()
+        inputs = wanted_inputs()
     except ImportError:
         say("mypy is not installed; the proxy runs as pure Python")
         clean()
         return False
-    if not force and current_manifest() == manifest:
+    built = current_manifest()
+    if not force and built is not None and {k: built.get(k) for k in inputs} == inputs:
         say(f"compiled modules are up to date in {TARGET.relative_to(ROOT)}")
         return True
     clean()  # a failed build must not leave an older one behind
-    say(f"compiling {len(MODULES)} modules with mypyc (a minute or two)...")
+    modules = list(MODULES)
+    left_out: dict[str, str] = {}
+    say(f"compiling {len(modules)} modules with mypyc (a minute or two)...")
     with tempfile.TemporaryDirectory(prefix="redquorum-native-") as tmp:
         work = Path(tmp)
         log = work / "build.log"
-        if not compile_into(work, log):
-            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            say("mypyc build FAILED; the proxy runs as pure Python. The build's last lines:\n  "
-                + "\n  ".join(tail))
-            return False
+        while not compile_into(work, modules, log):
+            text = log.read_text(errors="replace")
+            errors = rejected(text, modules)
+            if not errors or len(errors) == len(modules):
+                tail = text.strip().splitlines()[-15:]
+                say("mypyc build FAILED; the proxy runs as pure Python. The build's last "
+                    "lines:\n  " + "\n  ".join(tail))
+                return False
+            for module, line in errors.items():
+                say(f"left out {module}, which runs as Python: {line}")
+            left_out.update(errors)
+            modules = [m for m in modules if m not in errors]
+            say(f"compiling the other {len(modules)} modules...")
+        manifest = {**inputs, "sources": {m: digest(m) for m in modules},
+                    "left_out": sorted(left_out)}
         count = install(work, manifest)
-    say(f"compiled {len(MODULES)} modules ({count} extension files) into "
-        f"{TARGET.relative_to(ROOT)}")
+    say(f"compiled {len(modules)} modules ({count} extension files) into "
+        f"{TARGET.relative_to(ROOT)}" + (f"; left out: {', '.join(sorted(left_out))}" if left_out else ""))
     return True
 
 
