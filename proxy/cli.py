@@ -69,6 +69,7 @@ def _common(p: argparse.ArgumentParser, shown: Mapping[str, str] | None = None) 
     setting("sibling_hard_limit", type=int, metavar="N")
     setting("heartbeat_interval", type=float, metavar="SECONDS")
     setting("hint_window", type=float, metavar="SECONDS")
+    setting("sloppy_quorum", metavar="yes|no")
     setting("pbs_t_ms", metavar="T1,T2,...")
     setting("pbs_interval", type=float, metavar="SECONDS")
     setting("password")
@@ -135,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     _cluster(status)
     for name in "nwr":
         _setting(status, name, "-" + name, type=int)
+    _setting(status, "sloppy_quorum", metavar="yes|no")
     status.add_argument("--metrics-url", action="append", dest="metrics_url", metavar="URL",
                         help="a proxy's metrics endpoint, e.g. http://127.0.0.1:9379/metrics "
                              "(repeat for each proxy): adds canary lag and hint ages")

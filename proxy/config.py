@@ -81,6 +81,7 @@ class Config:
     sibling_hard_limit: int
     heartbeat_interval: float
     hint_window: float  # seconds a replica may be down and still get hints
+    sloppy_quorum: bool  # fallbacks stand in for homes that are down (when replicas > n)
     password: str | None = field(repr=False)  # the default user's, when set
     context_secret: str | None = field(repr=False)  # signs RQ contexts; else one kept on the replicas
     log_keys: bool  # log lines may name keys (else only their length and a hash)
@@ -105,6 +106,11 @@ class Config:
     antientropy_rebuild_interval: float  # seconds between rebuilds of a replica's digests
 
     @property
+    def sloppy(self) -> bool:
+        """A sloppy quorum is in effect: asked for, and there are nodes beyond the n homes."""
+        return self.sloppy_quorum and len(self.replicas) > self.n
+
+    @property
     def tls(self) -> bool:
         """TLS on the client listener: a certificate and its key were given."""
         return bool(self.tls_cert_file and self.tls_key_file)
@@ -112,7 +118,8 @@ class Config:
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
             else "w + r <= n: reads may miss acknowledged writes"
-        return f"n={self.n} w={self.w} r={self.r} mode={self.mode} ({overlap})"
+        sloppy = "; sloppy quorum: fallbacks stand in for homes that are down" if self.sloppy else ""
+        return f"n={self.n} w={self.w} r={self.r} mode={self.mode} ({overlap}{sloppy})"
 
 
 def parse_address(text: str, what: str = "address") -> tuple[str, int]:
@@ -218,6 +225,9 @@ SETTINGS: dict[str, Setting] = {
     "heartbeat_interval": Setting("proxy", 1.0, "seconds between freshness canary writes"),
     "hint_window": Setting("quorum", 10800.0, "seconds a replica may be down and still get "
                            "hints; past it they are dropped and anti-entropy catches it up"),
+    "sloppy_quorum": Setting("quorum", True, "with more replicas than n, the next live nodes "
+                             "of a key's walk stand in for its homes that are down (counting "
+                             "toward w and r) and hand the writes home when they return"),
     "protected_mode": Setting("proxy", "yes", "refuse to start on a non-loopback address "
                               "without a password"),
     "maxclients": Setting("proxy", 10000, "most client connections at once"),
@@ -576,6 +586,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
         min_w=min_w,
         heartbeat_interval=heartbeat,
         hint_window=hint_window,
+        sloppy_quorum=_bool(_default(raw, "sloppy_quorum"), "sloppy_quorum"),
         password=password,
         context_secret=str(context_secret) if context_secret is not None else None,
         log_keys=_bool(_default(raw, "log_keys"), "log_keys"),

@@ -187,9 +187,16 @@ class _LagCollector:
             "redquorum_hints_pending", "Hinted-handoff hints waiting for the replica (as last counted)",
             labels=["replica"])
         oldest = GaugeMetricFamily(
+            "redquorum_hint_oldest_age_seconds",
+            "Age of the oldest hint pending for the replica on any holder, from the hints' "
+            "creation times on the holders (0 when none)", labels=["replica"])
+        oldest_alias = GaugeMetricFamily(
             "redquorum_hints_oldest_age_seconds",
-            "How long hints for the replica have been pending without a break, as this proxy "
-            "counted them (0 when none; a lower bound on the oldest hint's age)",
+            "The same as redquorum_hint_oldest_age_seconds (the name it had first)",
+            labels=["replica"])
+        delay = HistogramMetricFamily(
+            "redquorum_hint_delivery_delay_seconds",
+            "From a hint's creation to its delivery into the replica (holders' clocks)",
             labels=["replica"])
         replayed = CounterMetricFamily(
             "redquorum_hints_replayed", "Hints replayed into the replica by this proxy",
@@ -208,6 +215,9 @@ class _LagCollector:
                 pending.add_metric([replica], count)
             for replica, age in app.handoff.oldest_ages().items():
                 oldest.add_metric([replica], age)
+                oldest_alias.add_metric([replica], age)
+            for replica, histogram in list(app.handoff.delivery_delay.items()):
+                delay.add_metric([replica], histogram.cumulative(), histogram.total)
             for replica, count in list(app.handoff.replayed.items()):
                 replayed.add_metric([replica], count)
             for replica, count in list(app.coordinator.hints_stored.items()):
@@ -217,6 +227,8 @@ class _LagCollector:
         yield family
         yield pending
         yield oldest
+        yield oldest_alias
+        yield delay
         yield replayed
         yield stored
         yield dropped

@@ -7,8 +7,10 @@ anti-entropy round). No proxy's private state is needed, so it works with
 any number of proxies, or none running.
 
 Whether every key can still form a quorum follows from the ring: a key's partition has
-n homes, reads need r of them up and writes w (there is no sloppy quorum), so the
-cluster serves every key iff no partition has fewer than max(w, r) homes up.
+n homes, reads need r of them up and writes w, so the cluster serves every key iff no
+partition has fewer than max(w, r) homes up. With a sloppy quorum (more replicas than n)
+the fallbacks of a partition's walk stand in for its homes that are down, so what counts
+is how many nodes of the whole walk are up.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .config import Config, Replica
 from .protocol.resp import encode_command
 from .replication.ring import PARTITIONS, Ring
-from .replication.wire import hints_key
+from .replication.wire import hint_times_key, hints_key
 
 # Up to this many keys the internal ones are counted exactly (one SCAN over the keyspace);
 # above it only the internal keys known by name are subtracted (EXISTS) and the count is
@@ -158,7 +160,8 @@ def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
 
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
     if dbsize > EXACT_KEYS_LIMIT:  # the internal keys whose names are known: hints, actor, secret
-        fixed = [hints_key(ident) for ident in ids] + [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
+        fixed = [hints_key(ident) for ident in ids] + [hint_times_key(ident) for ident in ids]
+        fixed += [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
         return conn.call("EXISTS", *fixed, b"__rq:aae:state") + _digest_keys(conn)
     count, cursor = 0, b"0"
     while True:
@@ -185,9 +188,8 @@ def _place(status: Status, config: Config) -> None:
         by_id[homes[0]].coordinates += 1
         for ident in homes:
             by_id[ident].homes += 1
-        alive = sum(1 for ident in homes if ident in up)
-        status.read_unavailable_partitions += alive < config.r
-        status.write_unavailable_partitions += alive < config.w
+    status.read_unavailable_partitions = ring.partitions_short(up, config.r, config.sloppy)
+    status.write_unavailable_partitions = ring.partitions_short(up, config.w, config.sloppy)
     status.quorum_possible = not (status.read_unavailable_partitions or status.write_unavailable_partitions)
 
 

@@ -1155,12 +1155,109 @@ local function put_lww(keys, args)
   return {blob, reply, old or false, pxat}
 end
 
--- rq_hint_done hints_key | key object : the hint for ``key`` was delivered; drop it unless
--- a newer write replaced it meanwhile (then the newer one is delivered in a later page).
+---------------------------------------------------------------------------
+-- Hints (proxy/replication/handoff.py has the theory). A hint is a field of the hash
+-- __rq:hints:<target> (the key; the object to hand over, '' for LWW's "the object held
+-- here"); its creation time (ms, this replica's clock) is the member's score in the sorted
+-- set __rq:hint-times:<target>, kept from the first hint for the key until it is
+-- delivered, so the age of the oldest pending hint is one ZRANGE away. Hints written
+-- before the times existed have no score: they deliver, their age is unknown.
+
+local function clock_ms()
+  local t = call('TIME')
+  return tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+end
+
+local function add_hint(hints, times, key, blob)
+  call('HSET', hints, key, blob)
+  call('ZADD', times, 'NX', clock_ms(), key)
+end
+
+-- rq_hint hints_key times_key | key object : leave a hint
+local function hint(keys, args)
+  if not ready then init() end
+  add_hint(keys[1], keys[2], args[1], args[2])
+  return 1
+end
+
+-- rq_hint_done hints_key times_key [key other_hints_key...] | key object [copy] : the hint
+-- for ``key`` was delivered; drop it unless a newer write replaced it meanwhile (then the
+-- newer one is delivered in a later page). With ``copy`` (the object that was delivered,
+-- given when this replica is not a home of the key: it held the key as a fallback), the
+-- key itself is deleted too if it still holds exactly that object and no other hint here
+-- still needs it. Returns {1 if the hint was dropped else 0, ms since the hint was created
+-- (-1: unknown), 1 if the copy was deleted else 0}.
 local function hint_done(keys, args)
   if not ready then init() end
-  if call('HGET', keys[1], args[1]) == args[2] then return call('HDEL', keys[1], args[1]) end
-  return 0
+  local hints, times, key = keys[1], keys[2], args[1]
+  if call('HGET', hints, key) ~= args[2] then return {0, -1, 0} end
+  call('HDEL', hints, key)
+  local delay = -1
+  if times then
+    local created = call('ZSCORE', times, key)
+    if created then
+      delay = max(0, clock_ms() - tonumber(created))
+      call('ZREM', times, key)
+    end
+  end
+  local dropped = 0
+  local copy = args[3]
+  if copy and keys[3] == key and call('GET', key) == copy then
+    for i = 4, #keys do
+      if call('HEXISTS', keys[i], key) == 1 then return {1, delay, 0} end
+    end
+    aae_store(key, false)
+    call('DEL', key)
+    dropped = 1
+  end
+  return {1, delay, dropped}
+end
+
+-- rq_hint_stats hints_key times_key : {hints held, ms since the oldest one with a known
+-- creation time was created (-1: none)}. Times whose hint is gone (a hash deleted by hand)
+-- are dropped on the way.
+local function hint_stats(keys, args)
+  if not ready then init() end
+  local count = call('HLEN', keys[1])
+  local age = -1
+  for _ = 1, 16 do
+    local first = call('ZRANGE', keys[2], 0, 0, 'WITHSCORES')
+    if #first == 0 then break end
+    if count > 0 and call('HEXISTS', keys[1], first[1]) == 1 then
+      age = max(0, clock_ms() - tonumber(first[2]))
+      break
+    end
+    call('ZREM', keys[2], first[1])
+  end
+  return {count, age}
+end
+
+-- rq_hints_drop hints_key times_key : drop every hint (past the hint window); their count
+local function hints_drop(keys, args)
+  if not ready then init() end
+  local count = call('HLEN', keys[1])
+  call('DEL', keys[1], keys[2])
+  return count
+end
+
+-- The functions a fallback runs for a home that is down (sloppy quorum).
+local STAND_IN = {}
+
+-- rq_fallback key hints_key times_key | function args... : run ``function`` (one of
+-- STAND_IN) on ``key`` as it would run on a home, then leave a hint with the object now
+-- held for the home this replica stands in for, in the same atomic call: a fallback's copy
+-- never exists without the hint that hands it home (and then drops it).
+local function fallback(keys, args)
+  if not ready then init() end
+  local fn = STAND_IN[args[1]]
+  if fn == nil then error({err = 'ERR redquorum: no fallback form of ' .. tostring(args[1])}) end
+  local rest = {}
+  for i = 2, #args do rest[i - 1] = args[i] end
+  local key = keys[1]
+  local result = fn({key}, rest)
+  local held = call('GET', key)
+  if held then add_hint(keys[2], keys[3], key, held) end
+  return result
 end
 
 -- rq_inspect key : {stored bytes or false, PTTL}
@@ -1230,6 +1327,14 @@ end
 
 redis.register_function('rq_actor', actor_of)
 redis.register_function('rq_hint_done', hint_done)
+redis.register_function('rq_hint', hint)
+redis.register_function('rq_hint_stats', hint_stats)
+redis.register_function('rq_hints_drop', hints_drop)
+redis.register_function('rq_fallback', fallback)
+STAND_IN.rq_put, STAND_IN.rq_set, STAND_IN.rq_put_synced = put, set, put_synced
+STAND_IN.rq_merge, STAND_IN.rq_replace = merge, replace
+STAND_IN.rq_lww, STAND_IN.rq_merge_lww = lww, merge_lww
+STAND_IN.rq_replace_lww, STAND_IN.rq_put_lww = replace_lww, put_lww
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)

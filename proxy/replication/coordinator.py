@@ -32,7 +32,17 @@ Theory of operation
    the others' objects through ``rq_merge``, never a blind SET, so a write that landed
    in between is kept.
 
-6. Every operation is a small state machine built per request and driven by reply
+6. Sloppy quorum (``sloppy``, with more replicas than ``n``): a request's *targets* are
+   the homes, each one that is down replaced by the next up fallback of the key's walk
+   not already used (``targets``). A fallback runs the same function wrapped in
+   ``rq_fallback``, which also leaves a hint for the home it stands in for in the same
+   atomic call (handoff.py hands the copy home and drops it). Fallbacks count toward
+   ``w`` and ``r``; they coordinate only when no home can; hints for targets that fail
+   name the home, not the fallback; a read with fallbacks waits for every target, so an
+   empty fallback never outvotes a home holding the key; read repair writes only into
+   fallbacks that already hold a copy.
+
+7. Every operation is a small state machine built per request and driven by reply
    callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
    its phase in one attribute (constants below), and answers ``done`` through one
    ``_finish``. Each class's docstring gives the events it accepts and their order.
@@ -61,6 +71,9 @@ _PARTITION_MASK = PARTITIONS - 1
 log = logging.getLogger("redquorum.coordinator")
 
 Done = Callable[[Any], None]
+# per target of a request, the home a fallback stands in for (None: the home itself);
+# None altogether when every target is a home
+Stands = tuple["Link | None", ...] | None
 
 
 def clean_error(reply: ReplyError) -> ReplyError:
@@ -104,6 +117,7 @@ class Coordinator:
         sibling_hard_limit: int,
         events: Events | None = None,
         actor: str = "proxy",
+        sloppy: bool = False,
     ) -> None:
         self.ring = ring
         self.links = links
@@ -134,6 +148,58 @@ class Coordinator:
             tuple(links[i] for i in ring_list[: ring.n])
             for ring_list in (ring._lists[p] for p in range(PARTITIONS))
         ]
+        # per partition, every link of the walk: the homes, then the fallbacks in order
+        self._walks = [tuple(links[i] for i in ring._lists[p]) for p in range(PARTITIONS)]
+        # a sloppy quorum needs somewhere to go beyond the homes
+        self.sloppy = sloppy and len(ring.nodes) > ring.n
+
+    def targets(self, key: bytes) -> tuple[tuple[Link, ...], Stands]:
+        """The replicas a request for ``key`` goes to: its homes or, with a sloppy quorum,
+        each home that is down replaced by the next up fallback of the key's walk not
+        already used. The second item says, per position, which home a fallback stands in
+        for (None where the home itself serves), or is None when no fallback is used."""
+        return self._targets(crc32(key) & _PARTITION_MASK)
+
+    def _targets(self, partition: int) -> tuple[tuple[Link, ...], Stands]:
+        homes = self._homes[partition]
+        if self.sloppy:
+            for link in homes:
+                if not link.up:
+                    return self._substitute(partition)
+        return homes, None
+
+    def _substitute(self, partition: int) -> tuple[tuple[Link, ...], Stands]:
+        homes = self._homes[partition]
+        spare = (link for link in self._walks[partition][self.n:] if link.up)
+        chosen: list[Link] = []
+        stands: list[Link | None] = []
+        for home in homes:
+            fallback = None if home.up else next(spare, None)
+            chosen.append(home if fallback is None else fallback)
+            stands.append(None if fallback is None else home)
+        if not any(stand is not None for stand in stands):
+            return homes, None
+        return tuple(chosen), tuple(stands)
+
+    def _consult_fallbacks(self, partition: int, targets: tuple[Link, ...], stands: Stands
+                           ) -> tuple[tuple[Link, ...], Stands]:
+        """While a home of the partition is catching up (hints for it still pending), the
+        fallbacks that stood in for it may hold acknowledged writes it lacks: a read then
+        asks every other up fallback of the walk too, after the targets, and waits for all
+        (``_Read`` never repairs these extra ones: they would get a copy without a hint)."""
+        if not any(link.id in self.catching_up for link in self._homes[partition]):
+            return targets, stands
+        extra = tuple(link for link in self._walks[partition][self.n:]
+                      if link.up and link not in targets)
+        if not extra:
+            return targets, stands
+        return targets + extra, (stands or (None,) * len(targets)) + (None,) * len(extra)
+
+    def as_fallback(self, payload: bytes, key: bytes, home: Link) -> bytes:
+        """``payload`` for a fallback standing in for ``home``: it also leaves the hint
+        that hands its copy home (one more hint stored for ``home``)."""
+        self.hints_stored[home.id] = self.hints_stored.get(home.id, 0) + 1
+        return wire.as_fallback(payload, key, home.id)
 
     def homes(self, key: bytes) -> tuple[Link, ...]:
         return self._homes[crc32(key) & _PARTITION_MASK]
@@ -146,8 +212,14 @@ class Coordinator:
     def read(self, key: bytes, r: int, done: Done, *, plain: bool = False) -> None:
         """``done`` gets the merged ``Versioned`` or a ``ReplyError``; with ``plain``,
         the value a plain GET answers (bytes or None) instead of the object."""
-        homes = self._homes[crc32(key) & _PARTITION_MASK]
-        on_reply = _Read(self, key, homes, r, done, plain).on_reply
+        partition = crc32(key) & _PARTITION_MASK
+        homes = self._homes[partition]
+        stands = None
+        if self.sloppy:
+            homes, stands = self._targets(partition)
+            if self.catching_up:
+                homes, stands = self._consult_fallbacks(partition, homes, stands)
+        on_reply = _Read(self, key, homes, r, done, plain, stands).on_reply
         encoded = b"$%d\r\n%b\r\n" % (len(key), key)  # once for the n links
         for i, link in enumerate(homes):
             link.get(key, on_reply, i, encoded)
@@ -176,13 +248,17 @@ class Coordinator:
         b"" for nothing seen, else a client's clock in the replica's msgpack form.
         ``done`` gets ``(new object bytes or None, op reply)`` or a ``ReplyError``.
         """
-        homes = self.homes(key)
+        partition = crc32(key) & _PARTITION_MASK
+        homes = self._homes[partition]
+        stands = None
+        if self.sloppy:
+            homes, stands = self._targets(partition)
         if op.blind is None:  # read-modify-write: first see the latest acknowledged write
-            _ReadForWrite(self, key, homes, w, context, op, done).start()
+            _ReadForWrite(self, key, homes, w, context, op, done, stands).start()
         elif self.mode == "lww":
-            _LwwWrite(self, key, homes, w, op.blind, done).start()
+            _LwwWrite(self, key, homes, w, op.blind, done, stands).start()
         else:
-            _Write(self, key, homes, w, context, op, done).start()
+            _Write(self, key, homes, w, context, op, done, stands=stands).start()
 
     def hint(self, holder: Link, target: Link, key: bytes, blob: bytes = b"") -> None:
         """Leave a hint on ``holder``: ``target`` missed a write of ``key``, whose object
@@ -203,21 +279,27 @@ class Coordinator:
     # -- inspection ----------------------------------------------------------
 
     def inspect(self, key: bytes, done: Done) -> None:
-        """Per home replica: (link, role, reply or failure)."""
-        homes = self.homes(key)
-        entries: list[Any] = [None] * len(homes)
-        remaining = [len(homes)]
+        """(link, role, reply or failure) per home replica in preference order, then per
+        fallback of the key's walk that holds it."""
+        walk = self._walks[crc32(key) & _PARTITION_MASK]
+        entries: list[Any] = [None] * len(walk)
+        remaining = [len(walk)]
         payload = self.wire.inspect(key)
+
+        def finish() -> None:
+            homes = entries[: self.n]
+            held = [e for e in entries[self.n:] if type(e[2]) is list and e[2] and e[2][0]]
+            done(homes + held)
 
         def one(i: int) -> Done:
             def got(reply: Any) -> None:
-                entries[i] = (homes[i], "home", reply)
+                entries[i] = (walk[i], "home" if i < self.n else "fallback", reply)
                 remaining[0] -= 1
                 if remaining[0] == 0:
-                    done(entries)
+                    finish()
             return got
 
-        for i, link in enumerate(homes):
+        for i, link in enumerate(walk):
             link.request(payload, one(i))
 
 
@@ -238,14 +320,29 @@ class _Machine:
     """What every quorum operation holds: the key, its homes, a ``Quorum`` counter, the
     phase, and ``done``, which ``_finish`` calls exactly once."""
 
-    __slots__ = ("co", "key", "homes", "done", "quorum", "phase")
+    __slots__ = ("co", "key", "homes", "done", "quorum", "phase", "stands")
 
     co: Coordinator
     key: bytes
-    homes: tuple[Link, ...]
+    homes: tuple[Link, ...]  # the targets: homes, and fallbacks standing in for some
     done: Done
     quorum: Quorum
     phase: str
+    stands: Stands  # per target, the home a fallback stands in for (None: no fallback)
+
+    def home_of(self, index: int) -> Link:
+        """The home replica target ``index`` serves: itself, or the one it stands in for."""
+        stands = self.stands
+        if stands is not None and stands[index] is not None:
+            return stands[index]  # type: ignore[return-value]
+        return self.homes[index]
+
+    def payload_for(self, index: int, payload: bytes) -> bytes:
+        """``payload`` as target ``index`` runs it: a fallback also leaves its hint."""
+        stands = self.stands
+        if stands is not None and stands[index] is not None:
+            return self.co.as_fallback(payload, self.key, stands[index])  # type: ignore[arg-type]
+        return payload
 
     def _finish(self, result: Any) -> None:
         if self.phase in _ANSWERED:  # a bug: the client must not get two answers
@@ -275,7 +372,9 @@ class _Read(_Machine):
     object's bytes, None (no object), or a failure (``ReplyError``, ``ReplicaFailure``).
     WAITING → ANSWERED once ``r`` homes answered with objects that decode (the merge,
     or with ``plain`` the value a GET answers) or once ``r`` can no longer be reached
-    (NOQUORUM). Bytes that do not decode are found while the answer is built, before it
+    (NOQUORUM). With fallbacks among the targets the answer waits for every target (the
+    link watchdog bounds how long): a fallback that holds nothing of the key must not
+    outvote a home that holds it. Bytes that do not decode are found while the answer is built, before it
     is decided: those homes count as failed, and the read waits for more replies.
     ANSWERED → REPAIRING when the last home is in and some home's object differs from
     the merge of them all (it gets the others' objects through ``rq_merge``), else DONE.
@@ -284,10 +383,11 @@ class _Read(_Machine):
     __slots__ = ("plain", "blobs", "same", "replies")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
-                 done: Done, plain: bool = False) -> None:
+                 done: Done, plain: bool = False, stands: Stands = None) -> None:
         self.co = co
         self.key = key
         self.homes = homes
+        self.stands = stands
         self.done = done
         self.quorum = Quorum(need, len(homes))
         self.phase = WAITING
@@ -306,7 +406,8 @@ class _Read(_Machine):
             self.quorum.acks += 1
         else:
             self.quorum.fail(_why(self.homes[index], reply))
-        if self.phase is WAITING:
+        if self.phase is WAITING and (self.stands is None or self.replies == len(self.homes)
+                                      or self.quorum.impossible):
             self._decide()
         if self.replies == len(self.homes):
             self.phase = REPAIRING if self._repair() else DONE
@@ -390,16 +491,19 @@ class _Read(_Machine):
         distinct = {b for _, b in blobs if b}
         stale = False
         for i, obj in decoded.items():
-            if obj == merged:
+            if obj == merged or i >= co.n:  # past n: a fallback consulted, never written
                 continue
             own = dict(blobs)[i]
             others = [b for b in distinct if b != own]
             if not others:
                 continue
             link = self.homes[i]
+            stands = self.stands
+            if own is None and stands is not None and stands[i] is not None:
+                continue  # a fallback holding nothing gets no copy (nor a hint to hand it)
             stale = True
             co.events.read_repair(link.id, "missing" if own is None else "outdated", merged, obj)
-            link.request(co.wire.merge(self.key, *sorted(others)), _ignore)
+            link.request(self.payload_for(i, co.wire.merge(self.key, *sorted(others))), _ignore)
         if stale:
             co.events.stale_read()
         return stale
@@ -424,18 +528,19 @@ class _ReadForWrite(_Machine):
     to or tests an older value than the latest acknowledged one after a failover.
 
     Events: ``on_reply(index, reply)`` once per home, in any order, as for ``_Read``.
-    READING → WRITING once n - min_w + 1 homes answered: a ``_Write`` carrying their
-    distinct objects takes over and answers; READING → ANSWERED (NOQUORUM) once that
+    READING → WRITING once n - min_w + 1 homes answered (every target, when fallbacks
+    stand in for some): a ``_Write`` carrying their distinct objects takes over and answers; READING → ANSWERED (NOQUORUM) once that
     many can no longer answer. Replies after READING are ignored.
     """
 
     __slots__ = ("w", "context", "op", "blobs")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], w: int,
-                 context: bytes, op: wire.Op, done: Done) -> None:
+                 context: bytes, op: wire.Op, done: Done, stands: Stands = None) -> None:
         self.co = co
         self.key = key
         self.homes = homes
+        self.stands = stands
         self.done = done
         self.quorum = Quorum(len(homes) - co.min_w + 1, len(homes))
         self.phase = READING
@@ -458,10 +563,13 @@ class _ReadForWrite(_Machine):
                 self.blobs.append(reply)
         else:
             quorum.fail(_why(self.homes[index], reply))
+        if self.stands is not None and quorum.acks + quorum.failures < len(self.homes) \
+                and not quorum.impossible:
+            return  # with fallbacks among the targets, every target's object is synced
         if quorum.reached:
             self.phase = WRITING
             _Write(self.co, self.key, self.homes, self.w, self.context, self.op, self.done,
-                   self.blobs).start()
+                   self.blobs, self.stands).start()
         elif quorum.impossible:
             self.co.events.quorum_failure("write")
             # the client asked for a write: the counts it gets are the write's
@@ -491,17 +599,18 @@ class _Write(_Machine):
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
                  context: bytes, op: wire.Op, done: Done,
-                 synced: Sequence[bytes] | None = None) -> None:
+                 synced: Sequence[bytes] | None = None, stands: Stands = None) -> None:
         self.co = co
         self.key = key
         self.homes = homes
+        self.stands = stands
         self.done = done
         self.quorum = Quorum(need, len(homes))
         self.phase = COORDINATING
         self.context = context
         self.op = op
         self.synced = synced
-        self.order = _coordinator_order(co, homes)
+        self.order = _coordinator_order(co, homes, stands)
         self.tried = 0  # how many of ``order`` were asked to coordinate
         self.missed: list[int] = []  # homes that failed before a coordinator answered
         self.coordinator = -1
@@ -524,7 +633,7 @@ class _Write(_Machine):
                 break
             self.coordinator = index
             payload = self.co.wire.put(self.key, link.actor, self.context, self.op, self.synced)
-            link.request(payload, self.on_coordinated)
+            link.request(self.payload_for(index, payload), self.on_coordinated)
             return
         self._noquorum("write")
 
@@ -552,10 +661,10 @@ class _Write(_Machine):
             return
         self.phase = FANNING_OUT
         for missed in self.missed:  # they failed before: hand off later
-            self.co.hint(link, self.homes[missed], self.key, blob)
+            self.co.hint(link, self.home_of(missed), self.key, blob)
         payload = self.co.wire.replace(self.key, blob, reply[2] or b"", reply[3])
         for index in self.order[self.tried:]:
-            self.homes[index].request(payload, partial(self.on_ack, index))
+            self.homes[index].request(self.payload_for(index, payload), partial(self.on_ack, index))
         if self.phase is FANNING_OUT:
             self._settle(self.result, "write")
 
@@ -564,7 +673,7 @@ class _Write(_Machine):
             self.quorum.acks += 1
         else:
             self.quorum.fail(_why(self.homes[index], reply))
-            self.co.hint(self.homes[self.coordinator], self.homes[index], self.key, self.result[0])
+            self.co.hint(self.homes[self.coordinator], self.home_of(index), self.key, self.result[0])
         if self.phase is FANNING_OUT:
             self._settle(self.result, "write")
 
@@ -572,12 +681,18 @@ class _Write(_Machine):
 _IN_ORDER = {size: tuple(range(size)) for size in range(1, 33)}
 
 
-def _coordinator_order(co: Coordinator, homes: tuple[Link, ...]) -> tuple[int, ...]:
-    """Preference order, homes still catching up last (the common case costs one test)."""
-    if not co.catching_up:
+def _coordinator_order(co: Coordinator, homes: tuple[Link, ...], stands: Stands = None
+                       ) -> tuple[int, ...]:
+    """Preference order, homes still catching up after the others, fallbacks last (they
+    coordinate only when no home can); the common case costs two tests."""
+    if not co.catching_up and stands is None:
         return _IN_ORDER.get(len(homes)) or tuple(range(len(homes)))
-    first = [i for i, link in enumerate(homes) if link.id not in co.catching_up]
-    return tuple(first + [i for i, link in enumerate(homes) if link.id in co.catching_up])
+
+    def rank(i: int) -> int:
+        if stands is not None and stands[i] is not None:
+            return 2
+        return 1 if homes[i].id in co.catching_up else 0
+    return tuple(sorted(range(len(homes)), key=rank))
 
 
 class _LwwWrite(_Machine):
@@ -591,10 +706,11 @@ class _LwwWrite(_Machine):
     __slots__ = ("existed", "payload", "holder", "missed")
 
     def __init__(self, co: Coordinator, key: bytes, homes: tuple[Link, ...], need: int,
-                 sibling: tuple[bytes, bytes, bytes], done: Done) -> None:
+                 sibling: tuple[bytes, bytes, bytes], done: Done, stands: Stands = None) -> None:
         self.co = co
         self.key = key
         self.homes = homes
+        self.stands = stands
         self.done = done
         self.quorum = Quorum(need, len(homes))
         self.phase = FANNING_OUT
@@ -605,7 +721,7 @@ class _LwwWrite(_Machine):
 
     def start(self) -> None:
         for i, link in enumerate(self.homes):
-            link.request(self.payload, partial(self.on_ack, i))
+            link.request(self.payload_for(i, self.payload), partial(self.on_ack, i))
 
     def on_ack(self, index: int, reply: Any) -> None:
         if type(reply) is int:
@@ -618,9 +734,9 @@ class _LwwWrite(_Machine):
         else:
             self.quorum.fail(_why(self.homes[index], reply))
             if self.holder is None:
-                self.missed.append(self.homes[index])
+                self.missed.append(self.home_of(index))
             else:
-                self.co.hint(self.holder, self.homes[index], self.key)
+                self.co.hint(self.holder, self.home_of(index), self.key)
         if self.phase is FANNING_OUT:
             # No object bytes come back in one round trip: b"" stands for "written".
             self._settle((b"", self.existed), "write")

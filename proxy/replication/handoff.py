@@ -16,6 +16,21 @@ newer write that reached the target meanwhile is kept), and only then is the hin
 dies mid-delivery leaves the hint for the next one. Several proxies may deliver the same
 hint; the merge makes that harmless.
 
+Hints have a creation time (a sorted set next to the hash, wire.hint_times_key, scored
+by the holder's clock when the key's first pending hint was left): each round counts the
+hints per pair with ``rq_hint_stats``, which also answers the oldest one's age, and a
+delivered hint's delay (creation to delivery) is observed in a histogram per target.
+
+With a sloppy quorum a fallback holds a copy of the key as well as the hint for the home
+it stood in for (left in the same atomic call, coordinator.py). Once the hint's object is
+merged into the home, ``rq_hint_done`` drops the hint and, when the holder is not a home
+of the key, the copy too if it still holds exactly the delivered object and no hint for
+another replica still needs it: a write that reached the fallback meanwhile replaced the
+hint and the copy together, and is delivered in a later page. The copy never goes before
+its object is home, so a proxy dying at any point loses nothing. Past the hint window
+(``_drop``) a fallback's hint is not simply deleted, which would strand its copy: its
+object is merged into the key's remaining homes first, then hint and copy go together.
+
 A replica that comes back is "catching up" until a round finds no hint pending for it on
 any up holder (or ``CATCH_UP_LIMIT`` passes): meanwhile it does not coordinate writes
 while another home can (coordinator.py).
@@ -32,13 +47,15 @@ from typing import Any
 from ..protocol.resp import command
 from . import wire
 from .coordinator import Coordinator
+from .counters import LocalHistogram
 from .links import Link
-from .wire import hints_key
 
 log = logging.getLogger("redquorum.handoff")
 
 PAGE = 256  # hints asked for per HSCAN (a page is merged before the next is asked for)
 CATCH_UP_LIMIT = 10.0  # seconds a returning replica is kept from coordinating, at most
+# upper edges (seconds) of the hint delivery delay histogram: from a blip to a day
+DELAY_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 10800, 86400)
 
 
 class Handoff:
@@ -48,9 +65,12 @@ class Handoff:
         self.coordinator = coordinator
         self.links = coordinator.links
         self.pending: dict[tuple[str, str], int] = {}  # (holder, target) → hints held
+        # (holder, target) → (age in s of the oldest hint with a known creation time, as
+        # the holder answered, time.monotonic() then)
+        self._oldest: dict[tuple[str, str], tuple[float, float]] = {}
+        # target → creation-to-delivery delays of the hints delivered into it
+        self.delivery_delay = {ident: LocalHistogram(DELAY_BUCKETS) for ident in self.links}
         self.replayed: dict[str, int] = {ident: 0 for ident in self.links}
-        # target → when this proxy first counted hints for it since its count was last 0
-        self.pending_since: dict[str, float] = {}
         # target → (started at, replayed count then, pending then) while a replay runs
         self.replaying: dict[str, tuple[float, int, int]] = {}
         # target → (time, replayed count) at the start of the last round it was idle: a
@@ -84,12 +104,15 @@ class Handoff:
         return totals
 
     def oldest_ages(self) -> dict[str, float]:
-        """Per target: how long hints have been pending without a break, as this proxy
-        counted them (0 when none). Hints carry no timestamp, so this is a lower bound on
-        the oldest hint's age: the time since the count went from 0 to more."""
-        now = time.time()
-        return {ident: now - self.pending_since[ident] if ident in self.pending_since else 0.0
-                for ident in self.links}
+        """Per target: the age of the oldest hint pending for it on any holder, from the
+        hints' creation times as the holders last answered, aged since (0 when none)."""
+        now = time.monotonic()
+        ages = dict.fromkeys(self.links, 0.0)
+        for pair, (age, at) in list(self._oldest.items()):
+            if self.pending.get(pair):
+                target = pair[1]
+                ages[target] = max(ages[target], age + now - at)
+        return ages
 
     def round(self) -> None:
         links = list(self.links.values())
@@ -127,31 +150,37 @@ class Handoff:
         self._expired &= {t.id for t in expired}
 
     def _drop(self, holder: Link, target: Link) -> None:
-        """Drop the hints ``holder`` keeps for ``target``, counting them."""
+        """Drop the hints ``holder`` keeps for ``target``, counting them. With nodes beyond
+        the n homes a hint may belong to a fallback's copy, which nothing else would ever
+        remove: those are walked page by page instead (``_retire``)."""
         def counted(reply: Any) -> None:
             if type(reply) is int and reply:
-                dropped = self.coordinator.hints_dropped
-                dropped[target.id] = dropped.get(target.id, 0) + reply
-        self.pending[(holder.id, target.id)] = 0
-        holder.request(command(b"HLEN", hints_key(target.id)), counted)
-        holder.request(command(b"DEL", hints_key(target.id)), _ignore)
+                self._count_dropped(target, reply)
+        pair = (holder.id, target.id)
+        self.pending[pair] = 0
+        if len(self.links) <= self.coordinator.n:  # every node is a home of every key
+            holder.request(wire.hints_drop(target.id), counted)
+        elif pair not in self._walking:
+            self._walking.add(pair)
+            self._page(holder, target, b"0", retiring=True)
+
+    def _count_dropped(self, target: Link, count: int) -> None:
+        dropped = self.coordinator.hints_dropped
+        dropped[target.id] = dropped.get(target.id, 0) + count
 
     def _count(self, holder: Link, target: Link) -> None:
         this_round = self._round
 
         def counted(reply: Any) -> None:
-            if type(reply) is int:
-                self.pending[(holder.id, target.id)] = reply
-                self._counted[(holder.id, target.id)] = this_round
-                self._recount(target.id)
-        holder.request(command(b"HLEN", hints_key(target.id)), counted)
-
-    def _recount(self, target: str) -> None:
-        total = sum(count for (_, t), count in self.pending.items() if t == target)
-        if total and target not in self.pending_since:
-            self.pending_since[target] = time.time()
-        elif not total:
-            self.pending_since.pop(target, None)
+            if type(reply) is list and len(reply) == 2 and type(reply[0]) is int:
+                pair = (holder.id, target.id)
+                self.pending[pair] = reply[0]
+                if type(reply[1]) is int and reply[1] >= 0:
+                    self._oldest[pair] = (reply[1] / 1000, time.monotonic())
+                else:
+                    self._oldest.pop(pair, None)
+                self._counted[pair] = this_round
+        holder.request(wire.hint_stats(target.id), counted)
 
     def _replay_state(self, target: str, pending: int) -> None:
         """One log line when hints for an up replica start being replayed, one when none
@@ -176,11 +205,13 @@ class Handoff:
 
     # -- delivery ------------------------------------------------------------
 
-    def _page(self, holder: Link, target: Link, cursor: bytes) -> None:
-        holder.request(command(b"HSCAN", hints_key(target.id), cursor, b"COUNT", b"%d" % PAGE),
-                       partial(self._scanned, holder, target))
+    def _page(self, holder: Link, target: Link, cursor: bytes, retiring: bool = False) -> None:
+        """The next page of ``holder``'s hints for ``target``: delivered into it or, once
+        it is past the hint window (``retiring``), dropped (``_retire``)."""
+        holder.request(command(b"HSCAN", wire.hints_key(target.id), cursor, b"COUNT", b"%d" % PAGE),
+                       partial(self._scanned, holder, target, retiring))
 
-    def _scanned(self, holder: Link, target: Link, reply: Any) -> None:
+    def _scanned(self, holder: Link, target: Link, retiring: bool, reply: Any) -> None:
         pair = (holder.id, target.id)
         if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
             self._walking.discard(pair)  # the holder failed: the next round starts over
@@ -192,43 +223,101 @@ class Handoff:
         def delivered() -> None:
             left[0] -= 1
             if left[0] == 0:
-                self._next_page(holder, target, cursor)
+                self._next_page(holder, target, cursor, retiring)
 
         if not hints:
-            self._next_page(holder, target, cursor)
+            self._next_page(holder, target, cursor, retiring)
+        hand = self._retire if retiring else self.deliver
         for key, blob in hints:
             if blob:
-                self.deliver(holder, target, key, blob, delivered)
+                hand(holder, target, key, blob, delivered)
             else:  # an LWW hint: the holder's current object
-                holder.get(key, self._read, (holder, target, key, delivered))
+                holder.get(key, self._read, (holder, target, key, delivered, hand))
 
-    def _next_page(self, holder: Link, target: Link, cursor: bytes) -> None:
-        if cursor != b"0" and holder.up and target.up:
-            self._page(holder, target, cursor)
+    def _next_page(self, holder: Link, target: Link, cursor: bytes, retiring: bool) -> None:
+        if cursor != b"0" and holder.up and (target.up or retiring):
+            self._page(holder, target, cursor, retiring)
         else:
             self._walking.discard((holder.id, target.id))
 
-    def _read(self, hint: tuple[Link, Link, bytes, Callable[[], None]], blob: Any) -> None:
-        holder, target, key, delivered = hint
+    def _read(self, hint: tuple[Link, Link, bytes, Callable[[], None], Callable[..., None]],
+              blob: Any) -> None:
+        holder, target, key, delivered, hand = hint
         if type(blob) is bytes:
-            self.deliver(holder, target, key, blob, delivered, expected=b"")
+            hand(holder, target, key, blob, delivered, expected=b"")
             return
         if blob is None:  # the key is gone on the holder (collected, flushed): nothing to hand
-            holder.request(wire.hint_done(target.id, key, b""), _ignore)
+            holder.request(wire.hint_done(target.id, key, b""), self._done_reply(target))
         delivered()  # a failed holder keeps the hint for a later round
+
+    def _retire(self, holder: Link, target: Link, key: bytes, blob: bytes,
+                delivered: Callable[[], None], expected: bytes | None = None) -> None:
+        """Drop a hint for a replica past the hint window. A fallback's hint goes with
+        its copy, once the object is merged into the key's other homes that are not past
+        the window themselves, all of which must be up (else the hint waits for a later
+        round): an acknowledged write held only by fallbacks stays on the homes that
+        remain."""
+        hint = blob if expected is None else expected
+        homes = self.coordinator.homes(key)
+        if holder in homes:
+            holder.request(wire.hint_done(target.id, key, hint), self._dropped_reply(target))
+            delivered()
+            return
+        co = self.coordinator
+        others = [home for home in homes if home is not target and not co.beyond_hint_window(home)]
+        if not others or not all(home.up for home in others):
+            delivered()
+            return
+        done = self._done_payload(holder, target, key, hint, blob)
+        left = [len(others)]
+        failed = [False]
+
+        def merged(reply: Any) -> None:
+            failed[0] = failed[0] or type(reply) is not int
+            left[0] -= 1
+            if left[0] == 0:
+                if not failed[0]:
+                    holder.request(done, self._dropped_reply(target))
+                delivered()
+        payload = self.coordinator.wire.merge(key, blob)
+        for home in others:
+            home.request(payload, merged)
+
+    def _dropped_reply(self, target: Link) -> Callable[[Any], None]:
+        def counted(reply: Any) -> None:
+            if type(reply) is list and reply and reply[0] == 1:
+                self._count_dropped(target, 1)
+        return counted
 
     def deliver(self, holder: Link, target: Link, key: bytes, blob: bytes,
                 delivered: Callable[[], None], expected: bytes | None = None) -> None:
         """Merge ``blob`` into ``target``, then drop the hint if it still says ``expected``
-        (the hint's own object unless given)."""
+        (the hint's own object unless given), and the holder's copy of ``blob`` if the
+        holder is not a home of ``key`` (it held it as a fallback)."""
         hint = blob if expected is None else expected
+        done = self._done_payload(holder, target, key, hint, blob)
 
         def merged(reply: Any) -> None:
             if type(reply) is int:
                 self.replayed[target.id] = self.replayed.get(target.id, 0) + 1
-                holder.request(wire.hint_done(target.id, key, hint), _ignore)
+                holder.request(done, self._done_reply(target))
             delivered()  # else: not home after all, and the hint stays for a later round
         target.request(self.coordinator.wire.merge(key, blob), merged)
+
+    def _done_payload(self, holder: Link, target: Link, key: bytes, hint: bytes,
+                      blob: bytes) -> bytes:
+        if holder in self.coordinator.homes(key):
+            return wire.hint_done(target.id, key, hint)
+        others = [ident for ident in self.links if ident not in (holder.id, target.id)]
+        return wire.hint_done(target.id, key, hint, copy=blob, others=others)
+
+    def _done_reply(self, target: Link) -> Callable[[Any], None]:
+        """rq_hint_done's answer: the delay of a dropped hint with a creation time."""
+        def observe(reply: Any) -> None:
+            if type(reply) is list and len(reply) == 3 and reply[0] == 1 and type(reply[1]) is int \
+                    and reply[1] >= 0:
+                self.delivery_delay[target.id].observe(reply[1] / 1000)
+        return observe
 
 
 def _ignore(reply: Any) -> None:

@@ -62,10 +62,12 @@ class Ring:
         """The n homes of every partition, by partition number."""
         return [order[: self.n] for order in self._lists]
 
-    def partitions_short(self, up: set[str], need: int) -> int:
-        """How many partitions have fewer than ``need`` of their homes in ``up``: the keys
-        that cannot form a quorum of ``need`` (there is no sloppy quorum)."""
-        return sum(1 for order in self._lists if sum(1 for h in order[: self.n] if h in up) < need)
+    def partitions_short(self, up: set[str], need: int, sloppy: bool = False) -> int:
+        """How many partitions cannot form a quorum of ``need``: fewer than ``need`` of
+        their homes in ``up`` or, with a sloppy quorum (fallbacks stand in for homes that
+        are down), fewer than ``need`` of their whole walk."""
+        width = len(self.nodes) if sloppy else self.n
+        return sum(1 for order in self._lists if sum(1 for h in order[:width] if h in up) < need)
 
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         return self._lists[zlib.crc32(key) & (PARTITIONS - 1)][: self.n]

@@ -191,23 +191,78 @@ class Payloads:
 
 
 HINTS_PREFIX = b"__rq:hints:"
+HINT_TIMES_PREFIX = b"__rq:hint-times:"
 
 
 def hints_key(target: str) -> bytes:
-    """The hash, on a replica that coordinated a write, of the keys ``target`` missed,
-    each with the object to hand it."""
+    """The hash, on a replica that coordinated a write (or stood in for ``target`` as a
+    fallback), of the keys ``target`` missed, each with the object to hand it."""
     return HINTS_PREFIX + target.encode()
 
 
+def hint_times_key(target: str) -> bytes:
+    """The sorted set next to ``hints_key``: each hinted key, scored by when its hint was
+    first left (ms, the holder's clock)."""
+    return HINT_TIMES_PREFIX + target.encode()
+
+
 def hint(target: str, key: bytes, blob: bytes) -> bytes:
-    """Leave a hint: ``target`` missed a write of ``key`` whose object is ``blob`` (b"":
-    the holder's current object says)."""
-    return command(b"HSET", hints_key(target), key, blob)
+    """rq_hint hints times | key object: ``target`` missed a write of ``key`` whose object
+    is ``blob`` (b"": the holder's current object says)."""
+    return command(b"FCALL", b"rq_hint", b"2", hints_key(target), hint_times_key(target), key, blob)
 
 
-def hint_done(target: str, key: bytes, blob: bytes) -> bytes:
-    """rq_hint_done hints_key | key object: drop the hint unless a newer one replaced it."""
-    return command(b"FCALL", b"rq_hint_done", b"1", hints_key(target), key, blob)
+def hint_done(target: str, key: bytes, blob: bytes, copy: bytes | None = None,
+              others: Sequence[str] = ()) -> bytes:
+    """rq_hint_done: drop the hint unless a newer one replaced it; with ``copy`` (the
+    holder is not a home of ``key``), delete the holder's copy too if it is still exactly
+    ``copy`` and no hint for one of ``others`` still needs it."""
+    keys = [hints_key(target), hint_times_key(target)]
+    args = [key, blob]
+    if copy is not None:
+        keys += [key, *(hints_key(other) for other in others)]
+        args.append(copy)
+    return command(b"FCALL", b"rq_hint_done", b"%d" % len(keys), *keys, *args)
+
+
+def hint_stats(target: str) -> bytes:
+    """rq_hint_stats: {hints held for ``target``, ms since the oldest was left, or -1}."""
+    return command(b"FCALL", b"rq_hint_stats", b"2", hints_key(target), hint_times_key(target))
+
+
+def hints_drop(target: str) -> bytes:
+    """rq_hints_drop: delete every hint held for ``target``, answering how many there were."""
+    return command(b"FCALL", b"rq_hints_drop", b"2", hints_key(target), hint_times_key(target))
+
+
+_FCALL = b"$5\r\nFCALL\r\n"
+
+
+def as_fallback(payload: bytes, key: bytes, home: str) -> bytes:
+    """The same single-key FCALL (rq_put, rq_set, rq_replace, rq_merge, rq_lww…) run by
+    ``rq_fallback`` on a replica standing in for ``home``: it also leaves the hint that
+    hands the object it then holds to ``home``, in the same atomic call."""
+    header_end = payload.index(b"\r\n")
+    count = int(payload[1:header_end])
+    at = header_end + 2
+    if not payload.startswith(_FCALL, at):
+        raise ValueError("not an FCALL")
+    at += len(_FCALL)
+    name_end = payload.index(b"\r\n", at)
+    length = int(payload[at + 1:name_end])
+    name = payload[name_end + 2:name_end + 2 + length]
+    at = name_end + 2 + length + 2
+    if not payload.startswith(b"$1\r\n1\r\n", at):
+        raise ValueError("not a single-key FCALL")
+    at += 7
+    key_bulk = bulk(key)
+    if not payload.startswith(key_bulk, at):
+        raise ValueError("another key")
+    rest = payload[at + len(key_bulk):]
+    head = b"*%d\r\n%b%b$1\r\n3\r\n%b%b%b%b" % (
+        count + 3, _FCALL, bulk(b"rq_fallback"), key_bulk, bulk(hints_key(home)),
+        bulk(hint_times_key(home)), bulk(name))
+    return head + rest
 
 
 def actor(replica_id: str) -> bytes:

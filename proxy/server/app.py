@@ -108,7 +108,7 @@ class Proxy:
             sibling_soft_limit=config.sibling_soft_limit,
             sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w,
             hint_window=config.hint_window, events=self.events,
-            actor=self.proxy_id)
+            actor=self.proxy_id, sloppy=config.sloppy)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
         self.total_connections = 0
@@ -200,12 +200,13 @@ class Proxy:
 
     def _check_quorums(self) -> None:
         """One log line when an operation's quorum becomes impossible for some keys (a
-        partition with fewer than w or r homes up), one when it is possible for all again."""
+        partition with fewer than w or r homes up, or with a sloppy quorum nodes of its
+        walk), one when it is possible for all again."""
         assert self._quorum_lost is not None
         up = {ident for ident, link in self.links.items() if link.up}
         down = sorted(set(self.links) - up)
         for op, need in (("read", self.config.r), ("write", self.config.w)):
-            short = self.ring.partitions_short(up, need)
+            short = self.ring.partitions_short(up, need, sloppy=self.config.sloppy)
             if (short > 0) == self._quorum_lost.get(op, False):
                 continue
             self._quorum_lost[op] = short > 0

@@ -52,7 +52,11 @@ def test_known_series_are_exported_at_zero_from_start_up(replicas, make_proxy):
         expected += [f'redquorum_replica_staleness_seconds_count{{replica="{rep.id}"}} 0.0',
                      f'redquorum_replica_staleness_versions_count{{replica="{rep.id}"}} 0.0',
                      f'redquorum_hints_pending{{replica="{rep.id}"}} 0.0',
-                     f'redquorum_hints_replayed_total{{replica="{rep.id}"}} 0.0']
+                     f'redquorum_hints_replayed_total{{replica="{rep.id}"}} 0.0',
+                     f'redquorum_hints_stored_total{{replica="{rep.id}"}} 0.0',
+                     f'redquorum_hints_dropped_total{{replica="{rep.id}"}} 0.0',
+                     f'redquorum_hint_oldest_age_seconds{{replica="{rep.id}"}} 0.0',
+                     f'redquorum_hint_delivery_delay_seconds_count{{replica="{rep.id}"}} 0.0']
     for command in ("get", "set", "del", "mget", "other"):
         expected += [f'redquorum_requests_total{{command="{command}",result="{result}"}} 0.0'
                      for result in ("ok", "error", "noquorum")]

@@ -63,11 +63,13 @@ CONTRACT = {
     "redquorum_antientropy_round_duration_seconds": set(),
     "redquorum_pbs_consistency_probability": {"t_ms"},
     "redquorum_pbs_t_visibility_seconds": {"quantile"},
+    "redquorum_hint_oldest_age_seconds": {"replica"},
+    "redquorum_hint_delivery_delay_seconds_bucket": {"replica", "le"},
 }
 ALERTED = {  # each must be used by at least one alert
     "redquorum_replica_up", "redquorum_replica_lag_seconds", "redquorum_quorum_failures_total",
     "redquorum_stale_reads_total", "redquorum_sibling_soft_limit_exceeded_total",
-    "redquorum_antientropy_last_success_timestamp_seconds",
+    "redquorum_antientropy_last_success_timestamp_seconds", "redquorum_hint_oldest_age_seconds",
 }
 
 

@@ -105,7 +105,7 @@ def test_partitions_without_quorum_follow_the_ring(tmp_path):
         lost = sum(1 for homes in ring.partition_homes() if len(set(homes) - dead) < 2)
         assert 0 < lost < len(ring.partition_homes())
         config = tmp_path / "redquorum.toml"
-        config.write_text("[quorum]\nn = 3\nw = 2\nr = 2\n" + "".join(
+        config.write_text("[quorum]\nn = 3\nw = 2\nr = 2\nsloppy_quorum = false\n" + "".join(
             f'[[replicas]]\nid = "{r.id}"\naddress = "{r.address}"\n' for r in replicas))
         done = status("--config", str(config), "--json")
         assert done.returncode == 1, done.stderr
@@ -113,6 +113,14 @@ def test_partitions_without_quorum_follow_the_ring(tmp_path):
         assert report["up"] == 3 and report["quorum_possible"] is False
         assert report["read_unavailable_partitions"] == report["write_unavailable_partitions"] == lost
         assert status("--config", str(config), "-w", "1", "-r", "1").returncode == 0
+        # with a sloppy quorum the three nodes up stand in for the homes that are down
+        sloppy = status("--config", str(config), "--sloppy-quorum", "yes", "--json")
+        assert sloppy.returncode == 0, sloppy.stderr
+        assert json.loads(sloppy.stdout)["write_unavailable_partitions"] == 0
+        assert status("--config", str(config), "--sloppy-quorum", "yes", "-w", "3",
+                      "-r", "3").returncode == 0
+        assert status("--config", str(config), "--sloppy-quorum", "yes", "-n", "4", "-w", "4",
+                      "-r", "1").returncode == 1
     finally:
         replicas.stop()
 

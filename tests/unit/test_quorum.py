@@ -26,7 +26,6 @@ from redquorum.replication.coordinator import (
 from redquorum.replication.links import DOWN, TIMEOUT, ReplicaFailure
 from redquorum.replication.quorum import Quorum, noquorum
 from redquorum.replication.ring import Ring
-from redquorum.replication.wire import hints_key
 
 KEY = b"user:42"
 NODES = ("r0", "r1", "r2")
@@ -57,7 +56,7 @@ class Pending:
     def kind(self) -> str:
         if self.payload.startswith(b"GET "):
             return "get"
-        for name in (b"HSET", b"rq_put_synced", b"rq_put", b"rq_set", b"rq_replace",
+        for name in (b"rq_fallback", b"rq_hint", b"rq_put_synced", b"rq_put", b"rq_set", b"rq_replace",
                      b"rq_merge", b"rq_lww"):
             if name in self.payload[:60]:
                 return name.decode()
@@ -116,10 +115,10 @@ class Cluster:
     def hints(self) -> list[tuple[str, str, bytes]]:
         """(holder, target, blob) of every hint left."""
         found = []
-        for p in self.of("HSET"):
+        for p in self.of("rq_hint"):
             for target in NODES:
                 for held in (NEW, b""):
-                    if p.payload == command(b"HSET", hints_key(target), KEY, held):
+                    if p.payload == wire.hint(target, KEY, held):
                         found.append((p.link.id, target, held))
         return found
 

@@ -3,6 +3,7 @@ in replicas/redquorum.lua takes, and each payload is a well-formed RESP command.
 
 from __future__ import annotations
 
+import pytest
 from redquorum.protocol.resp import parse_typed
 from redquorum.replication import wire
 
@@ -60,6 +61,25 @@ def test_fan_out_merge_and_hint_payloads():
     lww = wire.Payloads(mode="lww", grace_ms=1, hard_limit=1, actors=[])
     assert decoded(lww.merge(b"k", b"o"))[1] == b"rq_merge_lww"
     assert decoded(lww.replace(b"k", b"n", b"o", 5))[1] == b"rq_replace_lww"
-    assert decoded(wire.hint("r3", b"k", b"o")) == [b"HSET", b"__rq:hints:r3", b"k", b"o"]
+    assert decoded(wire.hint("r3", b"k", b"o")) == [
+        b"FCALL", b"rq_hint", b"2", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k", b"o"]
     assert decoded(wire.hint_done("r3", b"k", b"o")) == [
-        b"FCALL", b"rq_hint_done", b"1", b"__rq:hints:r3", b"k", b"o"]
+        b"FCALL", b"rq_hint_done", b"2", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k", b"o"]
+    assert decoded(wire.hint_done("r3", b"k", b"o", copy=b"c", others=["r4"])) == [
+        b"FCALL", b"rq_hint_done", b"4", b"__rq:hints:r3", b"__rq:hint-times:r3", b"k",
+        b"__rq:hints:r4", b"k", b"o", b"c"]
+
+
+def test_a_fallback_payload_is_the_same_call_inside_rq_fallback():
+    key = b"user:\r\n42"
+    for payload in (PAYLOADS.replace(key, b"new", b"", 0), PAYLOADS.merge(key, b"o"),
+                    PAYLOADS.merge(key, b"a", b"b"),
+                    PAYLOADS.put(key, b"r1", b"*", wire.set_value(b"v")),
+                    PAYLOADS.put(key, b"r1", b"*", wire.append(b"v"), synced=[b"x"]),
+                    PAYLOADS.lww(key, b"r1", (b"0", b"0", b"v"))):
+        inner = decoded(payload)
+        assert decoded(wire.as_fallback(payload, key, "r3")) == [
+            b"FCALL", b"rq_fallback", b"3", key, b"__rq:hints:r3", b"__rq:hint-times:r3",
+            inner[1], *inner[4:]]
+    with pytest.raises(ValueError):
+        wire.as_fallback(PAYLOADS.merge(b"other", b"o"), key, "r3")
