@@ -16,6 +16,7 @@ from . import NATIVE_STATUS, __version__
 from .commands.acl import build_users
 from .config import (
     MODES,
+    REPLICA_ID,
     SETTINGS,
     TLS_AUTH_CLIENTS,
     Config,
@@ -24,6 +25,7 @@ from .config import (
     help_text,
     load,
     parse_address,
+    parse_replica,
 )
 from .logs import configure as configure_logging
 from .run import serve
@@ -107,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
     p.add_argument("--version", action="version", version=f"redquorum {__version__} ({NATIVE_STATUS})")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,repair,pbs,status}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,status,repair,ring,join,leave,pbs}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",
                         description="Start N local redis-server replicas on free loopback ports "
@@ -167,8 +169,48 @@ def parser() -> argparse.ArgumentParser:
     _setting(repair, "antientropy_keys_per_second", type=float, metavar="N")
     repair.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
                         choices=["debug", "info", "warning", "error"])
+    _membership_parsers(sub)
     _pbs_parser(sub)
     return p
+
+
+def _membership_parsers(sub: Any) -> None:
+    ring = sub.add_parser(
+        "ring", help="show each node's share of the partitions, the balance and any change running",
+        description="Read the cluster's membership record from the replicas and print, per "
+                    "node, the share of the ring's partitions it is a home of (and the first "
+                    "home of), its state, the fair share and the largest share over it, and "
+                    "the progress of a membership change when one runs.")
+    _cluster(ring)
+    _setting(ring, "n", "-n", type=int)
+    ring.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                      help="how long each replica has to answer (default 2)")
+    ring.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    ring.add_argument("--log-level", default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
+                      choices=["debug", "info", "warning", "error"])
+    for verb, target, text in (
+            ("join", "ID=HOST:PORT", "add a replica to the cluster, copying it the partitions "
+                                     "it gains"),
+            ("leave", "ID", "remove a replica from the cluster, handing its partitions to the "
+                            "nodes that gain them")):
+        change = sub.add_parser(
+            verb, help=text,
+            description=f"{text[0].upper()}{text[1:]}, while proxies serve: the change goes "
+                        "through phases written into the cluster's membership record (writes "
+                        "to old and new homes, copy, reads from the new homes, old copies "
+                        "dropped), each started once every live proxy applied the one before. "
+                        "Run it again after an interruption to resume.")
+        change.add_argument("target", metavar=target)
+        _cluster(change)
+        _setting(change, "n", "-n", type=int)
+        _setting(change, "mode", choices=MODES)
+        change.add_argument("--rate", type=float, default=5000.0, metavar="KEYS",
+                            help="keys copied (and dropped) per second, at most (default 5000)")
+        change.add_argument("--json", action="store_true",
+                            help="progress as one JSON object per line on stdout")
+        change.add_argument("--log-level",
+                            default=os.environ.get("REDQUORUM_LOG_LEVEL", "warning"),
+                            choices=["debug", "info", "warning", "error"])
 
 
 def _pbs_parser(sub: Any) -> None:
@@ -217,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_status(args)
         if args.command == "repair":
             return run_repair(args)
+        if args.command == "ring":
+            return run_ring(args)
+        if args.command in ("join", "leave"):
+            return run_change(args)
         return run_serve(args)
     except ConfigError as exc:
         print(f"redquorum: configuration error: {exc}", file=sys.stderr)
@@ -342,6 +388,104 @@ def run_status(args: argparse.Namespace) -> int:
     status = collect(config, urls, timeout=args.timeout)
     print(render_json(status) if args.json else render_table(status))
     return 0 if status.quorum_possible else 1
+
+
+def run_ring(args: argparse.Namespace) -> int:
+    from .status import collect_ring, render_ring, render_ring_json
+
+    flags = {k: v for k, v in _flags(args).items() if k not in ("timeout", "json", "log_level")}
+    ring = collect_ring(load(flags), timeout=args.timeout)
+    print(render_ring_json(ring) if args.json else render_ring(ring))
+    return 0 if ring.reachable else 1
+
+
+def run_change(args: argparse.Namespace) -> int:
+    import json
+
+    import trio
+
+    from .replication.membership import Node
+    from .server.change import ChangeFailed, Progress
+    from .server.change import run_change as drive
+
+    flags = {k: v for k, v in _flags(args).items()
+             if k not in ("target", "rate", "json", "log_level")}
+    config = load(flags)
+    join = leave = None
+    if args.command == "join":
+        replica = parse_replica(args.target)
+        if not REPLICA_ID.match(replica.id):
+            raise ConfigError(f"replica id {replica.id!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        join = Node(replica.id, replica.address)
+    else:
+        leave = args.target.strip()
+    if not args.rate > 0:
+        raise ConfigError("--rate must be above 0")
+    bar = _ChangeBar(sys.stderr)
+
+    def report(progress: Progress) -> None:
+        if args.json:
+            print(json.dumps(progress.as_dict(), sort_keys=True), flush=True)
+        else:
+            bar.show(progress)
+
+    try:
+        record = trio.run(lambda: drive(config, join=join, leave=leave, rate=args.rate,
+                                        report=report))
+    except ChangeFailed as exc:
+        bar.end()
+        print(f"redquorum {args.command}: {exc}", file=sys.stderr)
+        return 1
+    bar.end()
+    if not args.json:
+        print(f"membership {record.describe()}: {', '.join(record.new)}")
+    return 0
+
+
+class _ChangeBar:
+    """A membership change's progress on stderr: a line per phase, a bar per step."""
+
+    def __init__(self, stream: Any) -> None:
+        import time
+
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.clock = time.monotonic
+        self.last = 0.0
+        self.open = False
+
+    def show(self, progress: Any) -> None:
+        if progress.step in ("phase", "done") or (progress.step == "waiting" and
+                                                  progress.message.startswith("ignoring")):
+            self.end()
+            self.stream.write(f"[{progress.step}] {progress.message}\n")
+            self.stream.flush()
+            return
+        now = self.clock()
+        finished = progress.step != "waiting" and progress.done == progress.total
+        if now - self.last < (0.1 if self.tty else 1.0) and not finished:
+            return
+        self.last = now
+        if progress.step == "waiting":
+            line = progress.message
+        else:
+            width = 30
+            filled = width * progress.done // progress.total if progress.total else width
+            unit = "nodes" if progress.step == "cleanup" else "partitions"
+            line = (f"{progress.step} [{'#' * filled}{'.' * (width - filled)}] "
+                    f"{progress.done}/{progress.total} {unit}, {progress.keys} keys")
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+            self.open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
 
 def _metrics_url(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 MODES = ("causal", "lww")
 TLS_AUTH_CLIENTS = ("yes", "no", "optional")
-_REPLICA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+REPLICA_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _USER_NAME = re.compile(r"^[!-~]{1,128}$")  # Redis: no spaces or control characters
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
           "g": 1000**3, "gb": 1024**3}
@@ -465,7 +465,7 @@ def build(raw: Mapping[str, Any], replicas: list[Replica], users: list[User] | N
           ) -> Config:
     ids = [r.id for r in replicas]
     for ident in ids:
-        if not _REPLICA_ID.match(ident):
+        if not REPLICA_ID.match(ident):
             raise ConfigError(f"replica id {ident!r} must be 1-64 of A-Z a-z 0-9 _ . -")
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,12 +90,29 @@ class Metrics(Events):
         alert on increase() sees the first event instead of a series that just appeared."""
         for op in QUORUM_OPS:
             self.quorum_failures.labels(op)
-        for replica in self.config.replicas:
-            self.replica_up.labels(replica.id).set(0)
-            self.staleness_versions.labels(replica.id)
-            self.staleness_seconds.labels(replica.id)
+        self._replica_ids: set[str] = set()
+        self.replicas_changed([replica.id for replica in self.config.replicas])
+
+    def replicas_changed(self, ids: Iterable[str]) -> None:
+        """The cluster's membership changed: series of replicas that left are dropped (a
+        removed replica must not look down for ever), new ones start at zero."""
+        now = set(ids)
+        for gone in self._replica_ids - now:
+            for labels, family in [((gone,), self.replica_up), ((gone,), self.staleness_versions),
+                                   ((gone,), self.staleness_seconds),
+                                   *(((gone, reason), self.read_repairs)
+                                     for reason in REPAIR_REASONS)]:
+                try:
+                    family.remove(*labels)
+                except KeyError:
+                    pass
+        for replica in now - self._replica_ids:
+            self.replica_up.labels(replica).set(0)
+            self.staleness_versions.labels(replica)
+            self.staleness_seconds.labels(replica)
             for reason in REPAIR_REASONS:
-                self.read_repairs.labels(replica.id, reason)
+                self.read_repairs.labels(replica, reason)
+        self._replica_ids = now
 
     def attach(self, app: Proxy) -> None:
         self.app = app

@@ -15,20 +15,34 @@ is how many nodes of the whole walk are up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import hiredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from .config import Config, Replica
+from .config import Config, Replica, parse_address
 from .protocol.resp import encode_command
+from .replication.membership import (
+    APPLIED_KEY,
+    MEMBERS_KEY,
+    PROGRESS_KEY,
+    BadRecord,
+    Node,
+    Record,
+    best,
+    placement,
+    ring_of,
+    shares,
+)
 from .replication.ring import PARTITIONS, Ring
 from .replication.wire import hint_times_key, hints_key
 
@@ -101,12 +115,20 @@ class Status:
     quorum_possible: bool = False
     proxies: list[dict[str, Any]] = field(default_factory=list)
     antientropy_last_success_seconds: float | None = None  # the newest over the proxies
+    membership: str | None = None  # the cluster's membership record: version, phase
 
 
 def collect(config: Config, metrics_urls: list[str], timeout: float = 2.0) -> Status:
+    record = read_record(config.replicas, timeout)
+    if record is not None:  # the cluster's membership, not the configuration, says who holds what
+        config = dataclasses.replace(config, replicas=_members(config, record, record.linked),
+                                     n=record.n)
     replicas = [_probe(replica, [r.id for r in config.replicas], timeout) for replica in config.replicas]
     status = Status(config.n, config.w, config.r, config.mode, config.w + config.r > config.n, replicas)
-    _place(status, config)
+    ring = placement(record).ring if record is not None else \
+        Ring(tuple(r.id for r in config.replicas), config.n)  # the ring reads follow
+    _place(status, config, ring)
+    status.membership = record.describe() if record is not None else None
     _read_hint_sets(status, config, timeout)
     for url in metrics_urls:
         status.proxies.append(_read_proxy(status, url, timeout))
@@ -161,7 +183,8 @@ def _read_digests(found: ReplicaStatus, conn: Connection) -> None:
 def _internal_keys(conn: Connection, dbsize: int, ids: list[str]) -> int:
     if dbsize > EXACT_KEYS_LIMIT:  # the internal keys whose names are known: hints, actor, secret
         fixed = [hints_key(ident) for ident in ids] + [hint_times_key(ident) for ident in ids]
-        fixed += [b"__rq:actor", b"__rq:actor:run", b"__rq:secret"]
+        fixed += [b"__rq:actor", b"__rq:actor:run", b"__rq:secret", MEMBERS_KEY, APPLIED_KEY,
+                  PROGRESS_KEY]
         return conn.call("EXISTS", *fixed, b"__rq:aae:state") + _digest_keys(conn)
     count, cursor = 0, b"0"
     while True:
@@ -179,8 +202,7 @@ def _info_field(info: bytes, name: bytes) -> int | None:
     return None
 
 
-def _place(status: Status, config: Config) -> None:
-    ring = Ring(tuple(r.id for r in config.replicas), config.n)
+def _place(status: Status, config: Config, ring: Ring) -> None:
     by_id = {r.id: r for r in status.replicas}
     up = {r.id for r in status.replicas if r.up}
     status.up = len(up)
@@ -288,6 +310,8 @@ def render_table(status: Status) -> str:
         else "w + r <= n: reads may miss acknowledged writes"
     lines.append(f"n={status.n} w={status.w} r={status.r} mode={status.mode} ({overlap})")
     lines.append(f"replicas up: {status.up} of {len(status.replicas)}")
+    if status.membership:
+        lines.append(f"membership: {status.membership} (redquorum ring shows the partitions)")
     if status.quorum_possible:
         lines.append("quorum possible for all keys")
     else:
@@ -314,3 +338,156 @@ def _share(partitions: int, status: Status) -> str:
 
 def render_json(status: Status) -> str:
     return json.dumps(dict(asdict(status), checked_at=time.time()), indent=2)
+
+
+# -- the membership record and `redquorum ring` --------------------------------------------
+
+def read_record(replicas: Sequence[Replica], timeout: float) -> Record | None:
+    """The highest membership record the replicas hold (None: none holds one yet)."""
+    records = []
+    for replica in replicas:
+        try:
+            conn = Connection(replica, timeout)
+        except OSError:
+            continue
+        try:
+            _, data = conn.call("HMGET", MEMBERS_KEY, "version", "record")
+            if data is not None:
+                records.append(Record.decode(data))
+        except (OSError, ReplicaError, BadRecord):
+            pass
+        finally:
+            conn.close()
+    return best(records)
+
+
+def _members(config: Config, record: Record, ids: Sequence[str]) -> tuple[Replica, ...]:
+    """The record's nodes as replicas: a configured one as configured (its address and
+    credentials), another at the record's address with the first replica's credentials."""
+    configured = {r.id: r for r in config.replicas}
+    like = config.replicas[0]
+    found = []
+    for ident in ids:
+        if ident in configured:
+            found.append(configured[ident])
+            continue
+        host, port = parse_address(record.address_of(ident), f"replica {ident}")
+        found.append(dataclasses.replace(like, id=ident, host=host, port=port))
+    return tuple(found)
+
+
+@dataclass
+class RingNode:
+    id: str
+    address: str
+    state: str  # member, joining, leaving
+    up: bool
+    homes: int  # partitions it is a home of, under the ring the change leads to
+    first: int  # partitions it is the first home of (it coordinates their writes)
+    homes_before: int | None = None  # during a change, under the ring it started from
+
+
+@dataclass
+class RingStatus:
+    version: int  # 0: no replica holds a record yet (the configuration's is shown)
+    phase: str
+    n: int
+    nodes: list[RingNode]
+    partitions: int = PARTITIONS
+    fair_share: float = 0.0  # of the partitions, per node: n / nodes
+    largest_over_fair: float = 0.0
+    progress: dict[str, str] | None = None  # the change's, while one runs
+    reachable: bool = False  # some replica answered
+
+
+def collect_ring(config: Config, timeout: float = 2.0) -> RingStatus:
+    record = read_record(config.replicas, timeout)
+    version = record.version if record is not None else 0
+    if record is None:
+        record = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
+    new_homes, new_first = shares(ring_of(record.new, record.n))
+    old_homes = shares(ring_of(record.old, record.n))[0] if record.changing else {}
+    replicas = _members(config, record, [x.id for x in record.nodes])
+    up = {r.id: _pings(r, timeout) for r in replicas}
+    ring = RingStatus(version, record.phase, record.n, [], reachable=any(up.values()))
+    for replica in replicas:
+        ring.nodes.append(RingNode(replica.id, record.address_of(replica.id),
+                                   record.state(replica.id), up[replica.id],
+                                   new_homes.get(replica.id, 0), new_first.get(replica.id, 0),
+                                   old_homes.get(replica.id, 0) if record.changing else None))
+    ring.fair_share = record.n / len(record.new)
+    ring.largest_over_fair = max(new_homes.values()) / PARTITIONS / ring.fair_share
+    if record.changing:
+        ring.progress = _read_progress(replicas, up, timeout)
+    return ring
+
+
+def _pings(replica: Replica, timeout: float) -> bool:
+    try:
+        conn = Connection(replica, timeout)
+    except OSError:
+        return False
+    try:
+        return conn.call("PING") in (b"PONG", "PONG")
+    except (OSError, ReplicaError):
+        return False
+    finally:
+        conn.close()
+
+
+def _read_progress(replicas: Sequence[Replica], up: dict[str, bool],
+                   timeout: float) -> dict[str, str] | None:
+    """The newest progress a change published on the replicas."""
+    newest: dict[str, str] | None = None
+    for replica in replicas:
+        if not up[replica.id]:
+            continue
+        try:
+            conn = Connection(replica, timeout)
+            try:
+                flat = conn.call("HGETALL", PROGRESS_KEY)
+            finally:
+                conn.close()
+        except (OSError, ReplicaError):
+            continue
+        found = {k.decode(): v.decode(errors="replace") for k, v in zip(flat[::2], flat[1::2],
+                                                                           strict=False)}
+        if found and (newest is None or found.get("updated", "") > newest.get("updated", "")):
+            newest = found
+    return newest
+
+
+def render_ring(ring: RingStatus) -> str:
+    changing = ring.phase != "stable"
+    header = ["ID", "ADDRESS", "STATE", "UP", "HOMES", "FIRST"] + (["HOMES BEFORE"] if changing else [])
+    rows = [header]
+    for x in ring.nodes:
+        row = [x.id, x.address, x.state, "up" if x.up else "down",
+               f"{100 * x.homes / ring.partitions:.1f}%", f"{100 * x.first / ring.partitions:.1f}%"]
+        if changing:
+            row.append(f"{100 * (x.homes_before or 0) / ring.partitions:.1f}%")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.append("")
+    recorded = f"membership version {ring.version}" if ring.version else \
+        "no membership record on the replicas yet (the configuration's is shown)"
+    lines.append(f"{recorded}, {ring.phase}; n={ring.n}, {ring.partitions} partitions")
+    lines.append(f"fair share {100 * ring.fair_share:.1f}% of the partitions per node; the largest "
+                 f"is {ring.largest_over_fair:.2f}x fair")
+    if changing:
+        progress = ring.progress
+        if progress and progress.get("step") in ("transfer", "cleanup"):
+            unit = "nodes" if progress["step"] == "cleanup" else "partitions"
+            lines.append(f"{progress['step']}: {progress.get('done')}/{progress.get('total')} "
+                         f"{unit}, {progress.get('keys')} keys (version {progress.get('version')})")
+        else:
+            lines.append("a membership change is running (redquorum join/leave resumes it)")
+    if not ring.reachable:
+        lines.append("no replica answered")
+    return "\n".join(lines)
+
+
+def render_ring_json(ring: RingStatus) -> str:
+    return json.dumps(dict(dataclasses.asdict(ring), checked_at=time.time()), indent=2)

@@ -165,10 +165,13 @@ def _cluster(app: App) -> list[str]:
 def _redquorum(app: App) -> list[str]:
     c = app.config
     up = sum(1 for link in app.links.values() if link.up)
-    lines = [f"n:{c.n}", f"w:{c.w}", f"r:{c.r}", f"mode:{c.mode}",
+    lines = [f"n:{app.coordinator.n}", f"w:{c.w}", f"r:{c.r}", f"mode:{c.mode}",
              f"replica_timeout_ms:{int(c.replica_timeout * 1000)}",
              f"tombstone_grace_seconds:{c.tombstone_grace:g}",
              f"replicas:{len(app.links)}", f"replicas_up:{up}"]
+    applied = getattr(getattr(app, "membership", None), "applied", None)
+    if applied is not None:  # the cluster's membership record this proxy follows
+        lines += [f"membership_version:{applied.version}", f"membership_phase:{applied.phase}"]
     for i, link in enumerate(app.links.values()):
         state = "up" if link.up else "down"
         lines.append(f"replica{i}:id={link.id},address={link.address},state={state},"

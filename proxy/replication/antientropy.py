@@ -181,6 +181,16 @@ class AntiEntropy:
     def active(self) -> bool:
         return self.round is not None and not self.round.done
 
+    @property
+    def partitions_left(self) -> int | None:
+        """Diverged partitions of the round still queued or being repaired; None while
+        its roots are being read."""
+        if self.round is None or self.round.done:
+            return 0
+        if self._roots_pending:
+            return None
+        return len(self._queue) + self._in_flight
+
     def start_round(self) -> RoundStats:
         stats = self.round = RoundStats(started=time.time())
         self._roots = {}

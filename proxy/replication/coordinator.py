@@ -42,7 +42,13 @@ Theory of operation
    empty fallback never outvotes a home holding the key; read repair writes only into
    fallbacks that already hold a copy.
 
-7. Every operation is a small state machine built per request and driven by reply
+7. During a membership change (membership.py) reads ask the homes of one ring, writes go
+   to the homes of the old ring and the new one and need ``w`` plus one ack per home the
+   two do not share, so an acknowledged write has ``w`` acks in each ring; those writes
+   use no fallbacks. ``place`` swaps the per-partition tables; an operation keeps the
+   homes it started with.
+
+8. Every operation is a small state machine built per request and driven by reply
    callbacks, not a task: it counts acks and failures in a ``Quorum`` (quorum.py), keeps
    its phase in one attribute (constants below), and answers ``done`` through one
    ``_finish``. Each class's docstring gives the events it accepts and their order.
@@ -143,15 +149,27 @@ class Coordinator:
         self.wire = wire.Payloads(mode=mode, grace_ms=int(tombstone_grace * 1000),
                                   hard_limit=sibling_hard_limit,
                                   actors=[link.actor for link in links.values()])
+        self._sloppy = sloppy  # configured; on only while there are more nodes than n
+        self.place(ring, ring.partition_homes())
+
+    def place(self, ring: Ring, reads: Sequence[Sequence[str]],
+              writes: Sequence[Sequence[str]] | None = None,
+              extra: Sequence[int] | None = None) -> None:
+        """Replace the placement tables (a membership change, membership.py): per
+        partition, the homes reads ask, the homes writes go to and the acks writes need
+        beyond w. Every id must have a link."""
+        links = self.links
+        self.ring = ring
+        self.n = ring.n
         # per partition, the home links in preference order (resolved once)
-        self._homes = [
-            tuple(links[i] for i in ring_list[: ring.n])
-            for ring_list in (ring._lists[p] for p in range(PARTITIONS))
-        ]
+        self._homes = [tuple(links[i] for i in homes) for homes in reads]
+        self._write_homes = self._homes if writes is None else [
+            tuple(links[i] for i in homes) for homes in writes]
+        self._extra = [0] * PARTITIONS if extra is None else list(extra)
         # per partition, every link of the walk: the homes, then the fallbacks in order
         self._walks = [tuple(links[i] for i in ring._lists[p]) for p in range(PARTITIONS)]
         # a sloppy quorum needs somewhere to go beyond the homes
-        self.sloppy = sloppy and len(ring.nodes) > ring.n
+        self.sloppy = self._sloppy and len(ring.nodes) > ring.n
 
     def targets(self, key: bytes) -> tuple[tuple[Link, ...], Stands]:
         """The replicas a request for ``key`` goes to: its homes or, with a sloppy quorum,
@@ -205,7 +223,9 @@ class Coordinator:
         return self._homes[crc32(key) & _PARTITION_MASK]
 
     def homes_of(self, partition: int) -> tuple[Link, ...]:
-        return self._homes[partition]
+        """Every node that should hold the partition now (during a membership change,
+        the old homes and the new): what anti-entropy keeps in step."""
+        return self._write_homes[partition]
 
     # -- reads ---------------------------------------------------------------
 
@@ -251,7 +271,11 @@ class Coordinator:
         partition = crc32(key) & _PARTITION_MASK
         homes = self._homes[partition]
         stands = None
-        if self.sloppy:
+        extra = self._extra[partition]
+        if extra:  # a membership change: enough acks in the old homes and in the new
+            homes = self._write_homes[partition]
+            w += extra
+        elif self.sloppy:
             homes, stands = self._targets(partition)
         if op.blind is None:  # read-modify-write: first see the latest acknowledged write
             _ReadForWrite(self, key, homes, w, context, op, done, stands).start()

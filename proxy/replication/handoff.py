@@ -100,7 +100,8 @@ class Handoff:
         """Hints waiting, per target replica (as last counted)."""
         totals = {ident: 0 for ident in self.links}
         for (_, target), count in list(self.pending.items()):
-            totals[target] += count
+            if target in totals:  # else a replica that left the cluster
+                totals[target] += count
         return totals
 
     def oldest_ages(self) -> dict[str, float]:

@@ -7,6 +7,14 @@ argument order once. Callers never assemble argument lists themselves.
 
 The payloads of the hot path (``Payloads.put``, ``merge``, ``replace``) are formatted
 with their constant parts encoded once, which halved their cost against ``command``.
+
+The write functions' payloads are ``Call``s: the FCALL as bytes, plus the same call as
+one entry of ``rq_many`` with the crc32 of its key (the ring's partition hash, which
+the replica's digests need too). A replica link sends the consecutive Calls one pass of
+the reactor queues for it as one ``rq_many`` (proxy/server/links.py), within which the
+replica reads what every write needs (the digest state, its actor) once, and takes the
+crc32 instead of computing it in Lua; anything else may send a Call as the plain bytes
+it is.
 """
 
 from __future__ import annotations
@@ -14,12 +22,47 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
+from zlib import crc32
 
 from ..protocol.resp import command
 
 
 def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+class Call(bytes):
+    """One call of a replica write function: the bytes are ``FCALL function 1 key
+    args…``; ``entry`` is ``count crc function 1 key args…`` for ``rq_many`` (``count``
+    strings from the function's name on, ``crc`` the key's crc32), ``width`` how many
+    strings ``entry`` is. (bytes subclasses cannot have non-empty ``__slots__``.)"""
+
+    entry: bytes
+    width: int
+
+
+_COUNTS = [bulk(b"%d" % count) for count in range(64)]
+_FCALL_HEADS = [b"*%d\r\n$5\r\nFCALL\r\n" % (count + 1) for count in range(64)]
+
+
+def fcall(body: bytes, count: int, key: bytes) -> Call:
+    """The Call whose ``body`` is ``function 1 key args…``, ``count`` strings. (The crc
+    travels as ten digits, zero-padded: one format, no length to compute.)"""
+    if count < 64:
+        call = Call(_FCALL_HEADS[count] + body)
+        head = _COUNTS[count]
+    else:
+        call = Call(b"*%d\r\n$5\r\nFCALL\r\n%b" % (count + 1, body))
+        head = bulk(b"%d" % count)
+    call.entry = b"".join((head, b"$10\r\n%010d\r\n" % crc32(key), body))
+    call.width = count + 2
+    return call
+
+
+def many(entries: Sequence[bytes], width: int) -> bytes:
+    """rq_many 0 | entry…: ``entries`` (``Call.entry``) of ``width`` strings in all."""
+    return b"*%d\r\n$5\r\nFCALL\r\n$7\r\nrq_many\r\n$1\r\n0\r\n%b" % (
+        width + 3, b"".join(entries))
 
 
 class Op(NamedTuple):
@@ -121,9 +164,9 @@ class Payloads:
         # last-write-wins keeps one sibling on every path, fan-outs and RMW writes included
         self.replace_function = b"rq_replace_lww" if lww else b"rq_replace"
         self.put_synced_function = b"rq_put_lww" if lww else b"rq_put_synced"
-        self._merge_one = b"*6\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self.merge_function)
+        self._merge_one = b"%b$1\r\n1\r\n" % bulk(self.merge_function)
         self._grace_bulk = bulk(self.grace_ms)
-        self._replace_head = b"*8\r\n$5\r\nFCALL\r\n%b$1\r\n1\r\n" % bulk(self.replace_function)
+        self._replace_head = b"%b$1\r\n1\r\n" % bulk(self.replace_function)
         self._limits_bulk = self._grace_bulk + bulk(self.hard_limit)
         # the arguments of rq_put that repeat (actors, contexts, operations, option
         # values), encoded once: formatting them on every write was half its payload's cost
@@ -144,46 +187,48 @@ class Payloads:
         constant = self._constant.get
         if op.plain is not None and context == b"*" and synced is None:
             value, expire_at = op.plain
-            return b"".join([b"*10\r\n$5\r\nFCALL\r\n$6\r\nrq_set\r\n$1\r\n1\r\n", bulk(key),
-                             constant(actor) or bulk(actor), bulk(now), self._limits_bulk,
-                             bulk(value), constant(expire_at) or bulk(expire_at)])
+            return fcall(b"".join([b"$6\r\nrq_set\r\n$1\r\n1\r\n", bulk(key),
+                                   constant(actor) or bulk(actor), bulk(now), self._limits_bulk,
+                                   bulk(value), constant(expire_at) or bulk(expire_at)]), 9, key)
         args = op.args
         if synced is None:
-            head = b"*%d\r\n$5\r\nFCALL\r\n$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (
-                10 + len(args), len(key), key)
+            head = b"$6\r\nrq_put\r\n$1\r\n1\r\n$%d\r\n%b\r\n" % (len(key), key)
+            count = 9 + len(args)
         else:  # the objects a quorum read found come first
-            head = command(b"FCALL", self.put_synced_function, b"1", key, b"%d" % len(synced),
-                           *synced)
-            head = b"*%d\r\n%b" % (10 + len(args) + 1 + len(synced), head[head.index(b"\n") + 1:])
+            head = command(self.put_synced_function, b"1", key, b"%d" % len(synced), *synced)
+            head = head[head.index(b"\n") + 1:]
+            count = 9 + len(args) + 1 + len(synced)
         parts = [head, constant(actor) or bulk(actor), bulk(now),
                  constant(context) or bulk(context), self._limits_bulk,
                  constant(op.name) or bulk(op.name)]
         for arg in args:
             parts.append(constant(arg) or bulk(arg))
-        return b"".join(parts)
+        return fcall(b"".join(parts), count, key)
 
     def merge(self, key: bytes, *blobs: bytes) -> bytes:
         """rq_merge key | grace_ms object…: sync the objects into the stored one."""
         if len(blobs) == 1:  # the hot case: a repair of one object, a hint
             blob = blobs[0]
-            return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
-                self._merge_one, len(key), key, self._grace_bulk, len(blob), blob)
-        return command(b"FCALL", self.merge_function, b"1", key, self.grace_ms, *blobs)
+            return fcall(b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+                self._merge_one, len(key), key, self._grace_bulk, len(blob), blob), 5, key)
+        body = command(self.merge_function, b"1", key, self.grace_ms, *blobs)
+        return fcall(body[body.index(b"\n") + 1:], 4 + len(blobs), key)
 
     def replace(self, key: bytes, blob: bytes, before: bytes, expire_at: int) -> bytes:
         """rq_replace key | grace_ms new old pxat: a write's fan-out; stores ``blob`` as it
         is where the home holds what the coordinator held ``before`` it (the Lua says why
         that is exact), else merges it."""
         expiry = b"%d" % expire_at
-        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        return fcall(b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
             self._replace_head, len(key), key, self._grace_bulk, len(blob), blob,
-            len(before), before, len(expiry), expiry)
+            len(before), before, len(expiry), expiry), 7, key)
 
     def lww(self, key: bytes, actor: bytes, sibling: tuple[bytes, bytes, bytes]) -> bytes:
         """rq_lww key | actor ts_us grace_ms tombstone expire_at value: one round trip."""
         tombstone, expire_at, value = sibling
-        return command(b"FCALL", b"rq_lww", b"1", key, actor, b"%d" % (time.time_ns() // 1000),
+        body = command(b"rq_lww", b"1", key, actor, b"%d" % (time.time_ns() // 1000),
                        self.grace_ms, tombstone, expire_at, value)
+        return fcall(body[body.index(b"\n") + 1:], 9, key)
 
     def inspect(self, key: bytes) -> bytes:
         """rq_inspect key: {stored bytes or false, PTTL}."""
@@ -322,3 +367,22 @@ def aae_refresh(key: bytes) -> bytes:
 def aae_release(lease: bytes, owner: bytes) -> bytes:
     """rq_aae_release lease owner: drop the partition's lease if this proxy holds it."""
     return command(b"FCALL", b"rq_aae_release", b"1", lease, owner)
+
+
+# -- cluster membership (proxy/replication/membership.py) -----------------------
+
+
+def members_get(key: bytes) -> bytes:
+    """The membership record a replica holds: [version, record] (nils when none)."""
+    return command(b"HMGET", key, b"version", b"record")
+
+
+def members_put(key: bytes, version: int, record: bytes) -> bytes:
+    """rq_members_put key | version record: keep the higher record; answers the one held."""
+    return command(b"FCALL", b"rq_members_put", b"1", key, b"%d" % version, record)
+
+
+def drop_partitions(cursor: bytes, count: int, mask: bytes) -> bytes:
+    """rq_drop_partitions cursor count mask: one SCAN step deleting the objects of the
+    partitions set in ``mask``; answers [next cursor, deleted]."""
+    return command(b"FCALL", b"rq_drop_partitions", b"0", cursor, b"%d" % count, mask)

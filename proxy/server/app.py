@@ -27,15 +27,17 @@ from ..commands.dispatch import BatchCounter
 from ..commands.dispatch import dispatch as dispatch_command
 from ..commands.session import Session
 from ..commands.table import TABLE, Batch
-from ..config import Config
+from ..config import Config, parse_address
 from ..protocol.resp import ReplyError
 from ..replication.antientropy import AntiEntropy
 from ..replication.canary import Canary
 from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import CommandStats, InfoStats
-from ..replication.handoff import Handoff
+from ..replication.counters import CommandStats, InfoStats, LocalHistogram
+from ..replication.follower import Follower
+from ..replication.handoff import DELAY_BUCKETS, Handoff
 from ..replication.links import SHUTTING_DOWN
+from ..replication.membership import Node, Record, placement
 from ..replication.ring import PARTITIONS
 from .clients import ClientConn
 from .links import Flusher, ReplicaLink
@@ -50,6 +52,8 @@ ANTIENTROPY_TICK = 0.1  # seconds between anti-entropy steps (rounds start every
 REBUILD_TICK = 1.0  # seconds between steps of the replicas' digest rebuilds
 SECRET_INTERVAL = 1.0  # seconds between reads of the context secret on the replicas
 SWEEP_INTERVAL = 1.0  # seconds between checks of idle clients and stalled output
+MEMBERSHIP_INTERVAL = 1.0  # seconds between reads of the cluster's membership record
+MEMBERSHIP_START_WAIT = 2.0  # seconds a starting proxy waits for the record, then for links
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 
 
@@ -90,16 +94,12 @@ class Proxy:
         self.replica_tls = replica_contexts(config)
         self.proxy_id = default_proxy_id()
         self.events = events or Events()
-        library = library_code()
+        self._library = library_code()
         self.links: dict[str, ReplicaLink] = {
-            r.id: ReplicaLink(r.id, r.host, r.port, flusher=self.flusher,
-                              timeout=config.replica_timeout, library=library,
-                              reactor=self.reactor,
-                              password=r.password, username=r.username,
-                              tls=self.replica_tls.get(r.id) if r.tls else None,
-                              on_state=self._replica_state)
-            for r in config.replicas
-        }
+            r.id: self._make_link(r.id, r.host, r.port) for r in config.replicas}
+        self._link_scopes: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._membership_difference = ""
         self.ring = Ring(tuple(self.links), config.n)
         self._quorum_lost: dict[str, bool] | None = None  # per op; None until links started
         self.coordinator = Coordinator(
@@ -108,7 +108,7 @@ class Proxy:
             sibling_soft_limit=config.sibling_soft_limit,
             sibling_hard_limit=config.sibling_hard_limit, min_w=config.min_w,
             hint_window=config.hint_window, events=self.events,
-            actor=self.proxy_id, sloppy=config.sloppy)
+            actor=self.proxy_id, sloppy=config.sloppy_quorum)
         self.sessions: dict[int, Session] = {}
         self._ids = itertools.count(1)
         self.total_connections = 0
@@ -127,6 +127,8 @@ class Proxy:
             rebuild_interval=config.antientropy_rebuild_interval)
         self.contexts = ContextSigner(config.context_secret)
         self.secret_keeper = SecretKeeper(self.contexts, list(self.links.values()))
+        proposal = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
+        self.membership = Follower(self.links, self.proxy_id, proposal, self._apply_membership)
         self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
         self.info_stats = InfoStats(self.command_stats)
         self.batch_counter = BatchCounter(self.command_stats, self.info_stats)
@@ -144,8 +146,10 @@ class Proxy:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.flusher.run)
                 nursery.start_soon(self.reactor.run)
-                for link in self.links.values():
-                    await nursery.start(link.run)
+                self._nursery = nursery
+                for link in list(self.links.values()):
+                    await nursery.start(self._run_link, link)
+                await self._follow_membership(nursery)
                 self._quorum_lost = {}
                 self._check_quorums()  # every link has tried once: a quorum lost from the start shows
                 nursery.start_soon(self.commanddata.keep_loading, self.config.replicas,
@@ -187,9 +191,125 @@ class Proxy:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._client_arrived(conn, addr)
 
+    # -- membership ---------------------------------------------------------------
+
+    def _make_link(self, ident: str, host: str, port: int) -> ReplicaLink:
+        """A link to a replica: the configured one's credentials and TLS, or for a node
+        the configuration does not name (one that joined), the first replica's."""
+        configured = {r.id: r for r in self.config.replicas}
+        like = configured.get(ident) or self.config.replicas[0]
+        return ReplicaLink(ident, host, port, flusher=self.flusher,
+                           timeout=self.config.replica_timeout, library=self._library,
+                           reactor=self.reactor, password=like.password, username=like.username,
+                           tls=self.replica_tls.get(like.id) if like.tls else None,
+                           on_state=self._replica_state)
+
+    async def _run_link(self, link: ReplicaLink, *, task_status: Any = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+        if self.links.get(link.id) is not link:  # it left before this task started
+            task_status.started()
+            return
+        with trio.CancelScope() as scope:  # cancelled when the node leaves the cluster
+            self._link_scopes[link.id] = scope
+            await link.run(task_status=task_status)
+
+    async def _follow_membership(self, nursery: trio.Nursery) -> None:
+        """Read the cluster's membership record before serving (waiting a little for it,
+        and for links to nodes it names that the configuration does not), then poll it."""
+        with trio.move_on_after(MEMBERSHIP_START_WAIT):
+            while self.membership.applied is None and any(link.up for link in self.links.values()):
+                self.membership.poll()
+                await trio.sleep(0.05)
+        if self.membership.applied is None:
+            log.warning("no replica answered with the cluster's membership record: placing keys "
+                        "by the configuration until one does")
+        configured = {r.id for r in self.config.replicas}
+        with trio.move_on_after(MEMBERSHIP_START_WAIT):  # the configured ones have tried once
+            for link in [link for i, link in self.links.items() if i not in configured]:
+                await link.wait_ready()
+        nursery.start_soon(every, MEMBERSHIP_INTERVAL, self.membership.poll)
+
+    def _apply_membership(self, record: Record) -> None:
+        """Follow a newer membership record: links for new nodes, the coordinator's
+        placement, then links to nodes no longer in it closed."""
+        self._note_membership_difference(record)
+        for ident in record.linked:
+            if ident not in self.links:
+                host, port = parse_address(record.address_of(ident), f"replica {ident}")
+                link = self._make_link(ident, host, port)
+                self.links[ident] = link
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._run_link, link)
+        placed = placement(record)
+        self.coordinator.place(placed.ring, placed.reads, placed.writes, placed.extra)
+        self.ring = placed.ring
+        for ident in [i for i in self.links if i not in record.linked]:
+            self.links.pop(ident)
+            scope = self._link_scopes.pop(ident, None)
+            if scope is not None:
+                scope.cancel()
+        self._links_changed()
+        log.info("cluster membership %s applied", record.describe(),
+                 extra={"event": "membership_applied", "version": record.version,
+                        "phase": record.phase, "nodes": ",".join(record.linked)})
+        if self._quorum_lost is not None:
+            self._check_quorums()
+
+    def _links_changed(self) -> None:
+        """Every component that keeps something per replica sees the new set."""
+        ids = set(self.links)
+        self.secret_keeper.links = list(self.links.values())
+        started = time.time()
+        for per_replica, fresh in ((self.canary.seen, lambda: started),
+                                   (self.antientropy.repaired_total, int),
+                                   (self.antientropy.segments_diverged, int),
+                                   (self.handoff.replayed, int),
+                                   (self.handoff.delivery_delay,
+                                    lambda: LocalHistogram(DELAY_BUCKETS)),
+                                   (self.coordinator.hints_stored, int),
+                                   (self.coordinator.hints_dropped, int)):
+            for ident in ids - set(per_replica):
+                per_replica[ident] = fresh()
+            for ident in set(per_replica) - ids:
+                del per_replica[ident]
+        for pair in [pair for pair in self.handoff.pending if not set(pair) <= ids]:
+            del self.handoff.pending[pair]
+        changed = getattr(self.events, "replicas_changed", None)
+        if changed is not None:
+            changed(sorted(ids))
+
+    def _note_membership_difference(self, record: Record) -> None:
+        """A warning, once per difference, when the configuration names other replicas
+        (or another n) than the cluster's record: keys are placed as the record says.
+        Addresses are not compared: a replica the configuration names is reached at the
+        configured address (a proxy may have its own route to it, a relay or another
+        name), a node it does not name at the record's."""
+        configured = {r.id: r.address for r in self.config.replicas}
+        cluster = {ident: record.address_of(ident) for ident in record.new}
+        parts = []
+        missing = sorted(set(configured) - set(cluster))
+        extra = sorted(set(cluster) - set(configured))
+        if missing:
+            parts.append("configured but not members: " +
+                         ", ".join(f"{i}={configured[i]}" for i in missing))
+        if extra:
+            parts.append("members not configured: " + ", ".join(f"{i}={cluster[i]}" for i in extra))
+        if record.n != self.config.n:
+            parts.append(f"the cluster's n is {record.n}, configured {self.config.n}")
+        difference = "; ".join(parts)
+        if difference and difference != self._membership_difference:
+            log.warning("the configured replicas differ from the cluster's membership "
+                        "(version %d): %s. Keys are placed as the cluster's membership says",
+                        record.version, difference,
+                        extra={"event": "membership_differs", "version": record.version,
+                               "difference": difference})
+        self._membership_difference = difference
+
     # -- replica states ---------------------------------------------------------
 
     def _replica_state(self, link: ReplicaLink, up: bool) -> None:
+        if self.links.get(link.id) is not link:  # closed: the node left the cluster
+            return
         if up:
             self.handoff.came_up(link.id)
         forward = getattr(self.events, "replica_state", None)
@@ -206,7 +326,7 @@ class Proxy:
         up = {ident for ident, link in self.links.items() if link.up}
         down = sorted(set(self.links) - up)
         for op, need in (("read", self.config.r), ("write", self.config.w)):
-            short = self.ring.partitions_short(up, need, sloppy=self.config.sloppy)
+            short = self.ring.partitions_short(up, need, sloppy=self.coordinator.sloppy)
             if (short > 0) == self._quorum_lost.get(op, False):
                 continue
             self._quorum_lost[op] = short > 0

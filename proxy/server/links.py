@@ -9,7 +9,9 @@ no Event and no cancel scope: those dominated a naive proxy's profile. Instead:
   reactor's pass (proxy/reactor.py), or once per scheduling round for requests made
   elsewhere, the ``Flusher`` sends each dirty link's buffer with one non-blocking
   ``send``. A writer task only wakes for what the kernel did not take. Consecutive
-  GETs, from any clients, leave as one MGET.
+  GETs, from any clients, leave as one MGET; consecutive write function calls
+  (``wire.Call``: rq_set, rq_replace, rq_merge…) as one ``rq_many``, whose reply is
+  handed out entry by entry, an entry's error to its own request alone.
 * replies are read from the reactor's pass, not by a task per link.
 * a watchdog per link times the oldest request from when it was queued; past the
   replica timeout the link fails every pending request, closes the socket (so no late
@@ -120,6 +122,34 @@ class _GetGroup:
                 log.exception("callback failed")
 
 
+class _WriteGroup:
+    """Consecutive write function calls queued on one link, sent as one rq_many: the
+    replica reads the digest state and its actor once per call, not once per write
+    (wire.py)."""
+
+    __slots__ = ("entries", "callbacks", "width")
+
+    LIMIT = 256  # calls per rq_many: bounds how long one call keeps the replica busy
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+        self.callbacks: list[Callback] = []
+        self.width = 0
+
+    def encode(self) -> bytes:
+        return wire.many(self.entries, self.width)
+
+    def deliver(self, reply: Any) -> None:
+        callbacks = self.callbacks
+        if type(reply) is not list or len(reply) != len(callbacks):
+            reply = [reply] * len(callbacks)  # an error or a failure: every call gets it
+        for callback, value in zip(callbacks, reply, strict=True):
+            try:
+                callback(value)
+            except Exception:  # one operation's bug must not starve the others
+                log.exception("callback failed")
+
+
 class ReplicaLink:
     def __init__(
         self,
@@ -157,8 +187,9 @@ class ReplicaLink:
         self.round_trips = RoundTripSamples()  # one reply in EVERY, GETs as reads, the rest writes
         self._sample_in = RoundTripSamples.EVERY  # replies until the next sample
         self._sock: socket.socket | TlsSocket | None = None
-        self._out: list[bytes | _GetGroup] = []
+        self._out: list[bytes | _GetGroup | _WriteGroup] = []
         self._gets: _GetGroup | None = None  # the GET group still open for more keys
+        self._writes: _WriteGroup | None = None  # the write group still open for more calls
         self._backlog = b""
         self._pending: deque[tuple[Callback, float]] = deque()
         self._parser = ReplyParser()
@@ -177,11 +208,26 @@ class ReplicaLink:
     # -- the hot path ------------------------------------------------------
 
     def request(self, payload: bytes, callback: Callback) -> None:
-        """Queue ``payload``; ``callback`` gets its reply. Sent at the next flush."""
+        """Queue ``payload``; ``callback`` gets its reply. Sent at the next flush.
+        Consecutive ``wire.Call``s leave as one rq_many (one entry each)."""
         if not self.up:
             callback(DOWN)
             return
         self._gets = None  # a later GET must not jump ahead of this request
+        if type(payload) is wire.Call:
+            group = self._writes
+            if group is None or len(group.callbacks) == _WriteGroup.LIMIT:
+                group = self._writes = _WriteGroup()
+                self._out.append(group)
+                self._pending.append((group.deliver, time.monotonic()))
+                if not self._dirty:
+                    self._dirty = True
+                    self._flusher.mark(self)
+            group.entries.append(payload.entry)
+            group.width += payload.width
+            group.callbacks.append(callback)
+            return
+        self._writes = None  # nor a later write
         self._out.append(payload)
         self._pending.append((callback, time.monotonic()))
         if not self._dirty:
@@ -198,6 +244,7 @@ class ReplicaLink:
         if not self.up:
             callback(tag, DOWN)
             return
+        self._writes = None  # a later write must not jump ahead of this GET
         group = self._gets
         if group is None:
             group = self._gets = _GetGroup()
@@ -213,6 +260,7 @@ class ReplicaLink:
     def _flush(self) -> None:
         self._dirty = False
         self._gets = None
+        self._writes = None
         out = self._out
         if not out or self._sock is None:
             return
@@ -348,6 +396,7 @@ class ReplicaLink:
             sock.close()
         self._out.clear()
         self._gets = None
+        self._writes = None
         self._backlog = b""
         pending = list(self._pending)
         self._pending.clear()  # a _deliver running below us must find nothing more to answer

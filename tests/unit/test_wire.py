@@ -3,6 +3,8 @@ in replicas/redquorum.lua takes, and each payload is a well-formed RESP command.
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from redquorum.protocol.resp import parse_typed
 from redquorum.replication import wire
@@ -83,3 +85,36 @@ def test_a_fallback_payload_is_the_same_call_inside_rq_fallback():
             inner[1], *inner[4:]]
     with pytest.raises(ValueError):
         wire.as_fallback(PAYLOADS.merge(b"other", b"o"), key, "r3")
+
+
+def entry_of(call: wire.Call) -> list[bytes]:
+    return decoded(b"*%d\r\n%b" % (call.width, call.entry))
+
+
+def test_write_calls_carry_their_rq_many_entry():
+    lww = wire.Payloads(mode="lww", grace_ms=1, hard_limit=1, actors=[])
+    calls = [PAYLOADS.put(b"k", b"r1", b"*", wire.set_value(b"v")),
+             PAYLOADS.put(b"key:2", b"r1", b"", wire.set_value(b"v", condition=b"NX")),
+             PAYLOADS.put(b"k3", b"r1", b"*", wire.incr_by(2), synced=[b"o1", b"o2"]),
+             PAYLOADS.replace(b"k4", b"new", b"old", 7), PAYLOADS.merge(b"k5", b"o"),
+             PAYLOADS.merge(b"k6", b"a", b"b"), lww.lww(b"k7", b"p", (b"0", b"0", b"v")),
+             lww.put(b"k8", b"p", b"*", wire.append(b"x"), synced=[])]
+    for call in calls:
+        assert type(call) is wire.Call
+        args = decoded(call)  # on its own, the plain FCALL
+        assert args[0] == b"FCALL" and args[2] == b"1"
+        entry = entry_of(call)
+        assert entry[0] == b"%d" % (len(args) - 1) and call.width == len(args) + 1
+        assert int(entry[1]) == zlib.crc32(args[3])  # the key's ring partition hash
+        assert entry[2:] == args[1:]
+    batch = decoded(wire.many([c.entry for c in calls], sum(c.width for c in calls)))
+    assert batch[:3] == [b"FCALL", b"rq_many", b"0"]
+    assert batch[3:] == [arg for call in calls for arg in entry_of(call)]
+
+
+def test_calls_that_are_not_writes_stay_plain_bytes():
+    assert type(PAYLOADS.inspect(b"k")) is bytes
+    assert type(wire.hint("r3", b"k", b"o")) is bytes
+    assert type(wire.hint_done("r3", b"k", b"o")) is bytes
+    # a fallback's call leaves alone: it is rare (homes down) and carries two more keys
+    assert type(wire.as_fallback(PAYLOADS.merge(b"k", b"o"), b"k", "r3")) is bytes
