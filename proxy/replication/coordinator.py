@@ -222,6 +222,11 @@ class Coordinator:
     def homes(self, key: bytes) -> tuple[Link, ...]:
         return self._homes[crc32(key) & _PARTITION_MASK]
 
+    def holders(self, key: bytes) -> tuple[Link, ...]:
+        """Every node that should hold ``key`` now (during a membership change, its old
+        homes and its new): a copy anywhere else is a fallback's or a stray one."""
+        return self._write_homes[crc32(key) & _PARTITION_MASK]
+
     def homes_of(self, partition: int) -> tuple[Link, ...]:
         """Every node that should hold the partition now (during a membership change,
         the old homes and the new): what anti-entropy keeps in step."""

@@ -255,22 +255,30 @@ class Handoff:
                 delivered: Callable[[], None], expected: bytes | None = None) -> None:
         """Drop a hint for a replica past the hint window. A fallback's hint goes with
         its copy, once the object is merged into the key's other homes that are not past
-        the window themselves, all of which must be up (else the hint waits for a later
-        round): an acknowledged write held only by fallbacks stays on the homes that
-        remain."""
+        the window themselves (``_rehome``): an acknowledged write held only by fallbacks
+        stays on the homes that remain."""
         hint = blob if expected is None else expected
-        homes = self.coordinator.homes(key)
-        if holder in homes:
+        co = self.coordinator
+        if holder in co.holders(key):
             holder.request(wire.hint_done(target.id, key, hint), self._dropped_reply(target))
             delivered()
             return
-        co = self.coordinator
-        others = [home for home in homes if home is not target and not co.beyond_hint_window(home)]
-        if not others or not all(home.up for home in others):
+        others = [home for home in co.holders(key)
+                  if home is not target and not co.beyond_hint_window(home)]
+        self._rehome(holder, target, key, blob, delivered, hint, others,
+                     self._dropped_reply(target))
+
+    def _rehome(self, holder: Link, target: Link, key: bytes, blob: bytes,
+                delivered: Callable[[], None], hint: bytes, homes: list[Link],
+                on_done: Callable[[Any], None]) -> None:
+        """Merge ``blob`` into every one of ``homes`` (all must be up, else the hint waits
+        for a later round), then drop the hint, and the holder's copy when the holder is
+        not a home of ``key``."""
+        if not homes or not all(home.up for home in homes):
             delivered()
             return
         done = self._done_payload(holder, target, key, hint, blob)
-        left = [len(others)]
+        left = [len(homes)]
         failed = [False]
 
         def merged(reply: Any) -> None:
@@ -278,10 +286,10 @@ class Handoff:
             left[0] -= 1
             if left[0] == 0:
                 if not failed[0]:
-                    holder.request(done, self._dropped_reply(target))
+                    holder.request(done, on_done)
                 delivered()
         payload = self.coordinator.wire.merge(key, blob)
-        for home in others:
+        for home in homes:
             home.request(payload, merged)
 
     def _dropped_reply(self, target: Link) -> Callable[[Any], None]:
@@ -296,6 +304,15 @@ class Handoff:
         (the hint's own object unless given), and the holder's copy of ``blob`` if the
         holder is not a home of ``key`` (it held it as a fallback)."""
         hint = blob if expected is None else expected
+        holders = self.coordinator.holders(key)
+        if target not in holders:
+            # a membership change moved the key away from ``target`` since the hint was
+            # left: the object goes to the key's homes now, never to a node that dropped
+            # (or will drop) the partition
+            others = [home for home in holders if home is not holder]
+            self._rehome(holder, target, key, blob, delivered, hint, others,
+                         self._done_reply(target))
+            return
         done = self._done_payload(holder, target, key, hint, blob)
 
         def merged(reply: Any) -> None:
@@ -307,7 +324,7 @@ class Handoff:
 
     def _done_payload(self, holder: Link, target: Link, key: bytes, hint: bytes,
                       blob: bytes) -> bytes:
-        if holder in self.coordinator.homes(key):
+        if holder in self.coordinator.holders(key):
             return wire.hint_done(target.id, key, hint)
         others = [ident for ident in self.links if ident not in (holder.id, target.id)]
         return wire.hint_done(target.id, key, hint, copy=blob, others=others)

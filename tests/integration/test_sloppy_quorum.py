@@ -62,9 +62,11 @@ def hints_held(replicas, holder: str, target: str) -> int:
 
 def hinted(replicas, holder: str, target: str, key: bytes) -> bool:
     """``holder`` keeps a hint of ``key`` for ``target``, with its creation time."""
-    raw = replicas.raw(holder)
-    in_hash = raw.hexists(f"__rq:hints:{target}", key)
-    assert in_hash == (raw.zscore(f"__rq:hint-times:{target}", key) is not None)
+    pipe = replicas.raw(holder).pipeline(transaction=True)  # one snapshot of both
+    pipe.hexists(f"__rq:hints:{target}", key)
+    pipe.zscore(f"__rq:hint-times:{target}", key)
+    in_hash, since = pipe.execute()
+    assert in_hash == (since is not None)
     return in_hash
 
 
@@ -282,3 +284,23 @@ def test_hints_left_without_a_creation_time_still_deliver(replicas, make_proxy):
     # delivered, but with no creation time there is no delay to observe
     samples = scrape(proxy)
     assert samples[("redquorum_hint_delivery_delay_seconds_count", (("replica", "r2"),))] == 0
+
+
+def test_a_hint_for_a_node_that_no_longer_holds_the_key_goes_to_its_homes(five, make_proxy):
+    """A hint left before a membership change may name a node the key has since moved away
+    from: its object is merged into the key's homes of now, the hint is dropped, and the
+    node it named gets no stray copy."""
+    key = b"moved:user:1"
+    order = walk(five, key)
+    homes, elsewhere = order[:3], order[3]
+    proxy = make_proxy(five, n=3, w=3, r=2)
+    assert proxy.client().set(key, b"v1") is True
+    held = five.raw(homes[0]).get(key)
+    five.raw(homes[1]).delete(key)  # a home that lacks the write the hint carries
+    five.raw(homes[0]).execute_command(
+        "FCALL", "rq_hint", 2, f"__rq:hints:{elsewhere}", f"__rq:hint-times:{elsewhere}", key, held)
+    wait_for(lambda: not hinted(five, homes[0], elsewhere, key), timeout=30,
+             what="the hint to be handled")
+    assert not five.raw(elsewhere).exists(key)
+    assert five.raw(homes[1]).get(key) == held
+    assert proxy.client().get(key) == b"v1"
