@@ -282,13 +282,13 @@ class Nemesis:
                 self._end(fault)
             except Exception as exc:
                 self.errors.append(f"final heal {fault.kind}: {exc!r}")
-        for ident, replica in self.cluster.replicas.items():
+        for ident, replica in list(self.cluster.replicas.items()):
             if not replica.running():
                 self.cluster.start_replica(ident)
             else:
                 self.cluster.resume_replica(ident)
         for slot in self.cluster.slots:
-            for relay in slot.relays.values():
+            for relay in list(slot.relays.values()):
                 relay.heal()
             if slot.process is None:
                 self.cluster.restart_proxy(slot)
