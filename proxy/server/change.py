@@ -333,32 +333,57 @@ class Change:
 
 async def run_change(config: Config, *, join: Node | None = None, leave: str | None = None,
                      rate: float, report: Callable[[Progress], None]) -> Record:
-    """Start (or resume) the change and drive it to the end; the final record."""
+    """Start (or resume) the change and drive it to the end; the final record.
+
+    A refusal or failure (ChangeFailed, ConfigError) comes out as itself, not inside the
+    nursery's exception group, so the command prints it as one line."""
     change = Change(config, report, rate)
-    async with trio.open_nursery() as nursery:
-        change.nursery = nursery
-        nursery.start_soon(change.flusher.run)
-        nursery.start_soon(change.reactor.run)
-        for r in config.replicas:
-            await change.link(r.id, r.address)
-        record = await change.read_record()
-        if record is None:
-            record = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
-            await change.write_record(record)
-        record = await _begin(change, record, join, leave)
-        while record.phase != STABLE:
-            report(Progress(record.version, record.phase, "phase", message=record.describe()))
-            await change.wait_applied(record)
-            if record.phase in (JOINING, LEAVING):
-                await change.transfer(record)
-            elif record.phase == CLEANUP:
-                await change.cleanup(record)
-            record = record.advanced()
-            await change.write_record(record)
-        await change.publish(Progress(record.version, record.phase, "done",
-                                      message=record.describe()))
-        report(Progress(record.version, record.phase, "done", message=record.describe()))
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            change.nursery = nursery
+            nursery.start_soon(change.flusher.run)
+            nursery.start_soon(change.reactor.run)
+            record = await _drive(change, config, join, leave)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        said, other = group.split((ChangeFailed, ConfigError))
+        if said is None or other is not None:
+            raise
+        raise _first_leaf(said) from None
+    return record
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _drive(change: Change, config: Config, join: Node | None,
+                 leave: str | None) -> Record:
+    """Phase after phase from the record found (written first if no replica holds one)."""
+    report = change.report
+    for r in config.replicas:
+        await change.link(r.id, r.address)
+    record = await change.read_record()
+    if record is None:
+        record = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
+        await change.write_record(record)
+    record = await _begin(change, record, join, leave)
+    for node in record.nodes:  # a resumed change's joiner is in no configuration
+        await change.link(node.id, node.address)
+    while record.phase != STABLE:
+        report(Progress(record.version, record.phase, "phase", message=record.describe()))
+        await change.wait_applied(record)
+        if record.phase in (JOINING, LEAVING):
+            await change.transfer(record)
+        elif record.phase == CLEANUP:
+            await change.cleanup(record)
+        record = record.advanced()
+        await change.write_record(record)
+    await change.publish(Progress(record.version, record.phase, "done",
+                                  message=record.describe()))
+    report(Progress(record.version, record.phase, "done", message=record.describe()))
     return record
 
 

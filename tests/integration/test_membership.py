@@ -318,3 +318,32 @@ def test_dropping_partitions_keeps_the_digests_right(replicas, proxy):
         assert r2.fcall("rq_aae_segments", 0, p) != []
     for p in [p for p in kept if p not in beats][:20]:  # and the other partitions' digests still match a full copy
         assert r1.fcall("rq_aae_segments", 0, p) == r2.fcall("rq_aae_segments", 0, p)
+
+
+def test_a_change_that_fails_midway_says_why_in_one_line_and_resumes(tmp_path, replicas,
+                                                                     make_proxy):
+    proxy = make_proxy(replicas, n=3, timeout=2.0)
+    c = proxy.client()
+    keys = [b"midway:%d" % i for i in range(100)]
+    for key in keys:
+        c.set(key, key)
+    fourth = start_replica("r4", tmp_path)
+    try:
+        replicas.by_id("r2").kill()  # an old home the transfer needs (SIGKILL, by pid)
+        failed = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert failed.returncode == 1
+        assert "Traceback" not in failed.stderr and "ExceptionGroup" not in failed.stderr
+        assert failed.stderr.rstrip().splitlines()[-1] == (
+            "redquorum join: replicas r2 are down: the transfer needs every old home and "
+            "every new one")
+        replicas.by_id("r2").start()
+        wait_for(replicas.by_id("r2").ready, what="r2 to answer again")
+        again = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert again.returncode == 0, again.stderr
+        # resumed from the recorded phase: the same change, four phases in all
+        assert "[phase] version 2, joining (r4 joins)" in again.stderr
+        assert "version 5, stable" in again.stderr
+        assert [c.get(key) for key in keys] == keys
+    finally:
+        c.close()
+        fourth.stop()

@@ -130,6 +130,9 @@ class MembershipDriver:
             time.sleep(RETRY_PAUSE)
         return False
 
+    def _attempts(self) -> int:
+        return self.join.attempts + self.leave.attempts
+
     def _attempt(self, verb: str, target: str) -> str | None:
         args = [sys.executable, "-m", "redquorum.cli", verb, target,
                 *self.cluster.cluster_flags(), "--rate", RATE]
@@ -142,6 +145,7 @@ class MembershipDriver:
             return f"no end within {ATTEMPT_TIMEOUT:.0f}s"
         if done.returncode == 0:
             return None
+        (self.cluster.base_dir / f"{verb}.{self._attempts()}.stderr").write_text(done.stderr)
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         said = [line for line in lines if line.startswith(f"redquorum {verb}")]
         return ((said or lines or [f"exit {done.returncode}"])[-1])[:200]
