@@ -203,10 +203,12 @@ class Cluster:
         finally:
             raw.close()
 
-    def cluster_flags(self) -> list[str]:
+    def cluster_flags(self, leave_out: tuple[str, ...] = ()) -> list[str]:
         """The members' direct addresses, as ``redquorum`` commands take them."""
         flags = ["-n", str(self.spec.n), "--mode", self.spec.mode]
         for ident, replica in list(self.replicas.items()):
+            if ident in leave_out:
+                continue
             flags += ["--replica", f"{ident}={replica.address}"]
         return flags
 

@@ -5,8 +5,9 @@ At ``join_at`` seconds an empty replica (the next free id) starts and ``redquoru
 adds it; from ``leave_at`` seconds, once the join finished, ``redquorum leave`` removes the
 "leaver", an original replica drawn from the seed that the nemesis spares (so the cluster
 ends with as many replicas as it began with). Each command runs as a subprocess with the
-cluster's configuration (the members' direct addresses: the commands' links are never
-faulted, the proxies' are). A command that fails, typically because a replica was down
+cluster's configuration as an operator keeps it, the original members (direct addresses:
+the commands' links are never faulted, the proxies' are); the joiner is reached at the
+address the membership record holds for it. A command that fails, typically because a replica was down
 during the transfer (the copy needs every old and new home), runs again after a pause:
 the membership record says where the change stands, so it resumes. Only once the leave
 finished is the leaver checked for keys it kept (cleanup drops them all) and stopped.
@@ -135,7 +136,7 @@ class MembershipDriver:
 
     def _attempt(self, verb: str, target: str) -> str | None:
         args = [sys.executable, "-m", "redquorum.cli", verb, target,
-                *self.cluster.cluster_flags(), "--rate", RATE]
+                *self.cluster.cluster_flags(leave_out=(self.join.target,)), "--rate", RATE]
         env = {k: v for k, v in dict(os.environ, PYTHONPATH=str(ROOT)).items()
                if not k.startswith("REDQUORUM_")}
         try:
