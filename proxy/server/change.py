@@ -7,7 +7,9 @@ every partition the new ring gains to its new homes with anti-entropy exchanges 
 the gaining node and the partition's old homes (the digests find what is missing, merges
 copy it, ``--rate`` keys per second at most); after ``cleanup`` it deletes, from every node
 that lost partitions, the keys of those partitions (``rq_drop_partitions``, a SCAN step at
-a time, through the digests' hook). Everything it does is idempotent, and the record says
+a time, through the digests' hook), and hands the writes that hints for a node that left
+hold to their keys' homes, dropping each hint with its fallback copy (no proxy delivers
+hints for a node the record no longer names). Everything it does is idempotent, and the record says
 where it was: run again after an interruption, it resumes from the recorded phase.
 """
 
@@ -44,6 +46,7 @@ from ..replication.membership import (
     partition_mask,
     ring_of,
 )
+from ..replication.ring import Ring
 from .app import default_proxy_id, library_code
 from .links import Flusher, ReplicaLink
 from .reactor import Reactor
@@ -57,6 +60,7 @@ APPLIED_FORGET = 3600.0  # reports older than this are deleted
 APPLY_TIMEOUT = 120.0  # seconds to wait for live proxies to apply a phase
 TRANSFER_ROUNDS = 20  # anti-entropy rounds a transfer may take (leases held elsewhere)
 STEP = 0.05
+RETIRE_PASSES = 3  # walks over a holder's hints for a node that left
 
 
 class ChangeFailed(Exception):
@@ -326,9 +330,53 @@ class Change:
                     break
                 await trio.sleep(count / self.rate if self.rate > 0 else 0)
             progress.done += 1
-        for ident in set(record.old) - set(record.new):  # hints for a node that left
-            await self.ask_all(command(b"DEL", wire.hints_key(ident)), list(record.new))
+        for ident in sorted(set(record.old) - set(record.new)):
+            for holder in record.new:
+                await self.retire_hints(new, ident, await self.link(holder,
+                                                                   record.address_of(holder)))
         self.report(progress)
+
+    async def retire_hints(self, ring: Ring, gone: str, holder: ReplicaLink) -> None:
+        """Hand the writes ``holder``'s hints for ``gone`` (a node that left) hold to the
+        keys' homes, then drop each hint, and with it the holder's copy when it held the
+        key only as a fallback: no proxy delivers hints for a node outside the record, and
+        deleting them would strand those copies."""
+        payloads = self.payloads()
+        for _ in range(RETIRE_PASSES):  # a hint whose copy moved on is kept for another pass
+            cursor = b"0"
+            while True:
+                reply = await self.ask(holder, command(b"HSCAN", wire.hints_key(gone), cursor,
+                                                       b"COUNT", b"256"))
+                if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
+                    raise ChangeFailed(f"cannot read {holder.id}'s hints for {gone}: {reply}")
+                cursor, flat = reply
+                for key, hint in zip(flat[::2], flat[1::2], strict=False):
+                    await self.rehome(payloads, ring, gone, holder, key, hint)
+                if cursor == b"0":
+                    break
+            if await self.ask(holder, command(b"HLEN", wire.hints_key(gone))) == 0:
+                return
+        await self.ask(holder, wire.hints_drop(gone))
+
+    async def rehome(self, payloads: wire.Payloads, ring: Ring, gone: str,
+                     holder: ReplicaLink, key: bytes, hint: bytes) -> None:
+        blob = hint or await self.ask(holder, command(b"GET", key))  # LWW: the holder's object
+        homes = ring.preference_list(key)
+        if type(blob) is bytes:
+            for home in homes:
+                merged = await self.ask(self.links[home], payloads.merge(key, blob))
+                if type(merged) is not int:
+                    raise ChangeFailed(f"cannot hand {gone}'s hinted writes to {home}: "
+                                       f"{merged}; run the command again")
+        fallback = holder.id not in homes and type(blob) is bytes
+        others = [i for i in self.links if i not in (holder.id, gone)]
+        await self.ask(holder, wire.hint_done(gone, key, hint, copy=blob if fallback else None,
+                                              others=others))
+
+    def payloads(self) -> wire.Payloads:
+        return wire.Payloads(mode=self.config.mode,
+                             grace_ms=int(self.config.tombstone_grace * 1000),
+                             hard_limit=self.config.sibling_hard_limit, actors=[])
 
 
 async def run_change(config: Config, *, join: Node | None = None, leave: str | None = None,

@@ -347,3 +347,41 @@ def test_a_change_that_fails_midway_says_why_in_one_line_and_resumes(tmp_path, r
     finally:
         c.close()
         fourth.stop()
+
+
+def test_hints_for_a_node_that_left_go_home_with_their_fallback_copies(tmp_path):
+    """Proxies cut off from a leaving node (the operator's command still reaches it) leave
+    fallback copies with hints for it, which no proxy can deliver. The leave's cleanup
+    must take those writes to the key's homes and the copies away, not strand them."""
+    from redquorum.replication.ring import Ring as KeyRing
+
+    from tests.nemesis.cluster import Cluster, ClusterSpec
+
+    with Cluster(ClusterSpec(replicas=5, proxies=1, replica_timeout=1.0), tmp_path) as cluster:
+        everyone = tuple(sorted(cluster.replicas))
+        key = next(k for k in (b"left:%d" % i for i in range(1000))
+                   if KeyRing(everyone, 3).walk(k)[2] == "r5")  # the leaver, third home
+        walk = KeyRing(everyone, 3).walk(key)
+        other, stand_in = walk[1], walk[4]  # r5's stand-in is the second fallback
+        relays = cluster.slots[0].relays
+        client = cluster.proxy_client(0)
+        for ident in (other, "r5"):
+            relays[ident].cut()
+        wait_for(lambda: client.info("redquorum")["replicas_up"] == 3,
+                 what="the proxy to lose two homes of the key")
+        assert client.set(key, b"v") is True
+        assert cluster.raw(stand_in).hexists("__rq:hints:r5", key)
+        relays[other].heal()  # the other stand-in's hint goes home; r5 stays cut off
+        done = cli("leave", "r5", *cluster.cluster_flags(), "--rate", "50000")
+        assert done.returncode == 0, done.stderr
+        final = KeyRing(tuple(i for i in everyone if i != "r5"), 3)
+        homes = set(final.preference_list(key))
+
+        def placed() -> bool:
+            holders = {i for i in everyone if i != "r5" and cluster.raw(i).exists(key)}
+            return holders == homes
+        wait_for(placed, timeout=20, what=f"the key on exactly {sorted(homes)}, the homes of "
+                                          f"the final ring, not on {stand_in}")
+        assert not cluster.raw(stand_in).exists("__rq:hints:r5")
+        assert client.get(key) == b"v"
+        client.close()
