@@ -520,13 +520,33 @@ local function plain_dot(s)
   return type(s[1]) == 'string' and type(c) == 'number' and c >= 1 and c % 1 == 0
 end
 
+-- The last-write-wins order of two siblings: (timestamp, actor), then the rest of the
+-- sibling, so exact ties resolve the same way on every replica (clock.lww_order).
+local function lww_less(x, y)
+  if x[3] ~= y[3] then return x[3] < y[3] end
+  if x[1] ~= y[1] then return bytes_less(x[1], y[1]) end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  if x[4] ~= y[4] then return x[4] < y[4] end
+  if x[5] ~= y[5] then return x[5] < y[5] end
+  if x[6] ~= y[6] then return bytes_less(x[6], y[6]) end
+  return false
+end
+
 local function sync(c1, s1, c2, s2)
   local d1, d2 = {}, {}
   for _, s in ipairs(s1) do d1[dot_key(s)] = true end
-  for _, s in ipairs(s2) do d2[dot_key(s)] = true end
+  for _, s in ipairs(s2) do d2[dot_key(s)] = s end
   local out = {}
   for _, s in ipairs(s1) do
-    if d2[dot_key(s)] or not covered(c2, s) then out[#out + 1] = s end
+    local theirs = d2[dot_key(s)]
+    if theirs then
+      -- a dot minted twice with other content (a replica lost a key without losing its
+      -- actor): every replica keeps the same one of the two, so they converge
+      if theirs ~= s and lww_less(s, theirs) then s = theirs end
+      out[#out + 1] = s
+    elseif not covered(c2, s) then
+      out[#out + 1] = s
+    end
   end
   for _, s in ipairs(s2) do
     if not d1[dot_key(s)] and not covered(c1, s) then out[#out + 1] = s end
@@ -1091,16 +1111,6 @@ end
 -- sibling's dot alone: a version vector says nothing the winner's (timestamp, actor) does
 -- not, and an entry per writer would grow with every proxy restart (proxy actors are per
 -- process); the dot keeps the object valid for causal mode, should the cluster switch back.
-
-local function lww_less(x, y)
-  if x[3] ~= y[3] then return x[3] < y[3] end
-  if x[1] ~= y[1] then return bytes_less(x[1], y[1]) end
-  if x[2] ~= y[2] then return x[2] < y[2] end
-  if x[4] ~= y[4] then return x[4] < y[4] end
-  if x[5] ~= y[5] then return x[5] < y[5] end
-  if x[6] ~= y[6] then return bytes_less(x[6], y[6]) end
-  return false
-end
 
 local function lww_newest(best, sibs)
   for _, s in ipairs(sibs) do

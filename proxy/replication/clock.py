@@ -130,8 +130,16 @@ def sync(a: Versioned, b: Versioned) -> Versioned:
         return a
     ca, cb = a.clock_map(), b.clock_map()
     dots_a = {s.dot for s in a.siblings}
-    dots_b = {s.dot for s in b.siblings}
-    kept = [s for s in a.siblings if s.dot in dots_b or not covers(cb, s)]
+    by_dot_b = {s.dot: s for s in b.siblings}
+    kept = []
+    for s in a.siblings:
+        theirs = by_dot_b.get(s.dot)
+        if theirs is not None:
+            # a dot minted twice with other content (a replica lost a key without losing
+            # its actor): every replica keeps the same one of the two, so they converge
+            kept.append(theirs if lww_order(s) < lww_order(theirs) else s)
+        elif not covers(cb, s):
+            kept.append(s)
     kept += [s for s in b.siblings if s.dot not in dots_a and not covers(ca, s)]
     return normalise(join(ca, cb), kept)
 

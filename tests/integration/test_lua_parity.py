@@ -422,6 +422,20 @@ def test_merge_result_does_not_depend_on_batching_even_for_a_reused_dot(server):
     assert r.get(b"single") == r.get(b"batched")
 
 
+def test_replicas_holding_a_dot_minted_twice_converge(server):
+    """Two writes under one dot (the coordinator lost the key, not its actor): merging
+    either way round leaves the same bytes, the newer write's, as clock.sync does."""
+    r = server.client
+    r.flushall()
+    for key, value, now in ((b"a", b"first", BASE_US), (b"b", b"second", BASE_US + 5)):
+        r.fcall("rq_put", 1, key, b"r1", now, b"", GRACE_MS, 0, b"set", value, b"", b"0", b"", b"0")
+    first, second = r.get(b"a"), r.get(b"b")
+    r.fcall("rq_merge", 1, b"a", GRACE_MS, second)
+    r.fcall("rq_merge", 1, b"b", GRACE_MS, first)
+    assert r.get(b"a") == r.get(b"b")
+    assert decode(r.get(b"a")) == sync(decode(first), decode(second))
+
+
 @pytest.mark.parametrize("op", [[b"set", b"v2", b"", b"0", b"", b"0"], [b"del"]])
 def test_a_fan_out_to_a_home_in_step_stores_the_same_bytes_and_expiry(server, op):
     r = server.client
