@@ -8,8 +8,8 @@ the gaining node and the partition's old homes (the digests find what is missing
 copy it, ``--rate`` keys per second at most); after ``cleanup`` it deletes, from every node
 that lost partitions, the keys of those partitions (``rq_drop_partitions``, a SCAN step at
 a time, through the digests' hook), and hands the writes that hints for a node that left
-hold to their keys' homes, dropping each hint with its fallback copy (no proxy delivers
-hints for a node the record no longer names). Everything it does is idempotent, and the record says
+(and hints it holds) carry to their keys' homes, dropping each hint with its fallback copy
+(no proxy delivers hints for, or from, a node the record no longer names). Everything it does is idempotent, and the record says
 where it was: run again after an interruption, it resumes from the recorded phase.
 """
 
@@ -330,35 +330,36 @@ class Change:
                     break
                 await trio.sleep(count / self.rate if self.rate > 0 else 0)
             progress.done += 1
-        for ident in sorted(set(record.old) - set(record.new)):
+        for gone in sorted(set(record.old) - set(record.new)):
+            # no proxy delivers hints for, or held by, a node outside the record
             for holder in record.new:
-                await self.retire_hints(new, ident, await self.link(holder,
-                                                                   record.address_of(holder)))
+                await self.retire_hints(new, gone, self.links[holder])
+            for target in sorted({x.id for x in record.nodes} - {gone}):
+                await self.retire_hints(new, target, self.links[gone])
         self.report(progress)
 
-    async def retire_hints(self, ring: Ring, gone: str, holder: ReplicaLink) -> None:
-        """Hand the writes ``holder``'s hints for ``gone`` (a node that left) hold to the
-        keys' homes, then drop each hint, and with it the holder's copy when it held the
-        key only as a fallback: no proxy delivers hints for a node outside the record, and
-        deleting them would strand those copies."""
+    async def retire_hints(self, ring: Ring, target: str, holder: ReplicaLink) -> None:
+        """Hand the writes ``holder``'s hints for ``target`` hold to the keys' homes in
+        ``ring``, then drop each hint, and with it the holder's copy when it held the key
+        only as a fallback (deleting the hints would strand those copies)."""
         payloads = self.payloads()
         for _ in range(RETIRE_PASSES):  # a hint whose copy moved on is kept for another pass
             cursor = b"0"
             while True:
-                reply = await self.ask(holder, command(b"HSCAN", wire.hints_key(gone), cursor,
+                reply = await self.ask(holder, command(b"HSCAN", wire.hints_key(target), cursor,
                                                        b"COUNT", b"256"))
                 if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
-                    raise ChangeFailed(f"cannot read {holder.id}'s hints for {gone}: {reply}")
+                    raise ChangeFailed(f"cannot read {holder.id}'s hints for {target}: {reply}")
                 cursor, flat = reply
                 for key, hint in zip(flat[::2], flat[1::2], strict=False):
-                    await self.rehome(payloads, ring, gone, holder, key, hint)
+                    await self.rehome(payloads, ring, target, holder, key, hint)
                 if cursor == b"0":
                     break
-            if await self.ask(holder, command(b"HLEN", wire.hints_key(gone))) == 0:
+            if await self.ask(holder, command(b"HLEN", wire.hints_key(target))) == 0:
                 return
-        await self.ask(holder, wire.hints_drop(gone))
+        await self.ask(holder, wire.hints_drop(target))
 
-    async def rehome(self, payloads: wire.Payloads, ring: Ring, gone: str,
+    async def rehome(self, payloads: wire.Payloads, ring: Ring, target: str,
                      holder: ReplicaLink, key: bytes, hint: bytes) -> None:
         blob = hint or await self.ask(holder, command(b"GET", key))  # LWW: the holder's object
         homes = ring.preference_list(key)
@@ -366,11 +367,11 @@ class Change:
             for home in homes:
                 merged = await self.ask(self.links[home], payloads.merge(key, blob))
                 if type(merged) is not int:
-                    raise ChangeFailed(f"cannot hand {gone}'s hinted writes to {home}: "
+                    raise ChangeFailed(f"cannot hand writes hinted for {target} to {home}: "
                                        f"{merged}; run the command again")
         fallback = holder.id not in homes and type(blob) is bytes
-        others = [i for i in self.links if i not in (holder.id, gone)]
-        await self.ask(holder, wire.hint_done(gone, key, hint, copy=blob if fallback else None,
+        others = [i for i in self.links if i not in (holder.id, target)]
+        await self.ask(holder, wire.hint_done(target, key, hint, copy=blob if fallback else None,
                                               others=others))
 
     def payloads(self) -> wire.Payloads:

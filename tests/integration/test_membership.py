@@ -385,3 +385,36 @@ def test_hints_for_a_node_that_left_go_home_with_their_fallback_copies(tmp_path)
         assert not cluster.raw(stand_in).exists("__rq:hints:r5")
         assert client.get(key) == b"v"
         client.close()
+
+
+def test_hints_held_by_a_node_that_left_go_home_before_it_goes(tmp_path):
+    """The leaving node stood in for a home (a fallback copy, a hint), then the proxies lost
+    their link to it before delivering the hint. Once removed, no proxy would ever read its
+    hints: the leave's cleanup must hand them to the keys' homes, so the node that left
+    holds nothing and the home it stood in for has the write."""
+    from redquorum.replication.ring import Ring as KeyRing
+
+    from tests.nemesis.cluster import Cluster, ClusterSpec
+
+    with Cluster(ClusterSpec(replicas=5, proxies=1, replica_timeout=1.0), tmp_path) as cluster:
+        everyone = tuple(sorted(cluster.replicas))
+        key = next(k for k in (b"held:%d" % i for i in range(1000))
+                   if KeyRing(everyone, 3).walk(k)[3] == "r5")  # the leaver, first fallback
+        home = KeyRing(everyone, 3).walk(key)[0]
+        relays = cluster.slots[0].relays
+        client = cluster.proxy_client(0)
+        relays[home].cut()
+        wait_for(lambda: client.info("redquorum")["replicas_up"] == 4,
+                 what="the proxy to lose a home of the key")
+        assert client.set(key, b"v") is True
+        assert cluster.raw("r5").hexists(f"__rq:hints:{home}", key)
+        relays["r5"].cut()  # the proxy cannot deliver r5's hint now
+        relays[home].heal()
+        done = cli("leave", "r5", *cluster.cluster_flags(), "--rate", "50000")
+        assert done.returncode == 0, done.stderr
+        assert cluster.user_key_count("r5") == 0
+        assert not cluster.raw("r5").exists(f"__rq:hints:{home}")
+        raw_home = cluster.raw(home)
+        assert raw_home.exists(key)  # handed home by the cleanup, not by the proxy
+        assert client.get(key) == b"v"
+        client.close()

@@ -127,8 +127,10 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
     kinds = parse_kinds(spec.nemesis)
     replica_ids = [f"r{i}" for i in range(1, spec.replicas + 1)]
     leaver = pick_leaver(spec.seed, replica_ids) if spec.membership else None
-    targets = [ident for ident in replica_ids if ident != leaver]  # the nemesis spares the leaver
-    schedule = make_schedule(spec.seed, kinds, spec.duration, targets, 2, spec.w)
+    # the leaver's process is spared, its links are not
+    targets = [ident for ident in replica_ids if ident != leaver]
+    schedule = make_schedule(spec.seed, kinds, spec.duration, targets, 2, spec.w,
+                             links_only=(leaver,) if leaver is not None else ())
     log(f"{SEED_VARIABLE}={spec.seed}  (workload={spec.workload} mode={spec.mode} "
         f"nemesis={spec.nemesis} duration={spec.duration:g}s, appendfsync {spec.appendfsync})")
     log(schedule.describe())
