@@ -1,5 +1,6 @@
 """Short runs of the fault harness (tests/nemesis): a few seconds of seeded faults each,
-against three replicas and two proxies with a relay on every link.
+against three replicas (four, and a join and a leave, in the membership run) and two
+proxies with a relay on every link.
 
 Asserted in every run: both proxies are alive and answer PING at the end, no read returns a
 value nobody wrote, and the replicas converge once healed. In causal mode: no acknowledged
