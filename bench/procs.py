@@ -111,7 +111,9 @@ class Fleet:
                 "-n", str(n), "-w", str(w), "-r", str(r), "--mode", mode, "--log-level", "warning"]
         for replica in replicas:
             args += ["--replica", f"{replica.id}={replica.address}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REDQUORUM_")}
+        # settings come from the arguments; REDQUORUM_NATIVE picks the build (compiled or not)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("REDQUORUM_") or k == "REDQUORUM_NATIVE"}
         env["PYTHONPATH"] = str(ROOT)
         self.proxy_log = self.dir / "proxy.log"
         proc = self.spawn(args + extra, self.proxy_log, env)

@@ -269,6 +269,8 @@ def meta(opts: argparse.Namespace) -> dict[str, Any]:
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "commit": _version(["git", "rev-parse", "--short", "HEAD"]),
+            # which build the proxy runs: compiled modules or pure Python (REDQUORUM_NATIVE)
+            "redquorum": _version([sys.executable, "-m", "redquorum.cli", "--version"]),
             "redis_server": _version(["redis-server", "--version"]),
             "redis_benchmark": _version(["redis-benchmark", "--version"]),
             "nutcracker": _version(["nutcracker", "--version"]),
@@ -282,7 +284,8 @@ def render(result: Sitting) -> str:
     parts = [f"redquorum (n=3 w=2 r=2 causal) vs {others}{dyn}: medians of "
              f"{o.rounds} round(s) of {o.requests} requests, -c {o.clients} -d {o.data_size} "
              f"-r {o.keyspace}; load average {load['before'][0]:.2f} → {load['after'][0]:.2f} "
-             f"on {result.meta['cpus']} CPUs", "", report.format_table(result.summary)]
+             f"on {result.meta['cpus']} CPUs; {result.meta['redquorum']}", "",
+             report.format_table(result.summary)]
     failed = [r for r in result.runs if r.error]
     if failed:
         parts += ["", f"{len(failed)} run(s) failed, e.g. {failed[0].target} "

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import NATIVE_STATUS, __version__
 from .commands.acl import build_users
 from .config import (
     MODES,
@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
         prog="redquorum",
         description="A Redis-protocol proxy that makes plain Redis servers one leaderless, "
                     "quorum-replicated store.")
-    p.add_argument("--version", action="version", version=f"redquorum {__version__}")
+    p.add_argument("--version", action="version", version=f"redquorum {__version__} ({NATIVE_STATUS})")
     sub = p.add_subparsers(dest="command", required=True, metavar="{up,serve,status,repair,ring,join,leave,pbs}")
 
     up = sub.add_parser("up", help="start local redis-server replicas and the proxy",

@@ -9,7 +9,10 @@
 #   locales (en_US source)           the Lua collation test builds en_US.UTF-8 from it
 # then a virtualenv in .venv with the project and its test dependencies; with
 # REDQUORUM_MONITORING=1 also the [monitoring] extra (matplotlib, for
-# monitoring/render_dashboard.py). Safe to run again: it skips what is there.
+# monitoring/render_dashboard.py). Last, scripts/build_native.py compiles the
+# per-request modules with mypyc (the [native] extra) when they changed; without a C
+# compiler, or with REDQUORUM_NATIVE=0, the proxy runs as pure Python. Safe to run
+# again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,11 +66,12 @@ if [ ! -x .venv/bin/python ]; then
         "$PYTHON" -m venv .venv
     fi
 fi
-extras=test
-if [ "${REDQUORUM_MONITORING:-0}" = "1" ]; then extras=test,monitoring; fi
+extras=test,native
+if [ "${REDQUORUM_MONITORING:-0}" = "1" ]; then extras=test,native,monitoring; fi
 stamp=.venv/.redquorum-installed-$extras
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e ".[$extras]"
     touch "$stamp"
 fi
+.venv/bin/python scripts/build_native.py

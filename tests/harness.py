@@ -76,7 +76,8 @@ class ProxyProcess:
         self.log_path = log_path
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env = {k: v for k, v in env.items() if not k.startswith("REDQUORUM_")}
+        # settings come from the arguments alone; REDQUORUM_NATIVE picks the build under test
+        env = {k: v for k, v in env.items() if not k.startswith("REDQUORUM_") or k == "REDQUORUM_NATIVE"}
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env)
         try:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 class App(Protocol):
     config: Config
     coordinator: Coordinator
-    links: Mapping[str, Link]
     sessions: dict[int, Session]
     events: Events
     canary: Canary
@@ -40,6 +39,10 @@ class App(Protocol):
     rejected_connections: int
     listen_address: tuple[str, int] | None
     users: dict[str, AclUser]
+
+    # read-only, so the server's dict of its own link type satisfies it
+    @property
+    def links(self) -> Mapping[str, Link]: ...
 
     def version(self) -> str: ...
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool: ...

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .. import NATIVE
 from ..replication.counters import percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +73,8 @@ def _server(app: App) -> list[str]:
         "config_file:",
         "io_threads_active:0",
         f"redquorum_version:{app.version()}",
+        # the per-request modules compiled with mypyc, or pure Python (proxy/__init__.py)
+        f"redquorum_build:{'mypyc' if NATIVE else 'python'}",
     ]
 
 

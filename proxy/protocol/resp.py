@@ -22,6 +22,8 @@ from typing import Any
 
 import hiredis
 
+from .replies import Push, ReplyError, SetReply, Simple, Verbatim
+
 __all__ = [
     "ProtocolError",
     "RequestParser",
@@ -55,30 +57,6 @@ _BIG_ARRAY = re.compile(rb"\*[0-9]{7}")
 
 class ProtocolError(Exception):
     """The client broke the protocol; Redis replies with the text and closes."""
-
-
-class ReplyError(Exception):
-    """An error reply, encoded as ``-<text>``. Also used as a value, not only raised."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-class Simple(str):
-    """A simple string reply (``+OK``)."""
-
-
-class Verbatim(str):
-    """A RESP3 verbatim string (``=``), a bulk string in RESP2 (INFO, CLIENT INFO...)."""
-
-
-class Push(list):  # pragma: no cover - reserved for pub/sub-like replies
-    """A RESP3 push frame."""
-
-
-class SetReply(list):
-    """A RESP3 set (``~``) that keeps its order (an array in RESP2): COMMAND's flags."""
 
 
 class _NullArray:
@@ -345,7 +323,7 @@ class RequestParser:
         return split_inline(line)
 
 
-def _header_int(buf: bytearray, start: int, end: int, error: str) -> int:
+def _header_int(buf: bytes | bytearray, start: int, end: int, error: str) -> int:
     """Like Redis's string2ll: no sign but '-', no spaces, no leading zeros."""
     digits = buf[start:end]
     if digits.isdigit() and (digits[0] != 48 or end - start == 1):  # the usual case
@@ -582,8 +560,8 @@ def _encode_into(out: list[bytes], value: Any, proto: int) -> None:
         else:
             out.append(b"$%d\r\n%b\r\n" % (len(text), text))
     elif isinstance(value, ReplyError):
-        text = value.text.replace("\r", " ").replace("\n", " ")
-        out.append(b"-%b\r\n" % text.encode(errors="replace"))
+        message = value.text.replace("\r", " ").replace("\n", " ")
+        out.append(b"-%b\r\n" % message.encode(errors="replace"))
     elif value is NullArray:
         out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
     elif t is SetReply:

@@ -11,6 +11,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from math import ceil
 from random import Random
+from typing import ClassVar
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
@@ -32,7 +33,7 @@ class LocalHistogram:
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out = []
+        out: list[tuple[str, float]] = []
         running = 0
         for bound, count in zip(self.bounds, self.counts, strict=False):
             running += count
@@ -186,8 +187,10 @@ class RoundTripSamples:
     busy the proxy is.
     """
 
-    EVERY = 16
-    SIZE = 4096
+    # ClassVar: compiled (scripts/build_native.py), a bare class attribute would be a
+    # per-instance default, and ``RoundTripSamples.EVERY`` a descriptor, not 16
+    EVERY: ClassVar[int] = 16
+    SIZE: ClassVar[int] = 4096
     __slots__ = ("reads", "writes", "_random")
 
     def __init__(self, seed: int | None = None) -> None:

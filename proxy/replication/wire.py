@@ -25,20 +25,11 @@ from typing import NamedTuple
 from zlib import crc32
 
 from ..protocol.resp import command
+from .calls import Call
 
 
 def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-class Call(bytes):
-    """One call of a replica write function: the bytes are ``FCALL function 1 key
-    args…``; ``entry`` is ``count crc function 1 key args…`` for ``rq_many`` (``count``
-    strings from the function's name on, ``crc`` the key's crc32), ``width`` how many
-    strings ``entry`` is. (bytes subclasses cannot have non-empty ``__slots__``.)"""
-
-    entry: bytes
-    width: int
 
 
 _COUNTS = [bulk(b"%d" % count) for count in range(64)]

@@ -15,7 +15,6 @@ import os
 import secrets
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -23,36 +22,18 @@ import trio
 
 from .. import __version__
 from ..commands.acl import build_users
-from ..commands.commanddata import SUBCOMMANDS, CommandData
-from ..commands.connection import subcommand_error
+from ..commands.commanddata import CommandData
+from ..commands.dispatch import BatchCounter
+from ..commands.dispatch import dispatch as dispatch_command
 from ..commands.session import Session
-from ..commands.table import (
-    DEFERRED,
-    TABLE,
-    UNSUPPORTED,
-    Batch,
-    Rejected,
-    arity_ok,
-    check_reserved,
-    err_arity,
-    unknown_command,
-    unsupported,
-)
-from ..commands.transactions import QUEUED, abort_transaction
-from ..commands.transactions import queue as queue_command
+from ..commands.table import TABLE, Batch
 from ..config import Config, parse_address
 from ..protocol.resp import ReplyError
 from ..replication.antientropy import AntiEntropy
 from ..replication.canary import Canary
 from ..replication.contexts import ContextSigner, SecretKeeper
 from ..replication.coordinator import Coordinator, Events
-from ..replication.counters import (
-    LATENCY_BUCKETS,
-    CommandStats,
-    InfoStats,
-    LocalHistogram,
-    fine_bucket,
-)
+from ..replication.counters import CommandStats, InfoStats, LocalHistogram
 from ..replication.follower import Follower
 from ..replication.handoff import DELAY_BUCKETS, Handoff
 from ..replication.links import SHUTTING_DOWN
@@ -83,7 +64,6 @@ async def every(interval: float, tick: Callable[[], None]) -> None:
         tick()
         await trio.sleep(interval)
 
-NOAUTH = Rejected("NOAUTH Authentication required.")
 WRONGPASS = ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
 AUTH_LOG_BURST = 10  # failed authentications logged one by one per AUTH_LOG_WINDOW...
 AUTH_LOG_WINDOW = 10.0  # ...seconds; past that, one line says how many were not logged
@@ -151,7 +131,7 @@ class Proxy:
         self.membership = Follower(self.links, self.proxy_id, proposal, self._apply_membership)
         self.command_stats = CommandStats(tuple(sorted({c.name for c in TABLE.values()})) + ("other",))
         self.info_stats = InfoStats(self.command_stats)
-        self._labels: dict[bytes, str] = {}
+        self.batch_counter = BatchCounter(self.command_stats, self.info_stats)
         self.clients: dict[int, ClientConn] = {}
         self.commanddata = CommandData()  # COMMAND INFO/DOCS, read from a replica in run()
 
@@ -445,110 +425,11 @@ class Proxy:
             count_connection(-1)
 
     def record_batch(self, batch: Batch, seconds: float) -> None:
-        """Count each command of a batch by outcome, with the batch's latency (for
-        Prometheus and INFO: proxy/replication/counters.py)."""
-        labels = self._labels
-        entry = self.command_stats.entry
-        bucket = bisect_left(LATENCY_BUCKETS, seconds)
-        fine = fine_bucket(seconds)
-        for name, result in zip(batch.names, batch.results, strict=False):
-            label = labels.get(name)
-            if label is None:
-                label = label_of(name)
-                if label != "other":  # bounded: only served command names become labels
-                    labels[name] = label
-            counts = entry(label)
-            histogram = counts[3]
-            histogram.counts[bucket] += 1
-            histogram.total += seconds
-            kind = type(result)
-            if kind is ReplyError or kind is Rejected:
-                self._count_error(counts, result, seconds, fine)
-            elif result is QUEUED:  # it runs, and counts as a call, at EXEC
-                counts[0] += 1
-                counts[6] += 1
-                counts[7] += seconds
-            else:
-                counts[0] += 1
-                counts[4][fine] += 1
-
-    def _count_error(self, counts: list, error: ReplyError, seconds: float, fine: int) -> None:
-        counts[2 if error.text.startswith("NOQUORUM") else 1] += 1
-        self.info_stats.error(error.text)
-        if type(error) is Rejected:  # refused before running: not a call
-            counts[5] += 1
-            counts[7] += seconds
-        else:
-            counts[4][fine] += 1
+        self.batch_counter.record(batch, seconds)
 
     def dispatch(self, session: Session, args: list[bytes], batch: Batch) -> bool:
-        """Run one command of ``batch``; False, doing nothing, when it has to wait for
-        the batch's pending replies: it touches a key an earlier write of the batch
-        touches, it is a barrier (see ``Command.barrier``), or it follows an EXEC.
-        Between MULTI and EXEC, commands are queued instead (proxy/commands/transactions.py)."""
-        name = args[0].lower()
-        spec = TABLE.get(name)
-        keys: list[bytes] = []
-        if batch.fenced and batch.pending:
-            return False
-        if session.multi is not None and (spec is None or not spec.in_multi):
-            self.total_commands += 1
-            batch.names.append(name)
-            batch.results.append(queue_command(self, session, args, spec))
-            return True
-        if spec is not None:
-            if spec.first_key:
-                keys = spec.keys(args)
-                written = batch.written
-                if written and batch.pending and any(key in written for key in keys):
-                    return False
-            elif spec.barrier and batch.pending:
-                return False
-        self.total_commands += 1
-        batch.names.append(name)
-        if spec is None:
-            text = name.decode(errors="replace")
-            batch.results.append(unsupported(text) if text in UNSUPPORTED else unknown_command(args))
-            return True
-        if not session.authenticated and "noauth" not in spec.flags:
-            batch.results.append(NOAUTH)
-            return True
-        if not arity_ok(spec, len(args)):
-            error = Rejected(err_arity(spec.name).text)
-            if session.multi is not None:  # EXEC x, DISCARD x... inside MULTI, as Redis
-                error = abort_transaction(session, spec, error)
-            batch.results.append(error)
-            return True
-        user = session.user
-        if not user.unrestricted and "noauth" not in spec.flags:
-            denied = user.denied(spec, args, keys)
-            if denied is not None:
-                batch.results.append(denied)
-                return True
-        if keys:
-            bad = check_reserved(keys)
-            if bad is not None:
-                batch.results.append(Rejected(bad.text))
-                return True
-            if spec.writes:
-                if batch.written is None:
-                    batch.written = set(keys)
-                else:
-                    batch.written.update(keys)
-        if spec.container and len(args) > 1:
-            batch.names[-1] = name + b"|" + args[1].lower()
-            refused = subcommand_error(spec.name, args)
-            if refused is not None:
-                batch.results.append(Rejected(refused.text))
-                return True
-        try:
-            result = spec.handler(self, session, args, batch)
-        except Exception:
-            log.exception("command %r failed", name)
-            result = ReplyError(f"ERR redquorum: internal error in '{spec.name}' (see the proxy log)")
-        if result is not DEFERRED:
-            batch.results.append(result)
-        return True
+        """One command of ``batch`` (proxy/commands/dispatch.py)."""
+        return dispatch_command(self, session, args, batch)
 
     # -- helpers for commands ---------------------------------------------------
 
@@ -599,17 +480,6 @@ class Proxy:
 
     def version(self) -> str:
         return __version__
-
-
-def label_of(name: bytes) -> str:
-    """The statistics name of a command: its table name, ``container|subcommand`` for
-    a subcommand served, else the container's name; "other" for unknown commands."""
-    container, _, sub = name.partition(b"|")
-    spec = TABLE.get(container)
-    if spec is None:
-        return "other"
-    text = sub.decode(errors="replace")
-    return f"{spec.name}|{text}" if text in SUBCOMMANDS.get(spec.name, ()) else spec.name
 
 
 def default_proxy_id() -> str:

@@ -43,6 +43,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from ..commands.dispatch import dispatch
 from ..commands.table import Batch
 from ..protocol.resp import ProtocolError, ReplyError, RequestParser, encode
 
@@ -194,7 +195,7 @@ class ClientConn:
             if not cmd:
                 cmd = None
                 continue
-            if not app.dispatch(session, cmd, batch):
+            if not dispatch(app, session, cmd, batch):
                 self.carry = cmd  # it waits for this batch's replies
                 break
             cmd = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import redquorum
 from redquorum.protocol.resp import Simple
 
 from tests.harness import reference_and_proxy
@@ -116,3 +117,11 @@ def test_protocol_errors_are_counted(ports):
         with RawClient(port) as c:
             counts.append(info(c, "errorstats")["Errorstats"])
     assert counts[1] == counts[0] == ["errorstat_ERR:count=1"]
+
+
+def test_info_server_names_the_build_that_runs(ports) -> None:
+    """The proxy process loads the same build as this one (same checkout, same
+    REDQUORUM_NATIVE): compiled modules or pure Python, as proxy/__init__.py decided."""
+    with RawClient(ports[1]) as c:
+        server = info(c, "server")["Server"]
+    assert f"redquorum_build:{'mypyc' if redquorum.NATIVE else 'python'}" in server
