@@ -1265,12 +1265,24 @@ end
 -- newer one is delivered in a later page). With ``copy`` (the object that was delivered,
 -- given when this replica is not a home of the key: it held the key as a fallback), the
 -- key itself is deleted too if it still holds exactly that object and no other hint here
--- still needs it. Returns {1 if the hint was dropped else 0, ms since the hint was created
--- (-1: unknown), 1 if the copy was deleted else 0}.
+-- still needs it. A fallback's copy that moved on past the delivered object (it stood in
+-- for another home since, and that hint went first) is newer than what the target got:
+-- the hint then carries the copy as it is now, for a later page, instead of being dropped,
+-- so the hint delivered last always holds the copy and takes it away. Returns {1 if the
+-- hint was dropped else 0, ms since the hint was created (-1: unknown), 1 if the copy was
+-- deleted else 0}.
 local function hint_done(keys, args)
   if not ready then init() end
   local hints, times, key = keys[1], keys[2], args[1]
   if call('HGET', hints, key) ~= args[2] then return {0, -1, 0} end
+  local copy = args[3]
+  if copy and keys[3] == key then
+    local held = call('GET', key)
+    if held and held ~= copy then
+      call('HSET', hints, key, held)
+      return {0, -1, 0}
+    end
+  end
   call('HDEL', hints, key)
   local delay = -1
   if times then
@@ -1281,7 +1293,6 @@ local function hint_done(keys, args)
     end
   end
   local dropped = 0
-  local copy = args[3]
   if copy and keys[3] == key and call('GET', key) == copy then
     for i = 4, #keys do
       if call('HEXISTS', keys[i], key) == 1 then return {1, delay, 0} end

@@ -26,8 +26,12 @@ it stood in for (left in the same atomic call, coordinator.py). Once the hint's 
 merged into the home, ``rq_hint_done`` drops the hint and, when the holder is not a home
 of the key, the copy too if it still holds exactly the delivered object and no hint for
 another replica still needs it: a write that reached the fallback meanwhile replaced the
-hint and the copy together, and is delivered in a later page. The copy never goes before
-its object is home, so a proxy dying at any point loses nothing. Past the hint window
+hint and the copy together, and is delivered in a later page. A fallback that stood in
+for two homes at different times holds two hints with different objects; when the one
+delivered last carries an object older than the copy, ``rq_hint_done`` puts the copy in
+that hint instead of dropping it, so the copy goes home and then goes (it is never left
+with no hint to take it away). The copy never goes before its object is home, so a proxy
+dying at any point loses nothing. Past the hint window
 (``_drop``) a fallback's hint is not simply deleted, which would strand its copy: its
 object is merged into the key's remaining homes first, then hint and copy go together.
 

@@ -7,7 +7,9 @@ every partition the new ring gains to its new homes with anti-entropy exchanges 
 the gaining node and the partition's old homes (the digests find what is missing, merges
 copy it, ``--rate`` keys per second at most); after ``cleanup`` it deletes, from every node
 that lost partitions, the keys of those partitions (``rq_drop_partitions``, a SCAN step at
-a time, through the digests' hook). Everything it does is idempotent, and the record says
+a time, through the digests' hook), and hands the writes that hints for a node that left
+(and hints it holds) carry to their keys' homes, dropping each hint with its fallback copy
+(no proxy delivers hints for, or from, a node the record no longer names). Everything it does is idempotent, and the record says
 where it was: run again after an interruption, it resumes from the recorded phase.
 """
 
@@ -44,6 +46,7 @@ from ..replication.membership import (
     partition_mask,
     ring_of,
 )
+from ..replication.ring import Ring
 from .app import default_proxy_id, library_code
 from .links import Flusher, ReplicaLink
 from .reactor import Reactor
@@ -57,6 +60,7 @@ APPLIED_FORGET = 3600.0  # reports older than this are deleted
 APPLY_TIMEOUT = 120.0  # seconds to wait for live proxies to apply a phase
 TRANSFER_ROUNDS = 20  # anti-entropy rounds a transfer may take (leases held elsewhere)
 STEP = 0.05
+RETIRE_PASSES = 3  # walks over a holder's hints for a node that left
 
 
 class ChangeFailed(Exception):
@@ -326,39 +330,109 @@ class Change:
                     break
                 await trio.sleep(count / self.rate if self.rate > 0 else 0)
             progress.done += 1
-        for ident in set(record.old) - set(record.new):  # hints for a node that left
-            await self.ask_all(command(b"DEL", wire.hints_key(ident)), list(record.new))
+        for gone in sorted(set(record.old) - set(record.new)):
+            # no proxy delivers hints for, or held by, a node outside the record
+            for holder in record.new:
+                await self.retire_hints(new, gone, self.links[holder])
+            for target in sorted({x.id for x in record.nodes} - {gone}):
+                await self.retire_hints(new, target, self.links[gone])
         self.report(progress)
+
+    async def retire_hints(self, ring: Ring, target: str, holder: ReplicaLink) -> None:
+        """Hand the writes ``holder``'s hints for ``target`` hold to the keys' homes in
+        ``ring``, then drop each hint, and with it the holder's copy when it held the key
+        only as a fallback (deleting the hints would strand those copies)."""
+        payloads = self.payloads()
+        for _ in range(RETIRE_PASSES):  # a hint whose copy moved on is kept for another pass
+            cursor = b"0"
+            while True:
+                reply = await self.ask(holder, command(b"HSCAN", wire.hints_key(target), cursor,
+                                                       b"COUNT", b"256"))
+                if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not list:
+                    raise ChangeFailed(f"cannot read {holder.id}'s hints for {target}: {reply}")
+                cursor, flat = reply
+                for key, hint in zip(flat[::2], flat[1::2], strict=False):
+                    await self.rehome(payloads, ring, target, holder, key, hint)
+                if cursor == b"0":
+                    break
+            if await self.ask(holder, command(b"HLEN", wire.hints_key(target))) == 0:
+                return
+        await self.ask(holder, wire.hints_drop(target))
+
+    async def rehome(self, payloads: wire.Payloads, ring: Ring, target: str,
+                     holder: ReplicaLink, key: bytes, hint: bytes) -> None:
+        blob = hint or await self.ask(holder, command(b"GET", key))  # LWW: the holder's object
+        homes = ring.preference_list(key)
+        if type(blob) is bytes:
+            for home in homes:
+                merged = await self.ask(self.links[home], payloads.merge(key, blob))
+                if type(merged) is not int:
+                    raise ChangeFailed(f"cannot hand writes hinted for {target} to {home}: "
+                                       f"{merged}; run the command again")
+        fallback = holder.id not in homes and type(blob) is bytes
+        others = [i for i in self.links if i not in (holder.id, target)]
+        await self.ask(holder, wire.hint_done(target, key, hint, copy=blob if fallback else None,
+                                              others=others))
+
+    def payloads(self) -> wire.Payloads:
+        return wire.Payloads(mode=self.config.mode,
+                             grace_ms=int(self.config.tombstone_grace * 1000),
+                             hard_limit=self.config.sibling_hard_limit, actors=[])
 
 
 async def run_change(config: Config, *, join: Node | None = None, leave: str | None = None,
                      rate: float, report: Callable[[Progress], None]) -> Record:
-    """Start (or resume) the change and drive it to the end; the final record."""
+    """Start (or resume) the change and drive it to the end; the final record.
+
+    A refusal or failure (ChangeFailed, ConfigError) comes out as itself, not inside the
+    nursery's exception group, so the command prints it as one line."""
     change = Change(config, report, rate)
-    async with trio.open_nursery() as nursery:
-        change.nursery = nursery
-        nursery.start_soon(change.flusher.run)
-        nursery.start_soon(change.reactor.run)
-        for r in config.replicas:
-            await change.link(r.id, r.address)
-        record = await change.read_record()
-        if record is None:
-            record = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
-            await change.write_record(record)
-        record = await _begin(change, record, join, leave)
-        while record.phase != STABLE:
-            report(Progress(record.version, record.phase, "phase", message=record.describe()))
-            await change.wait_applied(record)
-            if record.phase in (JOINING, LEAVING):
-                await change.transfer(record)
-            elif record.phase == CLEANUP:
-                await change.cleanup(record)
-            record = record.advanced()
-            await change.write_record(record)
-        await change.publish(Progress(record.version, record.phase, "done",
-                                      message=record.describe()))
-        report(Progress(record.version, record.phase, "done", message=record.describe()))
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            change.nursery = nursery
+            nursery.start_soon(change.flusher.run)
+            nursery.start_soon(change.reactor.run)
+            record = await _drive(change, config, join, leave)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        said, other = group.split((ChangeFailed, ConfigError))
+        if said is None or other is not None:
+            raise
+        raise _first_leaf(said) from None
+    return record
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _drive(change: Change, config: Config, join: Node | None,
+                 leave: str | None) -> Record:
+    """Phase after phase from the record found (written first if no replica holds one)."""
+    report = change.report
+    for r in config.replicas:
+        await change.link(r.id, r.address)
+    record = await change.read_record()
+    if record is None:
+        record = Record.initial([Node(r.id, r.address) for r in config.replicas], config.n)
+        await change.write_record(record)
+    record = await _begin(change, record, join, leave)
+    for node in record.nodes:  # a resumed change's joiner is in no configuration
+        await change.link(node.id, node.address)
+    while record.phase != STABLE:
+        report(Progress(record.version, record.phase, "phase", message=record.describe()))
+        await change.wait_applied(record)
+        if record.phase in (JOINING, LEAVING):
+            await change.transfer(record)
+        elif record.phase == CLEANUP:
+            await change.cleanup(record)
+        record = record.advanced()
+        await change.write_record(record)
+    await change.publish(Progress(record.version, record.phase, "done",
+                                  message=record.describe()))
+    report(Progress(record.version, record.phase, "done", message=record.describe()))
     return record
 
 

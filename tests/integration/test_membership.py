@@ -318,3 +318,103 @@ def test_dropping_partitions_keeps_the_digests_right(replicas, proxy):
         assert r2.fcall("rq_aae_segments", 0, p) != []
     for p in [p for p in kept if p not in beats][:20]:  # and the other partitions' digests still match a full copy
         assert r1.fcall("rq_aae_segments", 0, p) == r2.fcall("rq_aae_segments", 0, p)
+
+
+def test_a_change_that_fails_midway_says_why_in_one_line_and_resumes(tmp_path, replicas,
+                                                                     make_proxy):
+    proxy = make_proxy(replicas, n=3, timeout=2.0)
+    c = proxy.client()
+    keys = [b"midway:%d" % i for i in range(100)]
+    for key in keys:
+        c.set(key, key)
+    fourth = start_replica("r4", tmp_path)
+    try:
+        replicas.by_id("r2").kill()  # an old home the transfer needs (SIGKILL, by pid)
+        failed = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert failed.returncode == 1
+        assert "Traceback" not in failed.stderr and "ExceptionGroup" not in failed.stderr
+        assert failed.stderr.rstrip().splitlines()[-1] == (
+            "redquorum join: replicas r2 are down: the transfer needs every old home and "
+            "every new one")
+        replicas.by_id("r2").start()
+        wait_for(replicas.by_id("r2").ready, what="r2 to answer again")
+        again = cli("join", f"r4={fourth.address}", *cluster_flags(replicas))
+        assert again.returncode == 0, again.stderr
+        # resumed from the recorded phase: the same change, four phases in all
+        assert "[phase] version 2, joining (r4 joins)" in again.stderr
+        assert "version 5, stable" in again.stderr
+        assert [c.get(key) for key in keys] == keys
+    finally:
+        c.close()
+        fourth.stop()
+
+
+def test_hints_for_a_node_that_left_go_home_with_their_fallback_copies(tmp_path):
+    """Proxies cut off from a leaving node (the operator's command still reaches it) leave
+    fallback copies with hints for it, which no proxy can deliver. The leave's cleanup
+    must take those writes to the key's homes and the copies away, not strand them."""
+    from redquorum.replication.ring import Ring as KeyRing
+
+    from tests.nemesis.cluster import Cluster, ClusterSpec
+
+    with Cluster(ClusterSpec(replicas=5, proxies=1, replica_timeout=1.0), tmp_path) as cluster:
+        everyone = tuple(sorted(cluster.replicas))
+        key = next(k for k in (b"left:%d" % i for i in range(1000))
+                   if KeyRing(everyone, 3).walk(k)[2] == "r5")  # the leaver, third home
+        walk = KeyRing(everyone, 3).walk(key)
+        other, stand_in = walk[1], walk[4]  # r5's stand-in is the second fallback
+        relays = cluster.slots[0].relays
+        client = cluster.proxy_client(0)
+        for ident in (other, "r5"):
+            relays[ident].cut()
+        wait_for(lambda: client.info("redquorum")["replicas_up"] == 3,
+                 what="the proxy to lose two homes of the key")
+        assert client.set(key, b"v") is True
+        assert cluster.raw(stand_in).hexists("__rq:hints:r5", key)
+        relays[other].heal()  # the other stand-in's hint goes home; r5 stays cut off
+        done = cli("leave", "r5", *cluster.cluster_flags(), "--rate", "50000")
+        assert done.returncode == 0, done.stderr
+        final = KeyRing(tuple(i for i in everyone if i != "r5"), 3)
+        homes = set(final.preference_list(key))
+
+        def placed() -> bool:
+            holders = {i for i in everyone if i != "r5" and cluster.raw(i).exists(key)}
+            return holders == homes
+        wait_for(placed, timeout=20, what=f"the key on exactly {sorted(homes)}, the homes of "
+                                          f"the final ring, not on {stand_in}")
+        assert not cluster.raw(stand_in).exists("__rq:hints:r5")
+        assert client.get(key) == b"v"
+        client.close()
+
+
+def test_hints_held_by_a_node_that_left_go_home_before_it_goes(tmp_path):
+    """The leaving node stood in for a home (a fallback copy, a hint), then the proxies lost
+    their link to it before delivering the hint. Once removed, no proxy would ever read its
+    hints: the leave's cleanup must hand them to the keys' homes, so the node that left
+    holds nothing and the home it stood in for has the write."""
+    from redquorum.replication.ring import Ring as KeyRing
+
+    from tests.nemesis.cluster import Cluster, ClusterSpec
+
+    with Cluster(ClusterSpec(replicas=5, proxies=1, replica_timeout=1.0), tmp_path) as cluster:
+        everyone = tuple(sorted(cluster.replicas))
+        key = next(k for k in (b"held:%d" % i for i in range(1000))
+                   if KeyRing(everyone, 3).walk(k)[3] == "r5")  # the leaver, first fallback
+        home = KeyRing(everyone, 3).walk(key)[0]
+        relays = cluster.slots[0].relays
+        client = cluster.proxy_client(0)
+        relays[home].cut()
+        wait_for(lambda: client.info("redquorum")["replicas_up"] == 4,
+                 what="the proxy to lose a home of the key")
+        assert client.set(key, b"v") is True
+        assert cluster.raw("r5").hexists(f"__rq:hints:{home}", key)
+        relays["r5"].cut()  # the proxy cannot deliver r5's hint now
+        relays[home].heal()
+        done = cli("leave", "r5", *cluster.cluster_flags(), "--rate", "50000")
+        assert done.returncode == 0, done.stderr
+        assert cluster.user_key_count("r5") == 0
+        assert not cluster.raw("r5").exists(f"__rq:hints:{home}")
+        raw_home = cluster.raw(home)
+        assert raw_home.exists(key)  # handed home by the cleanup, not by the proxy
+        assert client.get(key) == b"v"
+        client.close()

@@ -1,5 +1,6 @@
 """Short runs of the fault harness (tests/nemesis): a few seconds of seeded faults each,
-against three replicas and two proxies with a relay on every link.
+against three replicas (four, and a join and a leave, in the membership run) and two
+proxies with a relay on every link.
 
 Asserted in every run: both proxies are alive and answer PING at the end, no read returns a
 value nobody wrote, and the replicas converge once healed. In causal mode: no acknowledged
@@ -50,6 +51,31 @@ def test_nemesis(tmp_path, workload, mode, nemesis, seed, value_bytes):
         assert result.lost == 0, result.examples
     if mode == "causal" and workload == "register":
         assert result.del_undone == 0, result.examples
+
+
+@pytest.mark.slow
+def test_nemesis_while_a_replica_joins_and_another_leaves(tmp_path):
+    """Four replicas; r5 joins early, an original one (drawn from the seed) leaves from the
+    middle on, through the ``redquorum`` commands, while replicas are killed, paused and cut
+    off; the changes that outlast the faults finish after the heal. Then: nothing
+    acknowledged lost, and every key on exactly its three homes of the final ring."""
+    spec = RunSpec(workload="set", mode="causal", nemesis="kill,pause,partition",
+                   seed=seed_from_environment(8), duration=6.0, replicas=4, keys=8,
+                   passive_wait=3.0, converge_bound=20.0, membership=True,
+                   membership_bound=90.0)
+    result = run(spec, tmp_path)
+    assert [c.finished is not None for c in result.changes] == [True, True], \
+        [c.failures for c in result.changes]
+    assert not result.proxy_deaths, result.proxy_deaths
+    assert result.proxies_answer
+    assert not result.nemesis_errors, result.nemesis_errors
+    assert result.acknowledged > 0
+    assert result.lost == 0, result.examples
+    assert result.phantom == 0
+    assert result.converge.seconds is not None, \
+        f"{result.converge.divergent} keys still differ across replicas"
+    assert result.misplaced == []
+    assert result.leftover == 0
 
 
 @pytest.fixture

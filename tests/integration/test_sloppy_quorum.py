@@ -304,3 +304,39 @@ def test_a_hint_for_a_node_that_no_longer_holds_the_key_goes_to_its_homes(five, 
     assert not five.raw(elsewhere).exists(key)
     assert five.raw(homes[1]).get(key) == held
     assert proxy.client().get(key) == b"v1"
+
+
+def test_a_fallback_that_stood_in_for_two_homes_drops_its_copy(five, make_proxy):
+    """The first fallback stands in for the third home (v1), then, with the second home down
+    too, for the second (v2, its copy now v2). The second home's hint goes first (the copy
+    stays: the third home's is pending); the third home's hint carries v1, older than the
+    copy. Once both are delivered the copy must be gone, not left behind with no hint that
+    would ever take it away."""
+    key = b"sloppy:twice"
+    order = walk(five, key)
+    homes, fallbacks = order[:3], order[3:]
+    proxy = make_proxy(five, n=3, w=2, r=2)
+    c = proxy.client()
+    kill(five, homes[2])
+    wait_for(lambda: up_count(c) == 4, what="the proxy to see the third home down")
+    assert c.set(key, b"v1") is True
+    assert hinted(five, fallbacks[0], homes[2], key)
+    kill(five, homes[1])
+    wait_for(lambda: up_count(c) == 3, what="the proxy to see the second home down")
+    assert c.set(key, b"v2") is True
+    assert hinted(five, fallbacks[0], homes[1], key)  # missing homes take fallbacks in order
+    assert hinted(five, fallbacks[0], homes[2], key)
+    assert stored_value(five, fallbacks[0], key) == b"v2"
+
+    restart(five, homes[1])
+    wait_for(lambda: not hinted(five, fallbacks[0], homes[1], key), timeout=30,
+             what="the second home's hint delivered")
+    assert five.raw(fallbacks[0]).exists(key)  # the third home's hint still needs it
+    restart(five, homes[2])
+
+    def handed_home() -> bool:
+        return (all(stored_value(five, h, key) == b"v2" for h in homes)
+                and not any(hinted(five, f, h, key) for f in fallbacks for h in homes)
+                and not any(five.raw(f).exists(key) for f in fallbacks))
+    wait_for(handed_home, timeout=30, what="v2 on every home and no fallback copy left")
+    assert c.get(key) == b"v2"

@@ -1,6 +1,7 @@
 """``python -m tests.nemesis``: long fault runs, a markdown table of results.
 
     python -m tests.nemesis --seed 7 --duration 60 --workload set --mode causal --nemesis all
+    python -m tests.nemesis --seed 7 --duration 40 --replicas 5 --keys 16 --membership
 
 Each of --workload, --mode and --nemesis may be given several times; every combination
 runs once with the same seed. Without --seed the seed comes from REDQUORUM_NEMESIS_SEED,
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tombstone-grace", type=float, default=None,
                         help="the proxies' tombstone grace in seconds (longer than any fault)")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="everysec")
+    parser.add_argument("--sloppy-quorum", choices=("yes", "no"), default="yes",
+                        help="the proxies' --sloppy-quorum (no: writes need their homes)")
+    parser.add_argument("--membership", action="store_true",
+                        help="during the run a replica joins (redquorum join), later an "
+                             "original one leaves (redquorum leave); faults spare the leaver")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     args = parser.parse_args(argv)
     for text in args.nemesis or []:
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                        r=args.r, clients=args.clients, keys=args.keys,
                        appendfsync=args.appendfsync,
                        value_bytes=args.value_bytes,
-                       tombstone_grace=args.tombstone_grace, passive_wait=10.0, converge_bound=60.0)
+                       tombstone_grace=args.tombstone_grace, passive_wait=10.0, converge_bound=60.0,
+                       sloppy_quorum=args.sloppy_quorum == "yes", membership=args.membership)
         work = Path(tempfile.mkdtemp(prefix="redquorum-nemesis-"))
         result = run(spec, work)
         results.append(result)

@@ -18,6 +18,10 @@ infinity" here; acknowledged writes complete when their reply arrived.
               undone. In causal mode this must be 0.
 Reads of a value whose SET had an unknown outcome are never stale (that SET may land late).
 
+Placement (runs with a membership change): once converged, every key is held by exactly
+its n homes under the final ring, the members then; fallbacks' copies (hints) are given
+a bounded wait to go home first.
+
 Convergence: the time from the heal until every replica holds byte-identical raw values
 for every key (``GET`` on the replicas themselves, ``__rq:`` bookkeeping left out; with more
 replicas than n, every home replica of the key). The
@@ -34,6 +38,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import msgpack
+from redquorum.replication.ring import Ring
 
 from .cluster import Cluster
 from .workloads import Connection, Op
@@ -263,3 +268,30 @@ def _wait_identical(cluster: Cluster, homes: dict[bytes, set[str]], deadline: fl
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ placement
+
+def misplaced_keys(cluster: Cluster) -> list[str]:
+    """Keys not held by exactly their n homes of the ring of the present members."""
+    ring = Ring(tuple(sorted(cluster.replicas)), cluster.spec.n)
+    contents = replica_contents(cluster)
+    every_key = set().union(*(c.keys() for c in contents.values()))
+    found = []
+    for key in sorted(every_key):
+        homes = set(ring.preference_list(key))
+        holders = {ident for ident, held in contents.items() if key in held}
+        if holders != homes:
+            found.append(f"{key.decode(errors='replace')}: held by {','.join(sorted(holders))}, "
+                         f"homes {','.join(sorted(homes))}")
+    return found
+
+
+def wait_placed(cluster: Cluster, bound: float) -> list[str]:
+    """The misplaced keys left after up to ``bound`` s (hinted handoff moves fallbacks' copies)."""
+    deadline = time.monotonic() + bound
+    while True:
+        left = misplaced_keys(cluster)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)

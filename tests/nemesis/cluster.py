@@ -43,6 +43,7 @@ class ClusterSpec:
     appendfsync: str = "everysec"
     replica_timeout: float = 0.3
     tombstone_grace: float | None = None  # the proxy's default (an hour) when None
+    sloppy_quorum: bool = True  # with more replicas than n, fallbacks stand in for homes
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Cluster:
         self.replicas: dict[str, LocalReplica] = {}
         self.slots: list[ProxySlot] = []
         self.snapshots: dict[str, Path] = {}
+        self.departed: dict[str, LocalReplica] = {}  # members that left, stopped
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-spawner")
 
     # ---------------------------------------------------------------- life cycle
@@ -93,9 +95,9 @@ class Cluster:
         for slot in self.slots:
             if slot.process is not None:
                 slot.process.stop()
-            for relay in slot.relays.values():
+            for relay in list(slot.relays.values()):
                 relay.close()
-        for replica in self.replicas.values():
+        for replica in [*self.replicas.values(), *self.departed.values()]:
             replica.stop()
         self._spawner.shutdown()
 
@@ -113,9 +115,12 @@ class Cluster:
     def start_proxy(self, slot: ProxySlot) -> None:
         spec = self.spec
         log = self.base_dir / f"proxy{slot.index}.{slot.restarts}.log"
-        addresses = {ident: relay.address for ident, relay in slot.relays.items()}
+        addresses = {ident: relay.address for ident, relay in list(slot.relays.items())}
+        members = [rep for ident, rep in list(self.replicas.items()) if ident in slot.relays]
         extra = [] if spec.tombstone_grace is None else ["--tombstone-grace", f"{spec.tombstone_grace:g}"]
-        slot.process = ProxyProcess(list(self.replicas.values()), n=spec.n, w=spec.w, r=spec.r,
+        if not spec.sloppy_quorum:
+            extra += ["--sloppy-quorum", "no"]
+        slot.process = ProxyProcess(members, n=spec.n, w=spec.w, r=spec.r,
                                     mode=spec.mode, timeout=spec.replica_timeout,
                                     addresses=addresses, log_path=log, extra=extra)
 
@@ -157,7 +162,7 @@ class Cluster:
         for slot in self.slots:
             client = self.proxy_client(slot.index)
             try:
-                wait_for(lambda c=client: c.info("redquorum")["replicas_up"] == self.spec.replicas,
+                wait_for(lambda c=client: c.info("redquorum")["replicas_up"] == len(self.replicas),
                          timeout=timeout, what=f"proxy{slot.index} to reach every replica")
             finally:
                 client.close()
@@ -167,6 +172,45 @@ class Cluster:
     def raw(self, ident: str) -> redis.Redis:
         rep = self.replicas[ident]
         return redis.Redis(host=rep.host, port=rep.port, protocol=2, socket_timeout=5)
+
+    def add_replica(self, ident: str) -> LocalReplica:
+        """Start an empty replica with a relay per proxy: proxies started from now on are
+        configured with it (those already running reach it at the membership record's
+        address once a join names it)."""
+        replica = LocalReplica(ident, free_port(), self.base_dir / ident)
+        self._spawner.submit(replica.start, self.replica_args()).result()
+        wait_ready_blocking([replica], timeout=20)
+        self.replicas[ident] = replica
+        for slot in self.slots:
+            slot.relays[ident] = Relay(replica.port)
+        return replica
+
+    def retire_replica(self, ident: str) -> None:
+        """Stop a replica that left the cluster: no proxy is configured with it again."""
+        replica = self.replicas.pop(ident)
+        self.departed[ident] = replica
+        for slot in self.slots:
+            relay = slot.relays.pop(ident, None)
+            if relay is not None:
+                relay.close()
+        replica.stop()
+
+    def user_key_count(self, ident: str) -> int:
+        """Keys a replica holds, the proxies' own (``__rq:``) left out."""
+        raw = self.raw(ident)
+        try:
+            return sum(1 for k in raw.scan_iter(count=1000) if not k.startswith(b"__rq:"))
+        finally:
+            raw.close()
+
+    def cluster_flags(self, leave_out: tuple[str, ...] = ()) -> list[str]:
+        """The members' direct addresses, as ``redquorum`` commands take them."""
+        flags = ["-n", str(self.spec.n), "--mode", self.spec.mode]
+        for ident, replica in list(self.replicas.items()):
+            if ident in leave_out:
+                continue
+            flags += ["--replica", f"{ident}={replica.address}"]
+        return flags
 
     def kill_replica(self, ident: str) -> None:
         self.replicas[ident].kill()

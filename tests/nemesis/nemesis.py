@@ -21,6 +21,10 @@ Kinds (``--nemesis`` takes a comma-separated list, or a group name):
              proxies split over the replicas), then heal
   blackhole  the same link sets, silently dropped (nothing moves) until the heal
   proxy      SIGKILL a proxy, start a new one
+
+With a membership change (membership.py) the replica that leaves is never killed or
+paused (its data must stay whole until its partitions are copied), but its links to the
+proxies are cut and black-holed like the others', until it is gone.
 """
 
 from __future__ import annotations
@@ -105,8 +109,10 @@ class Schedule:
 
 def make_schedule(seed: int, kinds: tuple[str, ...], duration: float, replicas: list[str],
                   proxies: int, w: int, *, gap: tuple[float, float] = (0.2, 0.8),
-                  length: tuple[float, float] = (0.3, 1.5)) -> Schedule:
-    """Draw faults until ``duration``; the last heal comes at ``duration`` at the latest."""
+                  length: tuple[float, float] = (0.3, 1.5),
+                  links_only: tuple[str, ...] = ()) -> Schedule:
+    """Draw faults until ``duration``; the last heal comes at ``duration`` at the latest.
+    Replicas in ``links_only`` are never killed or paused, only cut off from proxies."""
     rng = random.Random(seed)
     amnesiacs = tuple(sorted(rng.sample(replicas, min(len(replicas), max(0, w - 1)))))
     schedule = Schedule(seed, kinds, amnesiacs)
@@ -120,7 +126,7 @@ def make_schedule(seed: int, kinds: tuple[str, ...], duration: float, replicas: 
     while t < duration - 0.2:
         kind = rng.choice(kinds)
         end = min(duration, t + rng.uniform(*length))
-        fault = _draw_fault(rng, kind, t, end, replicas, proxies, amnesiacs)
+        fault = _draw_fault(rng, kind, t, end, replicas, proxies, amnesiacs, links_only)
         if fault is not None and all(busy_until.get(x, 0) <= t for x in fault.targets()):
             for target in fault.targets():
                 busy_until[target] = end
@@ -133,7 +139,8 @@ def make_schedule(seed: int, kinds: tuple[str, ...], duration: float, replicas: 
 
 
 def _draw_fault(rng: random.Random, kind: str, start: float, end: float, replicas: list[str],
-                proxies: int, amnesiacs: tuple[str, ...]) -> Fault | None:
+                proxies: int, amnesiacs: tuple[str, ...],
+                links_only: tuple[str, ...] = ()) -> Fault | None:
     start, end = round(start, 3), round(end, 3)
     if kind in AMNESIA:
         if not amnesiacs:
@@ -146,7 +153,7 @@ def _draw_fault(rng: random.Random, kind: str, start: float, end: float, replica
         return Fault(kind, start, end, replica=rng.choice(replicas))
     if kind == "proxy":
         return Fault(kind, start, end, proxy=rng.randrange(proxies))
-    return Fault(kind, start, end, links=_draw_links(rng, replicas, proxies))
+    return Fault(kind, start, end, links=_draw_links(rng, [*replicas, *links_only], proxies))
 
 
 def _draw_links(rng: random.Random, replicas: list[str], proxies: int) -> tuple[Link, ...]:
@@ -247,11 +254,11 @@ class Nemesis:
         elif fault.kind == "proxy":
             c.kill_proxy(c.slots[fault.proxy])
         elif fault.kind == "partition":
-            for p, r in fault.links:
-                c.slots[p].relays[r].cut()
+            for relay in self._relays(fault):
+                relay.cut()
         elif fault.kind == "blackhole":
-            for p, r in fault.links:
-                c.slots[p].relays[r].blackhole()
+            for relay in self._relays(fault):
+                relay.blackhole()
 
     def _end(self, fault: Fault) -> None:
         c = self.cluster
@@ -270,8 +277,14 @@ class Nemesis:
         elif fault.kind == "proxy":
             c.restart_proxy(c.slots[fault.proxy])
         elif fault.kind in ("partition", "blackhole"):
-            for p, r in fault.links:
-                c.slots[p].relays[r].heal()
+            for relay in self._relays(fault):
+                relay.heal()
+
+    def _relays(self, fault: Fault) -> list:
+        """The relays of the fault's links; a replica that left the cluster has none."""
+        slots = self.cluster.slots
+        return [relay for p, r in fault.links
+                if (relay := slots[p].relays.get(r)) is not None]
 
     def heal_all(self) -> None:
         """End whatever is still active (the run stopped early, or a heal failed)."""
@@ -282,13 +295,13 @@ class Nemesis:
                 self._end(fault)
             except Exception as exc:
                 self.errors.append(f"final heal {fault.kind}: {exc!r}")
-        for ident, replica in self.cluster.replicas.items():
+        for ident, replica in list(self.cluster.replicas.items()):
             if not replica.running():
                 self.cluster.start_replica(ident)
             else:
                 self.cluster.resume_replica(ident)
         for slot in self.cluster.slots:
-            for relay in slot.relays.values():
+            for relay in list(slot.relays.values()):
                 relay.heal()
             if slot.process is None:
                 self.cluster.restart_proxy(slot)

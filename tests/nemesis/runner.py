@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import checker
 from .cluster import Cluster, ClusterSpec
+from .membership import Change, MembershipDriver, pick_leaver
 from .nemesis import Nemesis, make_schedule, parse_kinds
 from .workloads import WORKLOADS, Connection
 
@@ -47,6 +48,9 @@ class RunSpec:
     tombstone_grace: float | None = None
     passive_wait: float = 3.0  # for hinted handoff alone, before a read-repair pass
     converge_bound: float = 15.0
+    sloppy_quorum: bool = True
+    membership: bool = False  # a node joins, later an original one leaves (membership.py)
+    membership_bound: float = 120.0  # seconds after the heal for unfinished changes
 
 
 @dataclass
@@ -65,6 +69,9 @@ class Result:
     nemesis_errors: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)  # with a membership change
+    misplaced: list[str] = field(default_factory=list)  # keys not on exactly their homes
+    leftover: int | None = None  # user keys the node that left still held
 
     HEADER = ("| workload | mode | nemesis | replicas/n | seed | s | faults | ops | acked | lost "
               "| stale reads | DEL undone | phantom | converged in | proxy deaths |\n"
@@ -74,7 +81,11 @@ class Result:
         """Nothing found: no loss, no undone DEL, no phantom, converged, proxies alive."""
         return (not self.lost and not self.del_undone and not self.phantom
                 and not self.proxy_deaths and self.proxies_answer and not self.nemesis_errors
-                and self.converge is not None and self.converge.seconds is not None)
+                and self.converge is not None and self.converge.seconds is not None
+                and self.changes_done() and not self.misplaced and not self.leftover)
+
+    def changes_done(self) -> bool:
+        return all(change.finished is not None for change in self.changes)
 
     def converged_text(self) -> str:
         c = self.converge
@@ -86,7 +97,9 @@ class Result:
 
     def row(self) -> str:
         s = self.spec
-        cells = [s.workload, s.mode, s.nemesis, f"{s.replicas}/{s.n}", str(s.seed), f"{s.duration:g}",
+        nemesis = (s.nemesis + (" +membership" if s.membership else "")
+                   + ("" if s.sloppy_quorum else " (strict quorum)"))
+        cells = [s.workload, s.mode, nemesis, f"{s.replicas}/{s.n}", str(s.seed), f"{s.duration:g}",
                  str(self.faults),
                  str(self.operations), str(self.acknowledged), _cell(self.lost), _cell(self.stale),
                  _cell(self.del_undone), str(self.phantom), self.converged_text(),
@@ -100,7 +113,10 @@ class Result:
                 f"acked={self.acknowledged} lost={_cell(self.lost)} stale={_cell(self.stale)} "
                 f"del_undone={_cell(self.del_undone)} phantom={self.phantom} "
                 f"converged={self.converged_text()} proxy_deaths={len(self.proxy_deaths)} "
-                f"proxies_answer={self.proxies_answer} errors={self.errors}")
+                f"proxies_answer={self.proxies_answer} errors={self.errors}"
+                + (f" membership=[{'; '.join(c.describe() for c in self.changes)}] "
+                   f"misplaced={len(self.misplaced)} leftover={_cell(self.leftover)}"
+                   if self.changes else ""))
 
 
 def _cell(value: int | None) -> str:
@@ -110,30 +126,52 @@ def _cell(value: int | None) -> str:
 def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
     kinds = parse_kinds(spec.nemesis)
     replica_ids = [f"r{i}" for i in range(1, spec.replicas + 1)]
-    schedule = make_schedule(spec.seed, kinds, spec.duration, replica_ids, 2, spec.w)
+    leaver = pick_leaver(spec.seed, replica_ids) if spec.membership else None
+    # the leaver's process is spared, its links are not
+    targets = [ident for ident in replica_ids if ident != leaver]
+    schedule = make_schedule(spec.seed, kinds, spec.duration, targets, 2, spec.w,
+                             links_only=(leaver,) if leaver is not None else ())
     log(f"{SEED_VARIABLE}={spec.seed}  (workload={spec.workload} mode={spec.mode} "
         f"nemesis={spec.nemesis} duration={spec.duration:g}s, appendfsync {spec.appendfsync})")
     log(schedule.describe())
     cluster_spec = ClusterSpec(replicas=spec.replicas, proxies=2, mode=spec.mode, n=spec.n,
                                w=spec.w, r=spec.r, appendfsync=spec.appendfsync,
-                               tombstone_grace=spec.tombstone_grace)
+                               tombstone_grace=spec.tombstone_grace,
+                               sloppy_quorum=spec.sloppy_quorum)
     result = Result(spec)
     with Cluster(cluster_spec, base_dir) as cluster:
         workload = WORKLOADS[spec.workload](cluster, spec.seed, spec.clients, spec.keys,
                                              spec.value_bytes)
         nemesis = Nemesis(cluster, schedule, log)
+        driver = None
+        if leaver is not None:
+            driver = MembershipDriver(cluster, f"r{spec.replicas + 1}", leaver,
+                                      join_at=spec.duration * 0.1, leave_at=spec.duration * 0.5,
+                                      log=log)
+            log(f"membership: join r{spec.replicas + 1} at {driver.join_at:.1f}s, leave "
+                f"{leaver} from {driver.leave_at:.1f}s")
         origin = time.monotonic()
         workload.start(origin)
         nemesis.start(origin)
+        if driver is not None:
+            driver.start(origin)
         try:
             time.sleep(spec.duration)
             nemesis.stop()
+            if driver is not None:  # changes left unfinished go on, healed, under the load
+                nemesis.heal_all()
+                driver.finish(spec.membership_bound)
+                result.changes = driver.changes
+                result.leftover = driver.leftover
+                nemesis.errors.extend(driver.errors)
             workload.stop()
             nemesis.heal_all()
             deaths = nemesis.proxy_deaths + cluster.check_proxies()
             cluster.proxies_see_all()
             result.converge = checker.measure_convergence(cluster, spec.passive_wait,
                                                           spec.converge_bound)
+            if driver is not None:
+                result.misplaced = checker.wait_placed(cluster, spec.converge_bound)
             _check(result, workload, cluster)
         finally:
             write_history(workload.ops, base_dir / "history.jsonl")
@@ -149,6 +187,11 @@ def run(spec: RunSpec, base_dir: Path, log=print) -> Result:
         log(f"  {example}")
     for line in result.converge.after_handoff if result.converge else []:
         log(f"  left different by handoff: {line}")
+    for line in result.misplaced[:10]:
+        log(f"  misplaced: {line}")
+    for change in result.changes:
+        for failure in change.failures:
+            log(f"  {change.verb} attempt failed: {failure}")
     return result
 
 
