@@ -1332,7 +1332,7 @@ local function hints_drop(keys, args)
 end
 
 -- The functions a fallback runs for a home that is down (sloppy quorum).
-local STAND_IN = {}
+local STAND_IN  -- (the BATCHED table below, once it is built)
 
 -- rq_fallback key hints_key times_key | function args... : run ``function`` (one of
 -- STAND_IN) on ``key`` as it would run on a home, then leave a hint with the object now
@@ -1532,10 +1532,7 @@ redis.register_function('rq_hint', hint)
 redis.register_function('rq_hint_stats', hint_stats)
 redis.register_function('rq_hints_drop', hints_drop)
 redis.register_function('rq_fallback', fallback)
-STAND_IN.rq_put, STAND_IN.rq_set, STAND_IN.rq_put_synced = put, set, put_synced
-STAND_IN.rq_merge, STAND_IN.rq_replace = merge, replace
-STAND_IN.rq_lww, STAND_IN.rq_merge_lww = lww, merge_lww
-STAND_IN.rq_replace_lww, STAND_IN.rq_put_lww = replace_lww, put_lww
+STAND_IN = BATCHED  -- a fallback runs the same write functions a batch carries
 redis.register_function('rq_put', put)
 redis.register_function('rq_set', set)
 redis.register_function('rq_put_synced', put_synced)

@@ -223,12 +223,18 @@ def test_the_record_on_a_replica_keeps_the_highest(replicas):
     assert put(2, b"z") == [b"3", b"a"]
 
 
-def test_an_interrupted_join_resumes_from_the_recorded_phase(tmp_path, replicas, make_proxy):
-    proxy = make_proxy(replicas, n=3, timeout=2.0)
-    c = proxy.client()
-    keys = [b"resume:%d" % i for i in range(400)]
+def cluster_with_keys(make_proxy, replicas, prefix: bytes, count: int):
+    """A proxy over ``replicas`` (short link timeouts, so a change waits little for it),
+    a client of it, and ``count`` keys written through it, each holding its own name."""
+    client = make_proxy(replicas, n=3, timeout=2.0).client()
+    keys = [b"%s:%d" % (prefix, i) for i in range(count)]
     for key in keys:
-        c.set(key, key)
+        client.set(key, key)
+    return client, keys
+
+
+def test_an_interrupted_join_resumes_from_the_recorded_phase(tmp_path, replicas, make_proxy):
+    c, keys = cluster_with_keys(make_proxy, replicas, b"resume", 400)
     fourth = start_replica("r4", tmp_path)
     try:
         args = [sys.executable, "-m", "redquorum.cli", "join", f"r4={fourth.address}",
@@ -322,11 +328,7 @@ def test_dropping_partitions_keeps_the_digests_right(replicas, proxy):
 
 def test_a_change_that_fails_midway_says_why_in_one_line_and_resumes(tmp_path, replicas,
                                                                      make_proxy):
-    proxy = make_proxy(replicas, n=3, timeout=2.0)
-    c = proxy.client()
-    keys = [b"midway:%d" % i for i in range(100)]
-    for key in keys:
-        c.set(key, key)
+    c, keys = cluster_with_keys(make_proxy, replicas, b"midway", 100)
     fourth = start_replica("r4", tmp_path)
     try:
         replicas.by_id("r2").kill()  # an old home the transfer needs (SIGKILL, by pid)
