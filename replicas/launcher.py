@@ -53,7 +53,7 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 
 def config_path() -> Path:
-    return Path(str(resources.files("replicas").joinpath("redis.conf")))
+    return Path(str(resources.files(__package__ or "redquorum.replicas").joinpath("redis.conf")))
 
 
 @dataclass

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -82,6 +83,28 @@ def test_up_serves_and_sigint_stops_everything_it_started(tmp_path):
         stop_and_check(proc, pids, signal.SIGINT)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_installed_command_runs_up_from_any_directory(tmp_path):
+    """As a user runs it: the console script, from a directory outside the checkout, with
+    no PYTHONPATH (the replicas' redis.conf is package data, found through the package)."""
+    script = Path(sys.executable).with_name("redquorum")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDQUORUM_") and k != "PYTHONPATH"}
+    port = free_port()
+    proc = subprocess.Popen([str(script), "up", "--listen", f"127.0.0.1:{port}", "--data-dir",
+                             str(tmp_path / "data"), "--log-level", "warning"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        pids = banner_pids(read_until(proc, "Ctrl-C stops all"))
+        c = redis.Redis(port=port, protocol=2)
+        assert c.set("k", "v") and c.get("k") == b"v"
+        c.close()
+        stop_and_check(proc, pids, signal.SIGINT)
     finally:
         if proc.poll() is None:
             proc.kill()
