@@ -118,7 +118,8 @@ class Config:
     def describe(self) -> str:
         overlap = "w + r > n: reads see the latest acknowledged write" if self.w + self.r > self.n \
             else "w + r <= n: reads may miss acknowledged writes"
-        sloppy = "; sloppy quorum: fallbacks stand in for homes that are down" if self.sloppy else ""
+        sloppy = ("; sloppy quorum: fallbacks stand in for homes that are down, and while "
+                  "they hold writes a read may miss them" if self.sloppy else "")
         return f"n={self.n} w={self.w} r={self.r} mode={self.mode} ({overlap}{sloppy})"
 
 
