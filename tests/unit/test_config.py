@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 from redquorum import cli
 from redquorum.config import SETTINGS, Config, Replica, build, help_text, load
+from redquorum.replicas.launcher import free_port
 
 REPLICAS = [Replica(f"r{i}", "127.0.0.1", 7000 + i) for i in range(1, 4)]
 
@@ -82,7 +83,7 @@ mode = "lww"
 {extra}
 [[replicas]]
 id = "elsewhere"
-address = "10.0.0.1:6379"
+address = "10.0.0.1:{free_port()}"
 """)
     return str(path)
 
