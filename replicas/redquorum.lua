@@ -38,21 +38,24 @@ TicTac AAE; proxy/replication/antientropy.py runs the exchange). Key k lives in 
 p = crc32(k) & 4095 (the ring's partition, proxy/replication/ring.py) and in segment
 s = (crc32(k) >> 12) & 63 of that partition. Its entry is the first 48 bits of
 sha1(#k .. ':' .. k .. stored bytes), as 12 hex digits; a segment's digest is the XOR of
-its keys' entries, a partition's root the XOR of its segments' digests. XOR makes an
-update O(1): XOR out the key's old entry, XOR in the new one (LuaBitOp works on 32-bit
-ints: the 48 bits are two 24-bit chunks). A digest of zero is stored as no field.
+its keys' entries, a partition's root the XOR of its segments' digests (LuaBitOp works
+on 32-bit ints: the 48 bits are two 24-bit chunks). A digest of zero is no digest.
 
-All of a partition's digests are one hash, so a write reads them in one call and writes
-them in one more (and the AOF gets one command more than the object's own):
+A write stores only its key's entry, with one call and no read: the entries of a
+partition are one hash,
   __rq:aae:<g>:p:<p>   char(s) .. key -> the key's entry (a segment's keys listed without
-                       a scan of the keyspace); char(64 + s) -> segment s's digest;
-                       char(128) -> the partition's root. Key fields start with a byte
-                       below 64, so they never meet the others.
+                       a scan of the keyspace; fields from char(64) up are sums that
+                       older versions stored, ignored)
   __rq:aae:state       hash: gen (the complete generation g), building (one being
                        rebuilt), cursor (its SCAN cursor), built_at (ms), drop/dcursor (an
                        old generation being deleted)
-All under __rq:aae: (hidden from clients). A write costs three calls: the state, the
-partition's read, its write.
+all under __rq:aae: (hidden from clients). The sums are derived when an exchange asks:
+a partition's root from its hash (one HGETALL, kept in the library's memory until a
+write to the partition drops it), its segments only for partitions whose roots differ.
+So a write pays one HSET (Riak's hashtrees likewise mark segments dirty on insert and
+rehash them before an exchange), and a round pays for the partitions written since the
+last one; maintaining the XOR sums on every write cost a read and two more fields per
+write, about half of the replica's CPU per SET (bench/README.md).
 
 Changes made behind the proxy's back (DEL, FLUSHALL, eviction, Redis dropping a key at
 its PXAT) do not pass here: rq_aae_rebuild builds a new generation from a SCAN of the
@@ -69,7 +72,7 @@ local AAE_PARTITIONS = 4096
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local aae_char, aae_unpack, aae_find
 local bxor, band, rshift, bnot, sha1hex
-local crc_table, seg_fields, key_prefixes, ROOT_FIELD
+local crc_table, key_prefixes
 -- Texts a write would otherwise format each time (a number's text is a sprintf): key
 -- lengths, and the names of the partition hashes of the last generations written.
 local len_texts, hash_names, hash_gens = {}, {}, 0
@@ -89,13 +92,8 @@ local function aae_init()
     end
     t[i] = c
   end
-  seg_fields = {}
   key_prefixes = {}
-  for s = 0, AAE_SEGMENTS - 1 do
-    seg_fields[s] = aae_char(64 + s)
-    key_prefixes[s] = aae_char(s)
-  end
-  ROOT_FIELD = aae_char(128)
+  for s = 0, AAE_SEGMENTS - 1 do key_prefixes[s] = aae_char(s) end
   crc_table = t
 end
 
@@ -195,33 +193,48 @@ local function partition_hash(gen, p)
   return name
 end
 
--- Sets key's entry in generation gen (entry false: the key is gone).
+-- Sets key's entry in generation gen (entry false: the key is gone). One call, no read:
+-- the partition's root is derived from its entries when an exchange asks for it.
 local function aae_apply(gen, key, p, s, entry)
-  local hash, kf, sf = partition_hash(gen, p), key_prefixes[s] .. key, seg_fields[s]
-  local held = aae_call('HMGET', hash, kf, sf, ROOT_FIELD)
-  local old = held[1]
-  if old == entry then return end
-  local ohi, olo = halves(old)
-  local ehi, elo = halves(entry)
-  local dhi, dlo = bxor(ohi, ehi), bxor(olo, elo)  -- the delta, XORed into both
-  local shi, slo = halves(held[2])
-  local rhi, rlo = halves(held[3])
-  local seg, root = hex_of(bxor(shi, dhi), bxor(slo, dlo)), hex_of(bxor(rhi, dhi), bxor(rlo, dlo))
-  if entry and seg and root then  -- the usual case: one call
-    aae_call('HSET', hash, kf, entry, sf, seg, ROOT_FIELD, root)
-    return
+  if entry then
+    aae_call('HSET', partition_hash(gen, p), key_prefixes[s] .. key, entry)
+  else
+    aae_call('HDEL', partition_hash(gen, p), key_prefixes[s] .. key)
   end
-  local set, gone = {}, {}
-  for _, f in aae_ipairs({{kf, entry}, {sf, seg}, {ROOT_FIELD, root}}) do
-    if f[2] then
-      set[#set + 1] = f[1]
-      set[#set + 1] = f[2]
-    else
-      gone[#gone + 1] = f[1]
+end
+
+-- The roots of the complete generation, derived from its entries and kept in this
+-- library's memory (lost when the library is loaded again or the server restarts: then
+-- derived afresh): partition -> root (false: zero). A write drops its partition's root.
+-- ``root_gen``/``root_built`` name the generation they belong to (its number and
+-- built_at), so roots never outlive a swap, a flush or a generation built again.
+local root_cache, root_gen, root_built = {}, false, false
+
+local function roots_of(gen, built_at)
+  if gen ~= root_gen or built_at ~= root_built then
+    root_cache, root_gen, root_built = {}, gen, built_at
+  end
+  return root_cache
+end
+
+-- The XOR of a partition's entries: {segment -> {hi, lo}} and the root's two chunks.
+local function partition_sums(gen, p)
+  local flat = aae_call('HGETALL', partition_hash(gen, p))
+  local segs, rhi, rlo = {}, 0, 0
+  for j = 1, #flat, 2 do
+    local s = aae_byte(flat[j], 1)
+    if s < AAE_SEGMENTS then  -- a key's entry (fields from 64 up: sums stored by older versions)
+      local hi, lo = halves(flat[j + 1])
+      local seg = segs[s]
+      if seg then
+        seg[1], seg[2] = bxor(seg[1], hi), bxor(seg[2], lo)
+      else
+        segs[s] = {hi, lo}
+      end
+      rhi, rlo = bxor(rhi, hi), bxor(rlo, lo)
     end
   end
-  if #set > 0 then aae_call('HSET', hash, aae_unpack(set)) end
-  if #gone > 0 then aae_call('HDEL', hash, aae_unpack(gone)) end
+  return segs, rhi, rlo
 end
 
 local function now_ms()
@@ -240,7 +253,7 @@ local function aae_store(key, blob, entry)
   last_entry = false
   if aae_byte(key, 1) == 95 and aae_sub(key, 1, 9) == AAE then return end  -- 95: '_'
   local st = batch_state
-  if not st or st == true then st = aae_call('HMGET', AAE_STATE, 'gen', 'building') end
+  if not st or st == true then st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at') end
   local gen, building = st[1], st[2]
   if batch_state then batch_state = st end
   if not gen and not building then
@@ -251,12 +264,15 @@ local function aae_store(key, blob, entry)
       building = '1'
       aae_call('HSET', AAE_STATE, 'building', building, 'cursor', '0')
     end
-    if batch_state then batch_state = {gen, building} end
+    if batch_state then batch_state = {gen, building, false} end  -- no root derived yet
   end
   local p, s = aae_place(key)
   if blob then entry = entry or aae_entry(key, blob) else entry = false end
   last_entry = entry
-  if gen then aae_apply(gen, key, p, s, entry) end
+  if gen then
+    aae_apply(gen, key, p, s, entry)
+    if gen == root_gen and st[3] == root_built then root_cache[p] = nil end
+  end
   if building then aae_apply(building, key, p, s, entry) end
 end
 
@@ -274,9 +290,14 @@ local function aae_roots(keys, args)
   local first = aae_num(args[1]) or 0
   local last = first + (aae_num(args[2]) or AAE_PARTITIONS) - 1
   if last > AAE_PARTITIONS - 1 then last = AAE_PARTITIONS - 1 end
-  local out = {}
+  local gen, roots, out = st[1], roots_of(st[1], st[3]), {}
   for p = first, last do
-    local root = aae_call('HGET', partition_hash(st[1], p), ROOT_FIELD)
+    local root = roots[p]
+    if root == nil then
+      local _, hi, lo = partition_sums(gen, p)
+      root = hex_of(hi, lo)
+      roots[p] = root
+    end
     if root then
       out[#out + 1] = aae_str(p)
       out[#out + 1] = root
@@ -285,18 +306,20 @@ local function aae_roots(keys, args)
   return {1, out, building, aae_num(st[3]) or 0}
 end
 
--- rq_aae_segments partition : {segment, digest, ...} (zero digests left out)
+-- rq_aae_segments partition : {segment, digest, ...} (zero digests left out), derived
+-- from the partition's entries: an exchange asks only for partitions whose roots differ.
 local function aae_segments(keys, args)
   if not crc_table then aae_init() end
   local gen = aae_call('HGET', AAE_STATE, 'gen')
   local out = {}
   if not gen then return out end
-  local held = aae_call('HMGET', partition_hash(gen, aae_num(args[1])),
-    aae_unpack(seg_fields, 0, AAE_SEGMENTS - 1))
+  local segs = partition_sums(gen, aae_num(args[1]))
   for s = 0, AAE_SEGMENTS - 1 do
-    if held[s + 1] then
+    local seg = segs[s]
+    local digest = seg and hex_of(seg[1], seg[2])
+    if digest then
       out[#out + 1] = aae_str(s)
-      out[#out + 1] = held[s + 1]
+      out[#out + 1] = digest
     end
   end
   return out

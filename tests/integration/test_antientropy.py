@@ -36,23 +36,25 @@ GRACE_MS = 3_600_000
 # -- digests, read back and recomputed ---------------------------------------------------
 
 def stored_digests(raw) -> tuple[dict, dict, dict]:
-    """(roots, segments, entries) of the replica's complete digest generation, from its
-    partition hashes: char(s) + key -> entry, char(64 + s) -> segment digest, char(128) -> root."""
+    """(roots, segments, entries) of the replica's complete digest generation: roots and
+    segment digests as its functions answer them (rq_aae_roots, rq_aae_segments), entries
+    from its partition hashes (char(s) + key -> entry)."""
     gen = raw.hget("__rq:aae:state", "gen")
     assert gen is not None, "the replica has no complete digests"
-    roots: dict[int, str] = {}
+    reply = raw.fcall("rq_aae_roots", 0, 0, 4096)
+    assert reply[0] == 1, "the replica reports incomplete digests"
+    roots = {int(p): root.decode() for p, root in zip(reply[1][::2], reply[1][1::2], strict=True)}
     segments: dict[int, dict[int, str]] = {}
     entries: dict[tuple[int, int], dict[bytes, str]] = {}
     for name in raw.scan_iter(match=f"__rq:aae:{gen.decode()}:p:*", count=1000):
         p = int(name.decode().rsplit(":", 1)[1])
         for field, value in raw.hgetall(name).items():
-            kind, rest = field[0], field[1:]
-            if kind < 64:
-                entries.setdefault((p, kind), {})[rest] = value.decode()
-            elif kind < 128:
-                segments.setdefault(p, {})[kind - 64] = value.decode()
-            else:
-                roots[p] = value.decode()
+            if field[0] < 64:
+                entries.setdefault((p, field[0]), {})[field[1:]] = value.decode()
+    for p in set(roots) | {p for p, _ in entries}:
+        flat = raw.fcall("rq_aae_segments", 0, p)
+        if flat:
+            segments[p] = {int(s): d.decode() for s, d in zip(flat[::2], flat[1::2], strict=True)}
     return roots, segments, entries
 
 
@@ -486,3 +488,51 @@ def test_a_fan_out_stores_the_coordinators_entry_and_refuses_a_malformed_one(rep
     for raw in raws:
         assert stored_digests(raw) == recomputed_digests(raw)
     assert roots_of(raws[0]) == roots_of(raws[1]) == roots_of(raws[2]) != {}
+
+
+def test_roots_derived_once_follow_later_writes_flushes_and_rebuilds(replicas):
+    """A root, once derived for an exchange, is kept by the replica until a write to its
+    partition: every later change (a write, a delete, a FLUSHALL and writes after it, a
+    rebuilt generation, the library loaded again) shows in the next roots asked for."""
+    raw = replicas.raw("r1")
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+
+    def write(key: bytes, value: bytes) -> None:
+        nonlocal now
+        now += 1
+        raw.fcall("rq_set", 1, key, b"r1", now, GRACE_MS, 100, value, 0)
+
+    def same_as_the_data() -> None:
+        roots = roots_of(raw)
+        assert stored_digests(raw) == recomputed_digests(raw)
+        assert {int(p): r.decode() for p, r in roots.items()} == recomputed_digests(raw)[0]
+
+    keys = [f"derived:{i}".encode() for i in range(300)]
+    for k in keys:
+        write(k, b"first")
+    before = roots_of(raw)
+    same_as_the_data()
+    write(keys[0], b"second")  # one partition's root changes, the others are kept
+    after = roots_of(raw)
+    assert after != before and len(set(after.items()) ^ set(before.items())) == 2
+    same_as_the_data()
+    raw.fcall("rq_put", 1, keys[1], b"r1", now + 1, "*", GRACE_MS, 100, "del")
+    same_as_the_data()
+
+    raw.flushall()  # the state goes too: the first write starts generation 1 again
+    for k in keys[:50]:
+        write(k, b"after the flush")
+    assert raw.hget("__rq:aae:state", "gen") == b"1"
+    same_as_the_data()
+
+    raw.delete(*keys[:10])  # behind the library's back: only a rebuild sees it
+    assert raw.fcall("rq_aae_rebuild", 0, 0, -1, 1000)[0] in (b"building", b"built")
+    while raw.fcall("rq_aae_rebuild", 0, 0, 0, 1000)[0] != b"idle":
+        pass
+    assert raw.hget("__rq:aae:state", "gen") == b"2"
+    same_as_the_data()
+
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    write(keys[20], b"after a reload")
+    same_as_the_data()
