@@ -48,6 +48,7 @@ MODULES = [
     "replication.counters",
     "server.clients",
     "server.reactor",
+    "server.links",
     "commands.table",
     "commands.strings",
     "commands.dispatch",

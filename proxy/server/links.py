@@ -122,14 +122,15 @@ class _GetGroup:
                 log.exception("callback failed")
 
 
+WRITE_GROUP_LIMIT = 256  # calls per rq_many: bounds how long one call keeps the replica busy
+
+
 class _WriteGroup:
     """Consecutive write function calls queued on one link, sent as one rq_many: the
     replica reads the digest state and its actor once per call, not once per write
     (wire.py)."""
 
     __slots__ = ("entries", "callbacks", "width")
-
-    LIMIT = 256  # calls per rq_many: bounds how long one call keeps the replica busy
 
     def __init__(self) -> None:
         self.entries: list[bytes] = []
@@ -216,7 +217,7 @@ class ReplicaLink:
         self._gets = None  # a later GET must not jump ahead of this request
         if type(payload) is wire.Call:
             group = self._writes
-            if group is None or len(group.callbacks) == _WriteGroup.LIMIT:
+            if group is None or len(group.callbacks) == WRITE_GROUP_LIMIT:
                 group = self._writes = _WriteGroup()
                 self._out.append(group)
                 self._pending.append((group.deliver, time.monotonic()))
@@ -264,7 +265,7 @@ class ReplicaLink:
         out = self._out
         if not out or self._sock is None:
             return
-        data = b"".join([part if type(part) is bytes else part.encode() for part in out])
+        data = b"".join([part if isinstance(part, bytes) else part.encode() for part in out])
         out.clear()
         if self._backlog:
             self._backlog += data
@@ -414,7 +415,7 @@ class ReplicaLink:
         if self.up:
             self._fail(CLOSED, why)
 
-    def _on_readable(self, sock: socket.socket, events: int) -> None:
+    def _on_readable(self, sock: socket.socket | TlsSocket, events: int) -> None:
         """From the reactor's pass: read everything there is (edge-triggered)."""
         while sock is self._sock:
             try:
@@ -493,7 +494,7 @@ class ReplicaLink:
 
     # -- connecting --------------------------------------------------------
 
-    async def _connect(self) -> socket.socket:
+    async def _connect(self) -> socket.socket | TlsSocket:
         infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)

@@ -303,9 +303,12 @@ def test_round_trip_rings_are_bounded_and_gaps_average_every():
 def test_links_sample_reads_and_writes_of_an_alternating_stream():
     """Regression: with a fixed gap between samples, a link answering SET, GET, SET, GET…
     recorded only one of the two (every 8th reply always fell on the same kind)."""
-    from redquorum.server.links import ReplicaLink, _GetGroup
+    from redquorum.server.links import Flusher, ReplicaLink, _GetGroup
+    from redquorum.server.reactor import Reactor
 
-    link = ReplicaLink("r1", "127.0.0.1", 1, flusher=None, timeout=1.0, library=b"", reactor=None)
+    flusher = Flusher()
+    link = ReplicaLink("r1", "127.0.0.1", 1, flusher=flusher, timeout=1.0, library=b"",
+                       reactor=Reactor(flusher))
     group = _GetGroup()
     group.callbacks.append(lambda tag, reply: None)
     group.tags.append(None)
