@@ -1,7 +1,7 @@
 #!lua name=redquorum
 --[[
-The replica-side half of redquorum, loaded with FUNCTION LOAD REPLACE by every proxy
-when it connects. All read-modify-write of stored objects happens here, atomically, so
+The replica-side half of redquorum, loaded with FUNCTION LOAD REPLACE by a proxy that
+connects and finds another version loaded (rq_library). All read-modify-write of stored objects happens here, atomically, so
 two proxies writing the same replica cannot interleave; and this is the only encoder of
 stored bytes, so equal objects are equal bytes (proxy/clock.py has the theory).
 
@@ -12,6 +12,11 @@ Numbers stay below 2^53 (Lua numbers are doubles).
 ]]
 
 local FORMAT = 1
+
+-- The sha1 of this file, put here by the proxy that loads it (proxy/server/links.py):
+-- rq_library answers it, so a proxy reloads the library only when its own differs.
+-- Loading it again would drop what the library keeps in memory (the digests' roots).
+local LIBRARY_DIGEST = '@LIBRARY_DIGEST@'
 
 -- Library functions as upvalues: a global read goes through the globals table's
 -- metatable on every call. They cannot be read while the library loads (only the
@@ -38,24 +43,29 @@ TicTac AAE; proxy/replication/antientropy.py runs the exchange). Key k lives in 
 p = crc32(k) & 4095 (the ring's partition, proxy/replication/ring.py) and in segment
 s = (crc32(k) >> 12) & 63 of that partition. Its entry is the first 48 bits of
 sha1(#k .. ':' .. k .. stored bytes), as 12 hex digits; a segment's digest is the XOR of
-its keys' entries, a partition's root the XOR of its segments' digests (LuaBitOp works
-on 32-bit ints: the 48 bits are two 24-bit chunks). A digest of zero is no digest.
-
-A write stores only its key's entry, with one call and no read: the entries of a
-partition are one hash,
+its keys' entries, a partition's root the XOR of its segments' digests, i.e. of all its
+entries (LuaBitOp works on 32-bit ints: the 48 bits are two 24-bit chunks). A digest of
+zero is no digest. Redis holds the entries, a hash per partition:
   __rq:aae:<g>:p:<p>   char(s) .. key -> the key's entry (a segment's keys listed without
-                       a scan of the keyspace; fields from char(64) up are sums that
-                       older versions stored, ignored)
+                       a scan of the keyspace; fields from char(64) up are sums an older
+                       layout kept, ignored)
   __rq:aae:state       hash: gen (the complete generation g), building (one being
                        rebuilt), cursor (its SCAN cursor), built_at (ms), drop/dcursor (an
                        old generation being deleted)
-all under __rq:aae: (hidden from clients). The sums are derived when an exchange asks:
-a partition's root from its hash (one HGETALL, kept in the library's memory until a
-write to the partition drops it), its segments only for partitions whose roots differ.
-So a write pays one HSET (Riak's hashtrees likewise mark segments dirty on insert and
-rehash them before an exchange), and a round pays for the partitions written since the
-last one; maintaining the XOR sums on every write cost a read and two more fields per
-write, about half of the replica's CPU per SET (bench/README.md).
+all under __rq:aae: (hidden from clients). A write stores its key's entry (one HSET). The
+roots live in this library's memory: summed from a partition's hash the first time an
+exchange asks for it after the library was loaded, then kept current by every write to
+that partition, which reads the entry it replaces (one HGET) and XORs old ^ new into the
+root, so a round costs a lookup per partition. Segment digests are summed from the
+partition's hash when an exchange asks for them, which it does only for partitions whose
+roots differ. (The first layout kept the 64 segment sums and the root inside each
+partition hash, current through every write: a read and a write of three fields and the
+arithmetic on them per write, about a third of the replicas' CPU per SET. Roots summed
+afresh for every round, tried next, were cheaper still per write but cost every round a
+read of all the partitions written since the last one: the whole keyspace under a steady
+write load. The proxy loads the library only where another version runs (rq_library),
+so what it keeps in memory survives proxies connecting; a restarted server sums each
+root once again.)
 
 Changes made behind the proxy's back (DEL, FLUSHALL, eviction, Redis dropping a key at
 its PXAT) do not pass here: rq_aae_rebuild builds a new generation from a SCAN of the
@@ -70,7 +80,7 @@ local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
 local AAE_PARTITIONS = 4096
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
-local aae_char, aae_unpack, aae_find
+local aae_char, aae_find
 local bxor, band, rshift, bnot, sha1hex
 local crc_table, key_prefixes
 -- Texts a write would otherwise format each time (a number's text is a sprintf): key
@@ -82,7 +92,7 @@ local function aae_init()
   aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor =
     g.redis.call, g.string.byte, g.string.sub, g.string.format, g.tonumber, g.ipairs, g.tostring,
     g.math.floor
-  aae_char, aae_unpack, aae_find = g.string.char, g.unpack, g.string.find
+  aae_char, aae_find = g.string.char, g.string.find
   bxor, band, rshift, bnot, sha1hex = g.bit.bxor, g.bit.band, g.bit.rshift, g.bit.bnot, g.redis.sha1hex
   local t = {}
   for i = 0, 255 do
@@ -193,37 +203,38 @@ local function partition_hash(gen, p)
   return name
 end
 
--- Sets key's entry in generation gen (entry false: the key is gone). One call, no read:
--- the partition's root is derived from its entries when an exchange asks for it.
-local function aae_apply(gen, key, p, s, entry)
-  if entry then
-    aae_call('HSET', partition_hash(gen, p), key_prefixes[s] .. key, entry)
-  else
-    aae_call('HDEL', partition_hash(gen, p), key_prefixes[s] .. key)
-  end
-end
+-- The complete generation's roots, kept in this library's memory (Redis holds only the
+-- entries): partition -> {hi, lo}, for the partitions an exchange asked about since the
+-- library was loaded; the others are summed from their hash when asked. Every write to a
+-- partition whose root is here XORs its old and new entries into it, so a root is summed
+-- from its hash once per load of the library (a restart, another version), not once per
+-- round. ``root_gen``/``root_built`` name the generation they belong to (its number and
+-- built_at): another generation, or the same number after a flush, starts afresh.
+local roots, root_gen, root_built = {}, false, false
 
--- The roots of the complete generation, derived from its entries and kept in this
--- library's memory (lost when the library is loaded again or the server restarts: then
--- derived afresh): partition -> root (false: zero). A write drops its partition's root.
--- ``root_gen``/``root_built`` name the generation they belong to (its number and
--- built_at), so roots never outlive a swap, a flush or a generation built again.
-local root_cache, root_gen, root_built = {}, false, false
-
-local function roots_of(gen, built_at)
+local function roots_for(gen, built_at)
   if gen ~= root_gen or built_at ~= root_built then
-    root_cache, root_gen, root_built = {}, gen, built_at
+    roots, root_gen, root_built = {}, gen, built_at
   end
-  return root_cache
+  return roots
 end
 
--- The XOR of a partition's entries: {segment -> {hi, lo}} and the root's two chunks.
+local function set_entry(hash, field, entry)
+  if entry then
+    aae_call('HSET', hash, field, entry)
+  else
+    aae_call('HDEL', hash, field)
+  end
+end
+
+-- The XOR of a partition's entries per segment, {segment -> {hi, lo}}, and of all of
+-- them, {hi, lo}: its root.
 local function partition_sums(gen, p)
   local flat = aae_call('HGETALL', partition_hash(gen, p))
   local segs, rhi, rlo = {}, 0, 0
   for j = 1, #flat, 2 do
     local s = aae_byte(flat[j], 1)
-    if s < AAE_SEGMENTS then  -- a key's entry (fields from 64 up: sums stored by older versions)
+    if s < AAE_SEGMENTS then  -- a key's entry (fields from 64 up: sums an older layout kept)
       local hi, lo = halves(flat[j + 1])
       local seg = segs[s]
       if seg then
@@ -234,7 +245,7 @@ local function partition_sums(gen, p)
       rhi, rlo = bxor(rhi, hi), bxor(rlo, lo)
     end
   end
-  return segs, rhi, rlo
+  return segs, {rhi, rlo}
 end
 
 local function now_ms()
@@ -246,34 +257,48 @@ end
 -- kept: nothing else changes it within one call); nil outside rq_many.
 local batch_state
 
+-- The complete generation (false: none), its built_at, and the one being rebuilt
+-- (false: none); starts digests where there are none.
+local function digest_state()
+  local st = batch_state
+  if not st or st == true then
+    st = aae_call('HMGET', AAE_STATE, 'gen', 'built_at', 'building')
+    if not st[1] and not st[3] then
+      if holds_no_objects() then  -- nothing held yet: the empty digests are exact
+        st = {'1', aae_str(now_ms()), false}
+        aae_call('HSET', AAE_STATE, 'gen', st[1], 'built_at', st[2])
+      else  -- data without digests: rq_aae_rebuild fills generation 1 from a scan
+        st[3] = '1'
+        aae_call('HSET', AAE_STATE, 'building', '1', 'cursor', '0')
+      end
+    end
+    if batch_state then batch_state = st end
+  end
+  return st[1], st[2], st[3]
+end
+
 -- The hook: called just before ``key`` is stored as ``blob`` (false: deleted).
 -- ``entry``: blob's entry when the caller has it already (another home computed it).
 local function aae_store(key, blob, entry)
   if not crc_table then aae_init() end
   last_entry = false
   if aae_byte(key, 1) == 95 and aae_sub(key, 1, 9) == AAE then return end  -- 95: '_'
-  local st = batch_state
-  if not st or st == true then st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at') end
-  local gen, building = st[1], st[2]
-  if batch_state then batch_state = st end
-  if not gen and not building then
-    if holds_no_objects() then  -- nothing held yet: the empty digests are exact
-      gen = '1'
-      aae_call('HSET', AAE_STATE, 'gen', gen, 'built_at', now_ms())
-    else  -- data without digests: rq_aae_rebuild fills generation 1 from a scan
-      building = '1'
-      aae_call('HSET', AAE_STATE, 'building', building, 'cursor', '0')
-    end
-    if batch_state then batch_state = {gen, building, false} end  -- no root derived yet
-  end
+  local gen, built, building = digest_state()
   local p, s = aae_place(key)
   if blob then entry = entry or aae_entry(key, blob) else entry = false end
   last_entry = entry
+  local field = key_prefixes[s] .. key
   if gen then
-    aae_apply(gen, key, p, s, entry)
-    if gen == root_gen and st[3] == root_built then root_cache[p] = nil end
+    local hash = partition_hash(gen, p)
+    local root = gen == root_gen and built == root_built and roots[p]
+    if root then  -- kept in memory: XOR the entry replaced out of it, the new one in
+      local ohi, olo = halves(aae_call('HGET', hash, field))
+      local ehi, elo = halves(entry)
+      root[1], root[2] = bxor(root[1], bxor(ohi, ehi)), bxor(root[2], bxor(olo, elo))
+    end
+    set_entry(hash, field, entry)
   end
-  if building then aae_apply(building, key, p, s, entry) end
+  if building then set_entry(partition_hash(building, p), field, entry) end
 end
 
 -- rq_aae_roots first count : {1 when the digests are complete else 0, {partition, root,
@@ -290,24 +315,25 @@ local function aae_roots(keys, args)
   local first = aae_num(args[1]) or 0
   local last = first + (aae_num(args[2]) or AAE_PARTITIONS) - 1
   if last > AAE_PARTITIONS - 1 then last = AAE_PARTITIONS - 1 end
-  local gen, roots, out = st[1], roots_of(st[1], st[3]), {}
+  local gen, held, out = st[1], roots_for(st[1], st[3]), {}
   for p = first, last do
-    local root = roots[p]
-    if root == nil then
-      local _, hi, lo = partition_sums(gen, p)
-      root = hex_of(hi, lo)
-      roots[p] = root
+    local root = held[p]
+    if not root then
+      local _
+      _, root = partition_sums(gen, p)
+      held[p] = root
     end
-    if root then
+    local hex = hex_of(root[1], root[2])
+    if hex then
       out[#out + 1] = aae_str(p)
-      out[#out + 1] = root
+      out[#out + 1] = hex
     end
   end
   return {1, out, building, aae_num(st[3]) or 0}
 end
 
--- rq_aae_segments partition : {segment, digest, ...} (zero digests left out), derived
--- from the partition's entries: an exchange asks only for partitions whose roots differ.
+-- rq_aae_segments partition : {segment, digest, ...} (zero digests left out), summed from
+-- the partition's entries: an exchange asks only for partitions whose roots differ.
 local function aae_segments(keys, args)
   if not crc_table then aae_init() end
   local gen = aae_call('HGET', AAE_STATE, 'gen')
@@ -429,7 +455,7 @@ local function aae_rebuild(keys, args)
     if aae_sub(key, 1, 9) ~= AAE then
       local blob = aae_call('GET', key)
       local p, s = aae_place(key)
-      aae_apply(building, key, p, s, is_object(blob) and aae_entry(key, blob))
+      set_entry(partition_hash(building, p), key_prefixes[s] .. key, is_object(blob) and aae_entry(key, blob))
     end
   end
   if reply[1] ~= '0' then
@@ -1532,6 +1558,7 @@ end
 
 local function many(keys, args)
   if not ready then init() end
+  if not crc_table then aae_init() end
   batch_state, batch_actor = true, false
   local out, i, n = {}, 1, #args
   local ok, e = pcall(function()
@@ -1547,6 +1574,8 @@ local function many(keys, args)
 end
 
 redis.register_function('rq_many', many)
+redis.register_function{function_name = 'rq_library', callback = function() return LIBRARY_DIGEST end,
+  flags = {'no-writes'}}
 redis.register_function('rq_actor', actor_of)
 redis.register_function('rq_hint_done', hint_done)
 redis.register_function('rq_members_put', members_put)

@@ -306,6 +306,11 @@ def as_fallback(payload: bytes, key: bytes, home: str) -> bytes:
     return head + rest
 
 
+def library() -> bytes:
+    """rq_library: the digest of the function library the replica has loaded."""
+    return command(b"FCALL", b"rq_library", b"0")
+
+
 def actor(replica_id: str) -> bytes:
     """rq_actor replica_id: the actor the replica's current process mints dots under."""
     return command(b"FCALL", b"rq_actor", b"0", replica_id.encode())

@@ -27,6 +27,7 @@ wait without a deadline of their own.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import select
 import socket
@@ -122,6 +123,7 @@ class _GetGroup:
                 log.exception("callback failed")
 
 
+LIBRARY_DIGEST_MARK = b"@LIBRARY_DIGEST@"  # where the library's code takes its digest
 WRITE_GROUP_LIMIT = 256  # calls per rq_many: bounds how long one call keeps the replica busy
 
 
@@ -178,7 +180,9 @@ class ReplicaLink:
         self.connected_since = 0.0
         self.down_since: float | None = time.monotonic()  # None while up (hint window)
         self._flusher = flusher
-        self._library = library
+        # the library as loaded, carrying its own digest (which rq_library answers)
+        self._library_digest = hashlib.sha1(library).hexdigest().encode()
+        self._library = library.replace(LIBRARY_DIGEST_MARK, self._library_digest)
         self._password = password
         self._username = username
         self.tls = tls  # replaced on a certificate reload; used from the next connect
@@ -521,41 +525,61 @@ class ReplicaLink:
             raise
 
     async def _handshake(self, sock: socket.socket | TlsSocket) -> None:
+        """Authenticate, name the connection, load the function library where the replica
+        runs another version (loading it again would drop what it keeps in memory), and
+        learn the actor this replica's process writes under."""
         commands = []
         if self._password:
             auth = [self._username] if self._username else []
             commands.append(encode_command("AUTH", *auth, self._password))
         commands.append(encode_command("CLIENT", "SETNAME", "redquorum"))
-        commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
+        commands.append(wire.library())
+        replies = await _exchange(sock, commands)
+        _refused(replies[:-1])
+        loaded = replies[-1]  # an error: no library, or one older than rq_library
+        commands = []
+        if loaded != self._library_digest:
+            commands.append(encode_command("FUNCTION", "LOAD", "REPLACE", self._library))
         # A new redis-server process writes under a new actor (replicas/redquorum.lua,
         # "Actor epochs"): started here, before any write of this connection.
         commands.append(wire.actor(self.id))
-        data = b"".join(commands)
-        while data or (type(sock) is TlsSocket and sock.backlog):
-            await trio.lowlevel.wait_writable(sock)
-            try:
-                if type(sock) is TlsSocket and not sock.flush():
-                    continue
-                data = data[sock.send(data):] if data else data
-            except BlockingIOError:
+        replies = await _exchange(sock, commands)
+        _refused(replies)
+        if type(replies[-1]) is bytes:
+            self.epoch = replies[-1].decode(errors="replace")
+
+
+def _refused(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise ReplyError(f"handshake: {reply.text}")
+
+
+async def _exchange(sock: socket.socket | TlsSocket, commands: list[bytes]) -> list[Any]:
+    """Send ``commands`` and read their replies (errors among them) during a handshake."""
+    data = b"".join(commands)
+    while data or (type(sock) is TlsSocket and sock.backlog):
+        await trio.lowlevel.wait_writable(sock)
+        try:
+            if type(sock) is TlsSocket and not sock.flush():
                 continue
-        parser = ReplyParser()
-        got = 0
-        while got < len(commands):
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                chunk = sock.recv(65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                raise OSError(errno.ECONNRESET, "replica closed the connection during handshake")
-            parser.feed(chunk)
-            while (reply := parser.gets()) is not False:
-                got += 1
-                if isinstance(reply, ReplyError):
-                    raise ReplyError(f"handshake: {reply.text}")
-                if got == len(commands) and type(reply) is bytes:
-                    self.epoch = reply.decode(errors="replace")
+            data = data[sock.send(data):] if data else data
+        except BlockingIOError:
+            continue
+    parser = ReplyParser()
+    replies: list[Any] = []
+    while len(replies) < len(commands):
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            raise OSError(errno.ECONNRESET, "replica closed the connection during handshake")
+        parser.feed(chunk)
+        while (reply := parser.gets()) is not False:
+            replies.append(reply)
+    return replies
 
 
 async def _tls_handshake(tls: TlsSocket) -> None:

@@ -7,6 +7,7 @@ repaired by the proxy's background rounds or by ``redquorum repair``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -490,10 +491,11 @@ def test_a_fan_out_stores_the_coordinators_entry_and_refuses_a_malformed_one(rep
     assert roots_of(raws[0]) == roots_of(raws[1]) == roots_of(raws[2]) != {}
 
 
-def test_roots_derived_once_follow_later_writes_flushes_and_rebuilds(replicas):
-    """A root, once derived for an exchange, is kept by the replica until a write to its
-    partition: every later change (a write, a delete, a FLUSHALL and writes after it, a
-    rebuilt generation, the library loaded again) shows in the next roots asked for."""
+def test_roots_kept_in_memory_follow_later_writes_flushes_and_rebuilds(replicas):
+    """A root, once summed for an exchange, is kept in the library's memory and updated by
+    every write to its partition: every later change (a write, a delete, a FLUSHALL and
+    writes after it, a rebuilt generation, the library loaded again) shows in the next
+    roots asked for, equal to the XOR of the data's entries."""
     raw = replicas.raw("r1")
     raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
     now = time.time_ns() // 1000
@@ -513,7 +515,7 @@ def test_roots_derived_once_follow_later_writes_flushes_and_rebuilds(replicas):
         write(k, b"first")
     before = roots_of(raw)
     same_as_the_data()
-    write(keys[0], b"second")  # one partition's root changes, the others are kept
+    write(keys[0], b"second")  # one partition's root changes, the others stay
     after = roots_of(raw)
     assert after != before and len(set(after.items()) ^ set(before.items())) == 2
     same_as_the_data()
@@ -536,3 +538,26 @@ def test_roots_derived_once_follow_later_writes_flushes_and_rebuilds(replicas):
     raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
     write(keys[20], b"after a reload")
     same_as_the_data()
+
+
+def test_a_proxy_loads_the_library_only_where_another_version_runs(replicas, make_proxy):
+    """Loading the library again would drop the roots it keeps in memory: a proxy that
+    connects to replicas already running its version leaves them as they are, and one that
+    finds another version (here the file loaded by hand, without its digest) loads its own."""
+    from redquorum.server.app import library_code
+
+    raws = [replicas.raw(r.id) for r in replicas]
+    raws[2].function_load(library_code().decode(), replace=True)  # the code, no digest in it
+    proxy = make_proxy(replicas)
+    proxy.client().set(b"k", b"v")
+    digest = hashlib.sha1(library_code()).hexdigest().encode()
+    assert [raw.fcall("rq_library", 0) for raw in raws] == [digest] * 3
+
+    def loads(raw) -> int:
+        stats = raw.info("commandstats").get("cmdstat_function|load", {})
+        return stats.get("calls", 0)
+    before = [loads(raw) for raw in raws]
+    proxy.stop()
+    again = make_proxy(replicas)
+    assert again.client().get(b"k") == b"v"
+    assert [loads(raw) for raw in raws] == before

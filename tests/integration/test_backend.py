@@ -49,8 +49,10 @@ async def test_an_unreadable_reply_fails_the_link_and_it_reconnects():
     async def fake_replica(stream: trio.SocketStream) -> None:
         nonlocal connections
         connections += 1
-        await stream.receive_some()  # CLIENT SETNAME, FUNCTION LOAD and FCALL rq_actor
-        await stream.send_all(b"+OK\r\n$9\r\nredquorum\r\n$11\r\nfake~0a1b2c\r\n")
+        await stream.receive_some()  # CLIENT SETNAME and FCALL rq_library: none loaded
+        await stream.send_all(b"+OK\r\n-ERR Function not found\r\n")
+        await stream.receive_some()  # FUNCTION LOAD and FCALL rq_actor
+        await stream.send_all(b"$9\r\nredquorum\r\n$11\r\nfake~0a1b2c\r\n")
         if connections == 1:
             await stream.receive_some()
             await stream.send_all(b"?not RESP\r\n")
