@@ -8,9 +8,9 @@ store objects (replicas/redquorum.lua, "Anti-entropy digests"): per ring partiti
 *root*, per partition 64 *segment* digests, per segment its keys with one *entry* each
 (48 bits of sha1 over the key and its stored bytes); segments and roots are XORs of
 entries. The entries are stored; the roots are kept in the replica's memory and updated
-by each write in O(1); segment digests are summed when asked for. Equal objects are equal bytes (Lua is the only
-encoder), so two homes hold the same data for a partition exactly when (up to hash
-collisions) their roots agree. A round:
+by each write in O(1); segment digests are summed when asked for. Equal objects are
+equal bytes (Lua is the only encoder), so two homes hold the same data for a partition
+exactly when (up to hash collisions) their roots agree. A round:
 
 1. asks every up replica for its roots, 256 partitions per call
    (``rq_aae_roots``); a replica whose digests are incomplete (no generation built yet)
