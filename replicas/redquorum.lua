@@ -54,7 +54,8 @@ zero is no digest. Redis holds the entries, a hash per partition:
                        old generation being deleted)
 all under __rq:aae: (hidden from clients). A write stores its key's entry (one HSET). The
 roots live in this library's memory: summed from a partition's hash the first time an
-exchange asks for it after the library was loaded, then kept current by every write to
+exchange asks for it after the library was loaded (or a new generation swapped in; at
+most ROOTS_BUDGET entries per call), then kept current by every write to
 that partition, which reads the entry it replaces (one HGET) and XORs old ^ new into the
 root, so a round costs a lookup per partition. Segment digests are summed from the
 partition's hash when an exchange asks for them, which it does only for partitions whose
@@ -79,6 +80,7 @@ local AAE = '__rq:aae:'
 local AAE_STATE = '__rq:aae:state'
 local AAE_SEGMENTS = 64
 local AAE_PARTITIONS = 4096
+local ROOTS_BUDGET = 20000  -- entries one rq_aae_roots call may sum (about 5 ms)
 local aae_call, aae_byte, aae_sub, aae_format, aae_num, aae_ipairs, aae_str, aae_floor
 local aae_char, aae_find
 local bxor, band, rshift, bnot, sha1hex
@@ -227,8 +229,8 @@ local function set_entry(hash, field, entry)
   end
 end
 
--- The XOR of a partition's entries per segment, {segment -> {hi, lo}}, and of all of
--- them, {hi, lo}: its root.
+-- The XOR of a partition's entries per segment, {segment -> {hi, lo}}, of all of them,
+-- {hi, lo} (its root), and how many fields it read.
 local function partition_sums(gen, p)
   local flat = aae_call('HGETALL', partition_hash(gen, p))
   local segs, rhi, rlo = {}, 0, 0
@@ -245,7 +247,7 @@ local function partition_sums(gen, p)
       rhi, rlo = bxor(rhi, hi), bxor(rlo, lo)
     end
   end
-  return segs, {rhi, rlo}
+  return segs, {rhi, rlo}, #flat / 2
 end
 
 local function now_ms()
@@ -301,8 +303,10 @@ local function aae_store(key, blob, entry)
   if building then set_entry(partition_hash(building, p), field, entry) end
 end
 
--- rq_aae_roots first count : {1 when the digests are complete else 0, {partition, root,
--- ...} for partitions first .. first + count - 1, 1 while a rebuild runs else 0, built_at}
+-- rq_aae_roots first count [budget] : {1 when the digests are complete else 0,
+-- {partition, root, ...} for partitions first .. first + count - 1, 1 while a rebuild runs
+-- else 0, built_at}. ``budget``: how many entries this call may sum for roots not in
+-- memory yet (default ROOTS_BUDGET); past it the answer is 0, as for incomplete digests.
 local function aae_roots(keys, args)
   if not crc_table then aae_init() end
   local st = aae_call('HMGET', AAE_STATE, 'gen', 'building', 'built_at')
@@ -315,13 +319,19 @@ local function aae_roots(keys, args)
   local first = aae_num(args[1]) or 0
   local last = first + (aae_num(args[2]) or AAE_PARTITIONS) - 1
   if last > AAE_PARTITIONS - 1 then last = AAE_PARTITIONS - 1 end
-  local gen, held, out = st[1], roots_for(st[1], st[3]), {}
+  local budget = aae_num(args[3]) or ROOTS_BUDGET
+  local gen, held, out, spent = st[1], roots_for(st[1], st[3]), {}, 0
   for p = first, last do
     local root = held[p]
     if not root then
-      local _
-      _, root = partition_sums(gen, p)
+      -- Summed once per load of the library; bounded per call, because the replica
+      -- answers nothing else meanwhile: past the budget, it sits this round out (0) and
+      -- the next calls go on from the roots summed so far.
+      if spent >= budget then return {0, {}, building, aae_num(st[3]) or 0} end
+      local _, n
+      _, root, n = partition_sums(gen, p)
       held[p] = root
+      spent = spent + n
     end
     local hex = hex_of(root[1], root[2])
     if hex then

@@ -67,8 +67,8 @@ PARALLEL = 8  # partitions being repaired at once
 OBJECTS_PER_CALL = 256  # keys per rq_aae_objects call
 # Partitions' roots per rq_aae_roots call: a replica keeps them in memory (a tenth of a
 # millisecond per call), except after a restart, when each is summed from its partition's
-# entries once (about 7 ms per call at 100,000 keys), and the replica serves nothing else
-# meanwhile.
+# entries once, at most 20,000 entries per call (about 5 ms: the replica serves nothing
+# else meanwhile); a replica that has not summed them all sits the round out.
 ROOTS_PER_CALL = 256
 
 

@@ -561,3 +561,25 @@ def test_a_proxy_loads_the_library_only_where_another_version_runs(replicas, mak
     again = make_proxy(replicas)
     assert again.client().get(b"k") == b"v"
     assert [loads(raw) for raw in raws] == before
+
+
+def test_roots_are_summed_a_budget_at_a_time_after_a_reload(replicas):
+    """After a restart (or another version of the library) every root is summed from its
+    partition's entries once; one call sums at most its budget of entries, answers 0 (sit
+    this round out) past it, and the next calls go on from there."""
+    raw = replicas.raw("r1")
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+    for i in range(400):
+        raw.fcall("rq_set", 1, f"budget:{i}".encode(), b"r1", now + i, GRACE_MS, 100, b"v", 0)
+    expected = roots_of(raw)
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)  # roots gone
+    answers = []
+    while True:
+        reply = raw.fcall("rq_aae_roots", 0, 0, 4096, 50)
+        answers.append(reply[0])
+        if reply[0] == 1:
+            break
+        assert len(answers) < 100, "the summing makes no progress"
+    assert answers[0] == 0 and 400 // 50 <= len(answers) <= 400 // 50 + 2
+    assert {p: r for p, r in zip(reply[1][::2], reply[1][1::2], strict=True)} == expected
