@@ -1,9 +1,10 @@
 #!lua name=redquorum
 --[[
 The replica-side half of redquorum, loaded with FUNCTION LOAD REPLACE by a proxy that
-connects and finds another version loaded (rq_library). All read-modify-write of stored objects happens here, atomically, so
-two proxies writing the same replica cannot interleave; and this is the only encoder of
-stored bytes, so equal objects are equal bytes (proxy/clock.py has the theory).
+connects and finds another version loaded (rq_library). All read-modify-write of stored
+objects happens here, atomically, so two proxies writing the same replica cannot
+interleave; and this is the only encoder of stored bytes, so equal objects are equal
+bytes (proxy/clock.py has the theory).
 
 Stored object (cmsgpack, arrays only, no maps: Lua table order is not deterministic):
   {1, {actor, counter, ...}, {{actor, counter, ts_us, tombstone(0/1), expire_at_ms, value}, ...}}
@@ -465,7 +466,8 @@ local function aae_rebuild(keys, args)
     if aae_sub(key, 1, 9) ~= AAE then
       local blob = aae_call('GET', key)
       local p, s = aae_place(key)
-      set_entry(partition_hash(building, p), key_prefixes[s] .. key, is_object(blob) and aae_entry(key, blob))
+      local entry = is_object(blob) and aae_entry(key, blob)
+      set_entry(partition_hash(building, p), key_prefixes[s] .. key, entry)
     end
   end
   if reply[1] ~= '0' then
@@ -1568,7 +1570,6 @@ end
 
 local function many(keys, args)
   if not ready then init() end
-  if not crc_table then aae_init() end
   batch_state, batch_actor = true, false
   local out, i, n = {}, 1, #args
   local ok, e = pcall(function()
