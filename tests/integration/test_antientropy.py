@@ -583,3 +583,22 @@ def test_roots_are_summed_a_budget_at_a_time_after_a_reload(replicas):
         assert len(answers) < 100, "the summing makes no progress"
     assert answers[0] == 0 and 400 // 50 <= len(answers) <= 400 // 50 + 2
     assert {p: r for p, r in zip(reply[1][::2], reply[1][1::2], strict=True)} == expected
+
+
+def test_partition_hashes_of_the_older_layout_give_the_same_digests(replicas):
+    """Partition hashes written by the older layout also hold segment sums (fields
+    char(64 + s)) and the root (char(128)); they are not entries, so the roots and
+    segment digests summed from such a hash are those of its entries alone."""
+    raw = replicas.raw("r1")
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    now = time.time_ns() // 1000
+    for i in range(200):
+        raw.fcall("rq_set", 1, f"older:{i}".encode(), b"r1", now + i, GRACE_MS, 100, b"v", 0)
+    gen = raw.hget("__rq:aae:state", "gen").decode()
+    for name in raw.scan_iter(match=f"__rq:aae:{gen}:p:*", count=1000):
+        raw.hset(name, mapping={b"\x40": b"0123456789ab", b"\x7f": b"ba9876543210",
+                                b"\x80": b"fedcba987654"})
+    raw.function_load((ROOT / "replicas" / "redquorum.lua").read_text(), replace=True)
+    roots, segments, _ = recomputed_digests(raw)
+    assert {int(p): r.decode() for p, r in roots_of(raw).items()} == roots
+    assert stored_digests(raw)[1] == segments
