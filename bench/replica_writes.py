@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.replica_writes [--keys 100000] [--writes 20000] [--rounds 3]
                                              [--batches 1,16,128] [--listpack-entries N]
+                                             [--empty] [--baseline FILE]
 
 One redis-server with the replicas' settings (replicas/redis.conf, AOF included) holds
 ``--keys`` objects written through the library, so the anti-entropy digests hold them too.
@@ -15,9 +16,10 @@ entries, with the proxy's crc32 of each key, as a replica link does with the wri
 reactor pass queues for it. The same with the digest hook cut out of the library shows the
 hook's share. Rounds are interleaved, each starting with another server; each cell is the
 minimum over them.
-``--listpack-entries N`` adds a server with the digests and ``hash-max-listpack-entries N`` (the digests'
-partition hashes hold about 90 fields each at 100,000 keys: below that they are hash tables,
-not listpacks). The memory each server grew by per key is printed too. ``--baseline FILE``
+``--empty`` adds a server whose ``rq_set`` and ``rq_replace`` return at once, after its
+fill: the floor of a call with those arguments. ``--listpack-entries N`` adds a server with
+the digests and ``hash-max-listpack-entries N`` (the digests' partition hashes hold about
+25 entries each at 100,000 keys). The memory each server grew by per key is printed too. ``--baseline FILE``
 adds a server running another build of the library (say ``git show
 main:replicas/redquorum.lua``), so a change is measured against it in the same interleaved
 rounds. Starts its own redis-servers on free loopback ports and stops them by PID.
@@ -45,6 +47,17 @@ GRACE_MS = 3_600_000
 PAYLOADS = wire.Payloads(mode="causal", grace_ms=GRACE_MS, hard_limit=100, actors=[b"r1"])
 CHUNK = 200  # requests per write to the socket
 KINDS = ("rq_set", "rq_replace", "rq_replace~")
+
+
+def empty_writes(source: str) -> str:
+    """The library with rq_set and rq_replace returning at once: what a call with their
+    arguments costs before the function does anything (Redis's parsing, the FCALL, rq_many's
+    dispatch, the reply)."""
+    for head in ("local function set(keys, args)\n", "local function replace(keys, args)\n"):
+        if head not in source:
+            raise SystemExit(f"bench.replica_writes: {head.strip()} is not where it expected it")
+        source = source.replace(head, head + "  if true then return 0 end\n", 1)
+    return source
 
 
 def without_digests(source: str) -> str:
@@ -131,6 +144,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16,128", help="entries per rq_many (1: plain FCALLs)")
     parser.add_argument("--listpack-entries", type=int, default=None)
     parser.add_argument("--baseline", type=Path, default=None, help="another library build to compare")
+    parser.add_argument("--empty", action="store_true",
+                        help="add a server whose write functions return at once (the calls' floor)")
     args = parser.parse_args()
     sizes = [int(b) for b in args.batches.split(",")]
     source = LIBRARY.read_text()
@@ -140,6 +155,8 @@ def main() -> None:
         libraries.append(("baseline", args.baseline.read_text(), None))
     if args.listpack_entries is not None:
         libraries.append((f"listpack {args.listpack_entries}", source, args.listpack_entries))
+    if args.empty:  # filled by the library, then measured with the empty functions
+        libraries.append(("empty calls", source, None))
     with tempfile.TemporaryDirectory(prefix="rq-writes-") as tmp:
         servers = launch(len(libraries), Path(tmp), prefix="w")
         try:
@@ -153,6 +170,8 @@ def main() -> None:
                 fill(server, args.keys)
                 grown = (raw.info("memory")["used_memory"] - used) / args.keys
                 print(f"{name}: {args.keys} keys, {grown:.0f} B/key", flush=True)
+                if name == "empty calls":
+                    raw.function_load(empty_writes(code), replace=True)
                 setups.append((name, server, raw))
             best: dict[tuple[str, str, int], float] = {}
             for round_no in range(args.rounds):
