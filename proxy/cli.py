@@ -345,8 +345,9 @@ def run_repair(args: argparse.Namespace) -> int:
     return 0 if stats.errors == 0 else 1
 
 
-class _ProgressBar:
-    """One line on stderr, redrawn in place on a terminal (a line per second otherwise)."""
+class _StderrBar:
+    """Progress on stderr: one line redrawn in place on a terminal (at most every 0.1 s),
+    a line per second otherwise."""
 
     def __init__(self, stream: Any) -> None:
         import time
@@ -355,21 +356,34 @@ class _ProgressBar:
         self.tty = stream.isatty()
         self.clock = time.monotonic
         self.last = 0.0
+        self.open = False  # a line drawn in place and not ended yet
+
+    def _due(self, force: bool = False) -> bool:
+        now = self.clock()
+        if not force and now - self.last < (0.1 if self.tty else 1.0):
+            return False
+        self.last = now
+        return True
+
+    def _draw(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+            self.open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class _ProgressBar(_StderrBar):
+    """A repair round's counts."""
 
     def _line(self, stats: Any) -> str:
         return (f"keys compared {stats.keys_compared}  segments differing {stats.segments_diverged}"
                 f"  keys repaired {stats.keys_repaired}  partitions differing {stats.partitions_diverged}")
 
     def show(self, stats: Any) -> None:
-        now = self.clock()
-        if now - self.last < (0.1 if self.tty else 1.0):
-            return
-        self.last = now
-        if self.tty:
-            self.stream.write("\r[repair] " + self._line(stats) + "\x1b[K")
-        else:
-            self.stream.write("[repair] " + self._line(stats) + "\n")
-        self.stream.flush()
+        if self._due():
+            self._draw("[repair] " + self._line(stats))
 
     def close(self, stats: Any) -> None:
         end = "\r" if self.tty else ""
@@ -442,17 +456,8 @@ def run_change(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ChangeBar:
-    """A membership change's progress on stderr: a line per phase, a bar per step."""
-
-    def __init__(self, stream: Any) -> None:
-        import time
-
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.clock = time.monotonic
-        self.last = 0.0
-        self.open = False
+class _ChangeBar(_StderrBar):
+    """A membership change's progress: a line per phase, a bar per step."""
 
     def show(self, progress: Any) -> None:
         if progress.step in ("phase", "done") or (progress.step == "waiting" and
@@ -461,11 +466,9 @@ class _ChangeBar:
             self.stream.write(f"[{progress.step}] {progress.message}\n")
             self.stream.flush()
             return
-        now = self.clock()
         finished = progress.step != "waiting" and progress.done == progress.total
-        if now - self.last < (0.1 if self.tty else 1.0) and not finished:
+        if not self._due(force=finished):
             return
-        self.last = now
         if progress.step == "waiting":
             line = progress.message
         else:
@@ -474,12 +477,7 @@ class _ChangeBar:
             unit = "nodes" if progress.step == "cleanup" else "partitions"
             line = (f"{progress.step} [{'#' * filled}{'.' * (width - filled)}] "
                     f"{progress.done}/{progress.total} {unit}, {progress.keys} keys")
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-            self.open = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._draw(line)
 
     def end(self) -> None:
         if self.open:

@@ -223,21 +223,13 @@ class ReplicaLink:
             group = self._writes
             if group is None or len(group.callbacks) == WRITE_GROUP_LIMIT:
                 group = self._writes = _WriteGroup()
-                self._out.append(group)
-                self._pending.append((group.deliver, time.monotonic()))
-                if not self._dirty:
-                    self._dirty = True
-                    self._flusher.mark(self)
+                self._queue(group, group.deliver)
             group.entries.append(payload.entry)
             group.width += payload.width
             group.callbacks.append(callback)
             return
         self._writes = None  # nor a later write
-        self._out.append(payload)
-        self._pending.append((callback, time.monotonic()))
-        if not self._dirty:
-            self._dirty = True
-            self._flusher.mark(self)
+        self._queue(payload, callback)
 
     def get(self, key: bytes, callback: Callable[[Any, Any], None], tag: Any,
             encoded: bytes | None = None) -> None:
@@ -253,14 +245,18 @@ class ReplicaLink:
         group = self._gets
         if group is None:
             group = self._gets = _GetGroup()
-            self._out.append(group)
-            self._pending.append((group.deliver, time.monotonic()))
-            if not self._dirty:
-                self._dirty = True
-                self._flusher.mark(self)
+            self._queue(group, group.deliver)
         group.keys.append(encoded or b"$%d\r\n%b\r\n" % (len(key), key))
         group.callbacks.append(callback)
         group.tags.append(tag)
+
+    def _queue(self, part: bytes | _GetGroup | _WriteGroup, callback: Callback) -> None:
+        """``part`` goes out at the next flush; ``callback`` gets its reply."""
+        self._out.append(part)
+        self._pending.append((callback, time.monotonic()))
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)
 
     def _flush(self) -> None:
         self._dirty = False
